@@ -1,0 +1,144 @@
+/**
+ * Typed errors with stable codes. Every error a client can see is one of these;
+ * anything else is reported as INTERNAL without its message or stack.
+ */
+export const ErrorCodes = [
+  'VALIDATION_FAILED',
+  'NOT_FOUND',
+  'CONFLICT',
+  'PAYLOAD_TOO_LARGE',
+  'UNAUTHORIZED',
+  'RATE_LIMITED',
+  'MODEL_UNAVAILABLE',
+  'MODEL_TIMEOUT',
+  'MODEL_ERROR',
+  'TASK_TIMEOUT',
+  'CANCELLED',
+  'CONFIG_INVALID',
+  'INTERNAL',
+] as const;
+export type ErrorCode = (typeof ErrorCodes)[number];
+
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  details?: unknown;
+}
+
+export interface MageErrorOptions {
+  details?: unknown;
+  retryable?: boolean;
+  cause?: unknown;
+}
+
+/** Base class: a code, the HTTP status it maps to, and whether a retry may succeed. */
+export class MageError extends Error {
+  override readonly name: string = 'MageError';
+  readonly details?: unknown;
+  readonly retryable: boolean;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly httpStatus: number,
+    options: MageErrorOptions = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.details = options.details;
+    this.retryable = options.retryable ?? false;
+  }
+
+  toBody(): ErrorBody {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+export class ValidationError extends MageError {
+  override readonly name = 'ValidationError';
+  constructor(message: string, details?: unknown) {
+    super('VALIDATION_FAILED', message, 400, { details });
+  }
+}
+
+export class NotFoundError extends MageError {
+  override readonly name = 'NotFoundError';
+  constructor(message: string) {
+    super('NOT_FOUND', message, 404);
+  }
+}
+
+export class ConflictError extends MageError {
+  override readonly name = 'ConflictError';
+  constructor(message: string, details?: unknown) {
+    super('CONFLICT', message, 409, { details });
+  }
+}
+
+export class PayloadTooLargeError extends MageError {
+  override readonly name = 'PayloadTooLargeError';
+  constructor(message: string) {
+    super('PAYLOAD_TOO_LARGE', message, 413);
+  }
+}
+
+/** The model server could not be reached, or answered 5xx/429: worth retrying. */
+export class ModelUnavailableError extends MageError {
+  override readonly name = 'ModelUnavailableError';
+  constructor(message: string, options: MageErrorOptions = {}) {
+    super('MODEL_UNAVAILABLE', message, 503, { retryable: true, ...options });
+  }
+}
+
+/** No first token, or no completion, within the model's configured timeout. */
+export class ModelTimeoutError extends MageError {
+  override readonly name = 'ModelTimeoutError';
+  constructor(message: string, options: MageErrorOptions = {}) {
+    super('MODEL_TIMEOUT', message, 504, { retryable: true, ...options });
+  }
+}
+
+/** The model server rejected the request (4xx) or answered something unusable: final. */
+export class ModelResponseError extends MageError {
+  override readonly name = 'ModelResponseError';
+  constructor(message: string, options: MageErrorOptions = {}) {
+    super('MODEL_ERROR', message, 502, { retryable: false, ...options });
+  }
+}
+
+export class TaskTimeoutError extends MageError {
+  override readonly name = 'TaskTimeoutError';
+  constructor(timeoutMs: number) {
+    super('TASK_TIMEOUT', `task did not finish within ${timeoutMs} ms`, 504, { details: { timeoutMs } });
+  }
+}
+
+export class CancelledError extends MageError {
+  override readonly name = 'CancelledError';
+  constructor(message = 'task was cancelled') {
+    super('CANCELLED', message, 409);
+  }
+}
+
+export class ConfigError extends MageError {
+  override readonly name = 'ConfigError';
+  constructor(message: string, details?: unknown) {
+    super('CONFIG_INVALID', message, 500, { details });
+  }
+}
+
+export function isMageError(error: unknown): error is MageError {
+  return error instanceof MageError;
+}
+
+/** Whether an error is worth retrying; unknown errors (network, Redis blips) are. */
+export function isRetryable(error: unknown): boolean {
+  return isMageError(error) ? error.retryable : true;
+}
+
+/** The client-safe body of any error: known errors as they are, anything else as INTERNAL. */
+export function toErrorBody(error: unknown): ErrorBody {
+  if (isMageError(error)) return error.toBody();
+  return { code: 'INTERNAL', message: 'internal error' };
+}

@@ -1,0 +1,5 @@
+export * from './errors';
+export * from './schemas';
+export * from './logger';
+export * from './env';
+export { z } from 'zod';

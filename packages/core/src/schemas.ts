@@ -1,0 +1,176 @@
+import { z } from 'zod';
+
+/** A chat message as OpenAI-compatible clients send it; multi-part text content is accepted. */
+export const ChatMessageSchema = z.object({
+  role: z.enum(['system', 'user', 'assistant', 'tool']),
+  content: z.union([
+    z.string(),
+    z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1),
+    z.null(),
+  ]),
+  name: z.string().max(128).optional(),
+  tool_call_id: z.string().max(256).optional(),
+});
+export type ChatMessageInput = z.infer<typeof ChatMessageSchema>;
+
+/** The normalised message the service stores and sends to model servers. */
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | 'tool';
+  content: string;
+  name?: string;
+  tool_call_id?: string;
+}
+
+export function normaliseMessage(message: ChatMessageInput): ChatMessage {
+  const content =
+    message.content === null
+      ? ''
+      : typeof message.content === 'string'
+        ? message.content
+        : message.content.map((part) => part.text).join('');
+  const normalised: ChatMessage = { role: message.role, content };
+  if (message.name !== undefined) normalised.name = message.name;
+  if (message.tool_call_id !== undefined) normalised.tool_call_id = message.tool_call_id;
+  return normalised;
+}
+
+export const TaskOptionsSchema = z.strictObject({
+  temperature: z.number().min(0).max(2).optional(),
+  maxTokens: z.number().int().min(1).max(131072).optional(),
+  /** Wall-clock limit for the whole task, overriding the worker's default. */
+  timeoutMs: z.number().int().min(100).max(24 * 3600 * 1000).optional(),
+});
+export type TaskOptions = z.infer<typeof TaskOptionsSchema>;
+
+export const TaskPriorities = ['high', 'normal', 'low'] as const;
+export type TaskPriority = (typeof TaskPriorities)[number];
+
+export const CreateTaskRequestSchema = z
+  .strictObject({
+    prompt: z.string().min(1, 'prompt must not be empty').optional(),
+    messages: z.array(ChatMessageSchema).min(1, 'messages must not be empty').optional(),
+    pattern: z.string().min(1).max(64).optional(),
+    priority: z.enum(TaskPriorities).optional(),
+    options: TaskOptionsSchema.optional(),
+    metadata: z.record(z.string().max(64), z.unknown()).optional(),
+  })
+  .refine((body) => (body.prompt === undefined) !== (body.messages === undefined), {
+    message: 'exactly one of prompt or messages is required',
+    path: ['prompt'],
+  });
+export type CreateTaskRequest = z.infer<typeof CreateTaskRequestSchema>;
+
+export const TaskStatuses = ['queued', 'processing', 'completed', 'failed', 'cancelled'] as const;
+export type TaskStatus = (typeof TaskStatuses)[number];
+export const TerminalStatuses: readonly TaskStatus[] = ['completed', 'failed', 'cancelled'];
+export function isTerminal(status: TaskStatus): boolean {
+  return TerminalStatuses.includes(status);
+}
+
+export interface TokenUsage {
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+}
+
+export function addUsage(a: TokenUsage, b: TokenUsage): TokenUsage {
+  return {
+    promptTokens: a.promptTokens + b.promptTokens,
+    completionTokens: a.completionTokens + b.completionTokens,
+    totalTokens: a.totalTokens + b.totalTokens,
+  };
+}
+export const zeroUsage = (): TokenUsage => ({ promptTokens: 0, completionTokens: 0, totalTokens: 0 });
+
+export interface ToolCall {
+  tool: string;
+  arguments: Record<string, unknown>;
+}
+
+/** One model call of a pattern, as recorded in `result.steps[]`. */
+export interface StepRecord {
+  id: string;
+  name: string;
+  role: string;
+  model: string;
+  host: string;
+  /** 1 for the first try of this call; higher after retries of retryable model errors. */
+  attempt: number;
+  startedAt: string;
+  durationMs: number;
+  usage: TokenUsage;
+  verdict?: string;
+}
+
+export interface TaskResult {
+  content: string;
+  toolCalls: ToolCall[];
+  steps: StepRecord[];
+  usage: TokenUsage;
+  /** The model whose answer is the final content. */
+  model: string;
+}
+
+export interface TaskErrorInfo {
+  code: string;
+  message: string;
+  retryable: boolean;
+}
+
+/** What a task was asked to do: the messages after normalisation. */
+export interface TaskInput {
+  messages: ChatMessage[];
+}
+
+/** The task record, the clients' source of truth. */
+export interface TaskRecord {
+  id: string;
+  status: TaskStatus;
+  pattern: string;
+  priority: TaskPriority;
+  input: TaskInput;
+  options: TaskOptions;
+  metadata: Record<string, unknown>;
+  createdAt: string;
+  startedAt: string | null;
+  completedAt: string | null;
+  expiresAt: string;
+  attempt: number;
+  currentStep: string | null;
+  result: TaskResult | null;
+  error: TaskErrorInfo | null;
+  /** The seq of the newest event in the task's log. */
+  lastSeq: number;
+}
+
+export interface StepInfo {
+  id: string;
+  name: string;
+  role: string;
+  model: string;
+  host: string;
+  attempt: number;
+}
+
+/** Event payloads by type; the log adds taskId, seq and at. */
+export type TaskEventPayload =
+  | { type: 'status'; status: TaskStatus; attempt?: number; reason?: string }
+  | { type: 'step.started'; step: StepInfo }
+  | { type: 'delta'; stepId: string; text: string }
+  | { type: 'step.completed'; stepId: string; durationMs: number; usage: TokenUsage; verdict?: string }
+  | { type: 'tool_calls'; calls: ToolCall[] }
+  | { type: 'result'; result: TaskResult }
+  | { type: 'error'; error: TaskErrorInfo }
+  | { type: 'warning'; message: string; stepId?: string };
+
+export type TaskEventType = TaskEventPayload['type'];
+
+export type TaskEvent = TaskEventPayload & { taskId: string; seq: number; at: string };
+
+/** zod issues → `details` entries a client can act on. */
+export function zodIssuesToDetails(error: z.ZodError): Array<{ path: string; message: string }> {
+  return error.issues.map((issue) => ({
+    path: issue.path.map(String).join('.') || '(root)',
+    message: issue.message,
+  }));
+}
