@@ -1,0 +1,810 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Logger } from '@mageagent/core';
+import type { ModelsConfig } from '@mageagent/models';
+
+/**
+ * The model SIMULATOR: an OpenAI-compatible chat server that invents deterministic text with
+ * configurable latency. It is the embedded default backend and the backend of tests and benchmarks;
+ * it never runs a real model. Plain node:http because it sits on the benchmarks' hot path.
+ */
+
+/** Shown as `owned_by` in /v1/models so nobody mistakes simulated answers for a real model's. */
+export const SIMULATOR_OWNER = 'mageagent-simulator';
+
+/** One model the simulator serves, with the speed it pretends to have. */
+export interface SimulatedModel {
+  id: string;
+  /** The GPU host the model is configured on; requests without a /hosts/<host> prefix count there. */
+  host: string;
+  /** 0 means infinitely fast. */
+  tokensPerSecond: number;
+  ttftMs: number;
+  /** Answer length when neither a directive nor max_tokens says otherwise. */
+  defaultTokens: number;
+  /** The config roles served by this model id, so a generator can answer in a role's style. */
+  roles: string[];
+}
+
+export type SimulatedModelInput = Pick<SimulatedModel, 'id'> & Partial<Omit<SimulatedModel, 'id'>>;
+
+export const SIMULATED_MODEL_DEFAULTS = { tokensPerSecond: 50, ttftMs: 200, defaultTokens: 60 } as const;
+
+/** `[[sim: ...]]` keys and flags; values are raw strings, flags are `true`. */
+export type Directives = Record<string, string | true>;
+
+/** A chat request as the simulator read it; `content` is already flattened to text. */
+export interface SimulatedChatRequest {
+  model: string;
+  messages: Array<{ role: string; content: string }>;
+  /** max_tokens (or max_completion_tokens) when the client sent one. */
+  maxTokens?: number;
+  stream: boolean;
+  includeUsage: boolean;
+  /** The whole JSON body, for generators that look at more than the messages (response_format, tools). */
+  body: Record<string, unknown>;
+}
+
+export interface GeneratedAnswer {
+  text: string;
+  /** Defaults to "stop"; the simulator turns it into "length" when max_tokens cuts the text. */
+  finishReason?: 'stop' | 'length';
+}
+
+/**
+ * Produces the answer text of one call. The default invents prose; role-specific generators
+ * (validator verdicts, judge picks, tool calls) can wrap it and fall back to it.
+ */
+export type AnswerGenerator = (
+  request: SimulatedChatRequest,
+  directives: Directives,
+  model: SimulatedModel,
+) => GeneratedAnswer;
+
+export interface SimulatorOptions {
+  /** Models to serve; combined with (and overriding) those of `modelsConfig`. */
+  models?: SimulatedModelInput[];
+  /** Every role of the config becomes a served model, with speeds from the role's `sim` block. */
+  modelsConfig?: ModelsConfig;
+  /** Divides config ttft and multiplies config tokens/s; directives are absolute and ignore it. Default 1. */
+  speedup?: number;
+  generateAnswer?: AnswerGenerator;
+  logger?: Logger;
+}
+
+export interface SimulatedCall {
+  host: string;
+  model: string;
+  startedAt: number;
+  endedAt: number;
+  aborted: boolean;
+}
+
+export interface SimulatorStats {
+  requests: number;
+  inFlight: number;
+  maxInFlight: number;
+  maxInFlightByHost: Record<string, number>;
+  inFlightByHost: Record<string, number>;
+  requestsByModel: Record<string, number>;
+  requestsByHost: Record<string, number>;
+  /** Calls whose client disconnected before the response finished. */
+  aborted: number;
+  /** Error answers requested by an `error=` directive. */
+  errors: number;
+  /** Connections the simulator cut on purpose (`disconnect-after=`). */
+  disconnects: number;
+  /** Per host, milliseconds during which at least one call was in flight. */
+  busyMsByHost: Record<string, number>;
+  /** The last 10 000 finished calls, oldest first; only when asked for. */
+  calls?: SimulatedCall[];
+}
+
+export interface Simulator {
+  server: Server;
+  /** Resolves with the port actually bound (useful with port 0). */
+  listen(port: number, host?: string): Promise<number>;
+  /** Ends in-flight calls (including hung ones) and stops the server. */
+  close(): Promise<void>;
+  stats(options?: { includeCalls?: boolean }): SimulatorStats;
+  reset(): void;
+}
+
+/** A keepalive comment goes out every second while a streaming call waits for its first token, as mlx_lm.server does. */
+const KEEPALIVE_INTERVAL_MS = 1000;
+/** Above this many tokens per second a timer per token is pointless: everything due is sent at once. */
+const INSTANT_TOKENS_PER_SECOND = 100_000;
+/** Below one millisecond a timer cannot wait any shorter, so the wait is skipped. */
+const INSTANT_TTFT_MS = 1;
+const CALL_LOG_LIMIT = 10_000;
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
+const CHARS_PER_TOKEN = 4;
+
+// ---------------------------------------------------------------------------------------------
+// Models
+
+/** The models of a config: one per distinct model id, speeds from the first role that uses it. */
+export function modelsFromConfig(config: ModelsConfig): SimulatedModel[] {
+  const byId = new Map<string, SimulatedModel>();
+  for (const [roleName, role] of Object.entries(config.roles)) {
+    const existing = byId.get(role.model);
+    if (existing !== undefined) {
+      existing.roles.push(roleName);
+      continue;
+    }
+    byId.set(role.model, {
+      id: role.model,
+      host: role.host,
+      tokensPerSecond: role.sim?.tokensPerSecond ?? SIMULATED_MODEL_DEFAULTS.tokensPerSecond,
+      ttftMs: role.sim?.ttftMs ?? SIMULATED_MODEL_DEFAULTS.ttftMs,
+      defaultTokens: role.sim?.defaultTokens ?? SIMULATED_MODEL_DEFAULTS.defaultTokens,
+      roles: [roleName],
+    });
+  }
+  return [...byId.values()];
+}
+
+function completeModel(input: SimulatedModelInput): SimulatedModel {
+  return {
+    id: input.id,
+    host: input.host ?? 'default',
+    tokensPerSecond: input.tokensPerSecond ?? SIMULATED_MODEL_DEFAULTS.tokensPerSecond,
+    ttftMs: input.ttftMs ?? SIMULATED_MODEL_DEFAULTS.ttftMs,
+    defaultTokens: input.defaultTokens ?? SIMULATED_MODEL_DEFAULTS.defaultTokens,
+    roles: input.roles ?? [],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Directives
+
+const DIRECTIVE_BLOCK = /\[\[\s*sim\s*:([^\]]*)\]\]/gi;
+
+/**
+ * Reads every `[[sim: key=value; flag]]` block in the text. Keys are lower-cased; later blocks
+ * override earlier ones. Values are left as strings so each consumer validates its own keys and
+ * new keys need no change here.
+ */
+export function parseDirectives(text: string): Directives {
+  const directives: Directives = {};
+  for (const match of text.matchAll(DIRECTIVE_BLOCK)) {
+    for (const part of (match[1] ?? '').split(';')) {
+      const item = part.trim();
+      if (item === '') continue;
+      const equals = item.indexOf('=');
+      if (equals === -1) {
+        directives[item.toLowerCase()] = true;
+      } else {
+        const key = item.slice(0, equals).trim().toLowerCase();
+        if (key !== '') directives[key] = item.slice(equals + 1).trim();
+      }
+    }
+  }
+  return directives;
+}
+
+/** A directive as a non-negative number, or undefined when absent or not a number. */
+export function numericDirective(directives: Directives, key: string): number | undefined {
+  const value = directives[key];
+  if (typeof value !== 'string' || value === '') return undefined;
+  const number = Number(value);
+  return Number.isFinite(number) && number >= 0 ? number : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic text
+
+const WORDS = [
+  'the', 'model', 'answer', 'simulated', 'token', 'stream', 'request', 'pattern', 'host', 'memory',
+  'latency', 'queue', 'worker', 'result', 'context', 'value', 'system', 'quickly', 'carefully', 'data',
+  'and', 'of', 'to', 'in', 'with', 'for', 'is', 'are', 'this', 'that',
+  'function', 'returns', 'checks', 'builds', 'reads', 'writes', 'sends', 'keeps', 'finds', 'gives',
+  'simple', 'small', 'large', 'fast', 'stable', 'clear', 'first', 'next', 'final', 'every',
+  'plan', 'step', 'review', 'draft', 'idea', 'reason', 'detail', 'example', 'summary', 'question',
+  'server', 'client', 'record', 'event', 'message', 'option', 'limit', 'budget', 'score', 'choice',
+  'we', 'it', 'each', 'some', 'more', 'less', 'then', 'also', 'only', 'here',
+] as const;
+
+/** FNV-1a, 32-bit: cheap, stable across runs and platforms. */
+export function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let index = 0; index < text.length; index += 1) {
+    hash ^= text.charCodeAt(index);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return hash >>> 0;
+}
+
+/** mulberry32: a tiny seeded PRNG, so the same prompt always yields the same text. */
+function seededRandom(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let mixed = state;
+    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
+    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
+    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `count` words as sentences; each word but the last carries its following space (one word = one token). */
+export function inventText(seed: number, count: number): string {
+  const random = seededRandom(seed);
+  const parts: string[] = [];
+  let wordsLeftInSentence = 0;
+  for (let index = 0; index < count; index += 1) {
+    const startsSentence = wordsLeftInSentence === 0;
+    if (startsSentence) wordsLeftInSentence = 5 + Math.floor(random() * 10);
+    let word: string = WORDS[Math.floor(random() * WORDS.length)] ?? 'the';
+    if (startsSentence) word = word.charAt(0).toUpperCase() + word.slice(1);
+    wordsLeftInSentence -= 1;
+    const last = index === count - 1;
+    if (last || wordsLeftInSentence === 0) {
+      word += '.';
+      wordsLeftInSentence = 0;
+    } else if (random() < 0.08) {
+      word += ',';
+    }
+    parts.push(last ? word : `${word} `);
+  }
+  return parts.join('');
+}
+
+/** The default generator: prose seeded by the model and messages; `tokens=N` sets its length. */
+export const generateProse: AnswerGenerator = (request, directives, model) => {
+  const seed = fnv1a(JSON.stringify([request.model, request.messages]));
+  const count = Math.floor(numericDirective(directives, 'tokens') ?? model.defaultTokens);
+  return { text: inventText(seed, count), finishReason: 'stop' };
+};
+
+/** Splits text into streamable tokens of one word plus its following whitespace; joins back exactly. */
+export function splitIntoTokens(text: string): string[] {
+  const tokens = text.match(/\s*\S+\s*/g);
+  if (tokens === null) return text === '' ? [] : [text];
+  return tokens;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics
+
+interface HostCounters {
+  inFlight: number;
+  maxInFlight: number;
+  requests: number;
+  busyMs: number;
+  /** performance.now() when inFlight went from 0 to 1; undefined while idle. */
+  busySince: number | undefined;
+}
+
+interface CallBookkeeping {
+  host: string;
+  model: string;
+  startedAt: number;
+  /** Counters reset since this call began must not count its end. */
+  generation: number;
+  ended: boolean;
+}
+
+class SimulatorStatistics {
+  private generation = 0;
+  private requests = 0;
+  private aborted = 0;
+  private errors = 0;
+  private disconnects = 0;
+  private inFlight = 0;
+  private maxInFlight = 0;
+  private readonly hosts = new Map<string, HostCounters>();
+  private requestsByModel = new Map<string, number>();
+  private calls: SimulatedCall[] = [];
+  private callsStart = 0;
+
+  begin(host: string, model: string): CallBookkeeping {
+    this.requests += 1;
+    this.inFlight += 1;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    this.requestsByModel.set(model, (this.requestsByModel.get(model) ?? 0) + 1);
+    const counters = this.host(host);
+    counters.requests += 1;
+    if (counters.inFlight === 0) counters.busySince = performance.now();
+    counters.inFlight += 1;
+    counters.maxInFlight = Math.max(counters.maxInFlight, counters.inFlight);
+    return { host, model, startedAt: Date.now(), generation: this.generation, ended: false };
+  }
+
+  /** Idempotent: a response can both finish and close. */
+  end(call: CallBookkeeping, aborted: boolean): void {
+    if (call.ended) return;
+    call.ended = true;
+    // In-flight gauges survive resets, so they always come back to zero.
+    this.inFlight -= 1;
+    const counters = this.host(call.host);
+    counters.inFlight -= 1;
+    if (counters.inFlight === 0 && counters.busySince !== undefined) {
+      counters.busyMs += performance.now() - counters.busySince;
+      counters.busySince = undefined;
+    }
+    if (call.generation !== this.generation) return;
+    if (aborted) this.aborted += 1;
+    this.calls.push({ host: call.host, model: call.model, startedAt: call.startedAt, endedAt: Date.now(), aborted });
+    // Trim in batches so keeping the last 10 000 calls costs O(1) per call on average.
+    if (this.calls.length - this.callsStart > CALL_LOG_LIMIT) this.callsStart += 1;
+    if (this.callsStart >= CALL_LOG_LIMIT) {
+      this.calls = this.calls.slice(this.callsStart);
+      this.callsStart = 0;
+    }
+  }
+
+  countError(): void {
+    this.errors += 1;
+  }
+
+  countDisconnect(): void {
+    this.disconnects += 1;
+  }
+
+  /** Zeroes counters; live in-flight gauges stay, and the maxima restart from them. */
+  reset(): void {
+    this.generation += 1;
+    this.requests = 0;
+    this.aborted = 0;
+    this.errors = 0;
+    this.disconnects = 0;
+    this.maxInFlight = this.inFlight;
+    this.requestsByModel = new Map();
+    this.calls = [];
+    this.callsStart = 0;
+    const now = performance.now();
+    for (const [name, counters] of this.hosts) {
+      if (counters.inFlight === 0) {
+        this.hosts.delete(name);
+        continue;
+      }
+      counters.requests = 0;
+      counters.busyMs = 0;
+      counters.maxInFlight = counters.inFlight;
+      counters.busySince = now;
+    }
+  }
+
+  snapshot(includeCalls: boolean): SimulatorStats {
+    const now = performance.now();
+    const byHost = (pick: (counters: HostCounters) => number): Record<string, number> =>
+      Object.fromEntries([...this.hosts].map(([name, counters]) => [name, pick(counters)]));
+    const stats: SimulatorStats = {
+      requests: this.requests,
+      inFlight: this.inFlight,
+      maxInFlight: this.maxInFlight,
+      maxInFlightByHost: byHost((counters) => counters.maxInFlight),
+      inFlightByHost: byHost((counters) => counters.inFlight),
+      requestsByModel: Object.fromEntries(this.requestsByModel),
+      requestsByHost: byHost((counters) => counters.requests),
+      aborted: this.aborted,
+      errors: this.errors,
+      disconnects: this.disconnects,
+      busyMsByHost: byHost((counters) =>
+        Math.round(counters.busyMs + (counters.busySince === undefined ? 0 : now - counters.busySince)),
+      ),
+    };
+    if (includeCalls) stats.calls = this.calls.slice(this.callsStart);
+    return stats;
+  }
+
+  private host(name: string): HostCounters {
+    let counters = this.hosts.get(name);
+    if (counters === undefined) {
+      counters = { inFlight: 0, maxInFlight: 0, requests: 0, busyMs: 0, busySince: undefined };
+      this.hosts.set(name, counters);
+    }
+    return counters;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP helpers
+
+const ERROR_TYPES: Record<number, { type: string; code: string | null }> = {
+  400: { type: 'invalid_request_error', code: null },
+  401: { type: 'authentication_error', code: 'invalid_api_key' },
+  403: { type: 'permission_error', code: null },
+  404: { type: 'invalid_request_error', code: 'not_found' },
+  413: { type: 'invalid_request_error', code: 'request_too_large' },
+  429: { type: 'rate_limit_error', code: 'rate_limit_exceeded' },
+};
+
+interface OpenAIErrorFields {
+  message: string;
+  type?: string;
+  param?: string | null;
+  code?: string | null;
+}
+
+function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    ...headers,
+  });
+  response.end(text);
+}
+
+function sendError(response: ServerResponse, status: number, fields: OpenAIErrorFields, headers?: Record<string, string>): void {
+  const known = ERROR_TYPES[status];
+  sendJson(
+    response,
+    status,
+    {
+      error: {
+        message: fields.message,
+        type: fields.type ?? known?.type ?? (status >= 500 ? 'server_error' : 'invalid_request_error'),
+        param: fields.param ?? null,
+        code: fields.code ?? known?.code ?? null,
+      },
+    },
+    headers,
+  );
+}
+
+function readBody(request: IncomingMessage): Promise<string | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    request.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY_BYTES) {
+        resolve(undefined);
+        request.removeAllListeners('data');
+        request.resume();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    request.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    request.on('error', reject);
+  });
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** OpenAI content is a string, null, or an array of parts of which the text parts matter here. */
+function contentText(content: unknown): string {
+  if (typeof content === 'string') return content;
+  if (!Array.isArray(content)) return '';
+  return content
+    .map((part: unknown) => (isRecord(part) && typeof part.text === 'string' ? part.text : ''))
+    .join('');
+}
+
+/** Reads a chat body, or returns the message of a 400 answer. */
+function readChatRequest(body: Record<string, unknown>): SimulatedChatRequest | string {
+  if (typeof body.model !== 'string' || body.model === '') return 'model is required';
+  if (!Array.isArray(body.messages) || body.messages.length === 0) return 'messages must be a non-empty array';
+  const messages: SimulatedChatRequest['messages'] = [];
+  for (const message of body.messages as unknown[]) {
+    if (!isRecord(message) || typeof message.role !== 'string') return 'each message needs a role';
+    messages.push({ role: message.role, content: contentText(message.content) });
+  }
+  const limit = body.max_tokens ?? body.max_completion_tokens;
+  if (limit !== undefined && limit !== null && (typeof limit !== 'number' || !Number.isInteger(limit) || limit < 1)) {
+    return 'max_tokens must be a positive integer';
+  }
+  const streamOptions = isRecord(body.stream_options) ? body.stream_options : {};
+  const request: SimulatedChatRequest = {
+    model: body.model,
+    messages,
+    stream: body.stream === true,
+    includeUsage: streamOptions.include_usage === true,
+    body,
+  };
+  if (typeof limit === 'number') request.maxTokens = limit;
+  return request;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+interface Route {
+  /** Set when the URL had a /hosts/<host> prefix. */
+  host: string | undefined;
+  path: string;
+  query: URLSearchParams;
+}
+
+function route(url: string): Route {
+  const questionMark = url.indexOf('?');
+  let path = questionMark === -1 ? url : url.slice(0, questionMark);
+  const query = new URLSearchParams(questionMark === -1 ? '' : url.slice(questionMark + 1));
+  let host: string | undefined;
+  const prefixed = /^\/hosts\/([^/]+)(\/.*)$/.exec(path);
+  if (prefixed !== null) {
+    host = decodeURIComponent(prefixed[1] ?? '');
+    path = prefixed[2] ?? '/';
+  }
+  if (path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);
+  return { host, path, query };
+}
+
+export function createSimulator(options: SimulatorOptions = {}): Simulator {
+  const speedup = options.speedup ?? 1;
+  if (!(speedup > 0)) throw new RangeError(`speedup must be positive, got ${speedup}`);
+  const generateAnswer = options.generateAnswer ?? generateProse;
+  const logger = options.logger;
+  const models = new Map<string, SimulatedModel>();
+  for (const model of options.modelsConfig === undefined ? [] : modelsFromConfig(options.modelsConfig)) {
+    models.set(model.id, model);
+  }
+  for (const input of options.models ?? []) models.set(input.id, completeModel(input));
+
+  const statistics = new SimulatorStatistics();
+  /** Cleanups of calls still running, so close() can end hung and slow calls at once. */
+  const activeCalls = new Set<() => void>();
+  let responseCounter = 0;
+
+  const modelList = () => ({
+    object: 'list',
+    data: [...models.values()].map((model) => ({
+      id: model.id,
+      object: 'model',
+      created: 0,
+      owned_by: SIMULATOR_OWNER,
+    })),
+  });
+
+  async function handleChat(request: IncomingMessage, response: ServerResponse, prefixHost: string | undefined): Promise<void> {
+    const text = await readBody(request);
+    if (text === undefined) {
+      sendError(response, 413, { message: `request body exceeds ${MAX_BODY_BYTES} bytes` });
+      return;
+    }
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      sendError(response, 400, { message: 'request body is not valid JSON' });
+      return;
+    }
+    if (!isRecord(body)) {
+      sendError(response, 400, { message: 'request body must be a JSON object' });
+      return;
+    }
+    const chatRequest = readChatRequest(body);
+    if (typeof chatRequest === 'string') {
+      sendError(response, 400, { message: chatRequest });
+      return;
+    }
+    const model = models.get(chatRequest.model);
+    if (model === undefined) {
+      sendError(response, 404, {
+        message: `The model \`${chatRequest.model}\` does not exist (model simulator serves: ${[...models.keys()].join(', ')})`,
+        type: 'invalid_request_error',
+        param: 'model',
+        code: 'model_not_found',
+      });
+      return;
+    }
+    const host = prefixHost ?? (model.host === '' ? 'default' : model.host);
+    runCall(response, chatRequest, model, host);
+  }
+
+  function runCall(response: ServerResponse, request: SimulatedChatRequest, model: SimulatedModel, host: string): void {
+    const directives = parseDirectives(request.messages.map((message) => message.content).join('\n'));
+    const call = statistics.begin(host, model.id);
+    const startedAt = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    let keepaliveTimer: NodeJS.Timeout | undefined;
+    let cutByServer = false;
+    const cleanup = (): void => {
+      clearTimeout(timer);
+      clearInterval(keepaliveTimer);
+      activeCalls.delete(destroy);
+    };
+    const destroy = (): void => {
+      cleanup();
+      response.destroy();
+    };
+    activeCalls.add(destroy);
+    const finish = (): void => {
+      cleanup();
+      // Closed before finishing means the client went away, unless the simulator cut it on purpose.
+      statistics.end(call, !response.writableFinished && !cutByServer);
+      if (logger?.isDebugEnabled()) {
+        logger.debug('model simulator call ended', { host, model: model.id, aborted: !response.writableFinished && !cutByServer });
+      }
+    };
+    response.once('close', finish);
+
+    const errorStatus = numericDirective(directives, 'error');
+    if (errorStatus !== undefined && Number.isInteger(errorStatus) && errorStatus >= 400 && errorStatus <= 599) {
+      statistics.countError();
+      sendError(
+        response,
+        errorStatus,
+        { message: `simulated HTTP ${errorStatus} (model simulator directive error=${errorStatus})` },
+        errorStatus === 429 ? { 'retry-after': '1' } : {},
+      );
+      return;
+    }
+    // Accepted and never answered: the call stays in flight until the client gives up.
+    if (directives.hang === true) return;
+
+    const answer = generateAnswer(request, directives, model);
+    let tokens = splitIntoTokens(answer.text);
+    let finishReason: 'stop' | 'length' = answer.finishReason ?? 'stop';
+    if (request.maxTokens !== undefined && tokens.length > request.maxTokens) {
+      tokens = tokens.slice(0, request.maxTokens);
+      finishReason = 'length';
+    }
+    const ttftMs = effectiveTtftMs(numericDirective(directives, 'ttft') ?? model.ttftMs / speedup);
+    const tokensPerSecond = numericDirective(directives, 'tps') ?? model.tokensPerSecond * speedup;
+    const tokenIntervalMs = tokensPerSecond === 0 || tokensPerSecond >= INSTANT_TOKENS_PER_SECOND ? 0 : 1000 / tokensPerSecond;
+    const disconnectAfterValue = numericDirective(directives, 'disconnect-after');
+    const disconnectAfter = disconnectAfterValue === undefined ? undefined : Math.floor(disconnectAfterValue);
+    const promptTokens = Math.ceil(
+      request.messages.reduce((sum, message) => sum + message.content.length, 0) / CHARS_PER_TOKEN,
+    );
+    const usage = (completionTokens: number) => ({
+      prompt_tokens: promptTokens,
+      completion_tokens: completionTokens,
+      total_tokens: promptTokens + completionTokens,
+    });
+    responseCounter += 1;
+    const id = `chatcmpl-sim-${responseCounter}`;
+    const created = Math.floor(Date.now() / 1000);
+    /** Milliseconds after the call began at which token `index` is due. */
+    const dueAt = (index: number): number => ttftMs + index * tokenIntervalMs;
+    const elapsed = (): number => performance.now() - startedAt;
+
+    /** Sends what has been written so far, then drops the connection without finishing the answer. */
+    const cutConnection = (lastWrite: string): void => {
+      cutByServer = true;
+      statistics.countDisconnect();
+      clearInterval(keepaliveTimer);
+      // The callback fires once the bytes are handed to the kernel, so the client receives them before the reset.
+      if (lastWrite === '') response.socket?.destroy();
+      else response.write(lastWrite, () => response.socket?.destroy());
+    };
+
+    if (!request.stream) {
+      const tokensBeforeCut = disconnectAfter === undefined ? undefined : Math.min(disconnectAfter, tokens.length);
+      const answerNow = (): void => {
+        if (tokensBeforeCut !== undefined) {
+          cutConnection('');
+          return;
+        }
+        sendJson(response, 200, {
+          id,
+          object: 'chat.completion',
+          created,
+          model: request.model,
+          system_fingerprint: SIMULATOR_OWNER,
+          choices: [
+            { index: 0, message: { role: 'assistant', content: tokens.join('') }, logprobs: null, finish_reason: finishReason },
+          ],
+          usage: usage(tokens.length),
+        });
+      };
+      const tokensToWaitFor = tokensBeforeCut ?? tokens.length;
+      const waitMs = tokensToWaitFor === 0 ? ttftMs : dueAt(tokensToWaitFor - 1);
+      if (waitMs <= 0) answerNow();
+      else timer = setTimeout(answerNow, waitMs);
+      return;
+    }
+
+    const chunkPrefix = `data: {"id":"${id}","object":"chat.completion.chunk","created":${created},"model":${JSON.stringify(request.model)},"system_fingerprint":"${SIMULATOR_OWNER}","choices":[`;
+    const roleChunk = `${chunkPrefix}{"index":0,"delta":{"role":"assistant"},"logprobs":null,"finish_reason":null}]}\n\n`;
+    const contentChunk = (token: string): string =>
+      `${chunkPrefix}{"index":0,"delta":{"content":${JSON.stringify(token)}},"logprobs":null,"finish_reason":null}]}\n\n`;
+    const closingChunks = (): string =>
+      `${chunkPrefix}{"index":0,"delta":{},"logprobs":null,"finish_reason":"${finishReason}"}]}\n\n` +
+      (request.includeUsage ? `${chunkPrefix}],"usage":${JSON.stringify(usage(tokens.length))}}\n\n` : '') +
+      'data: [DONE]\n\n';
+
+    response.writeHead(200, {
+      'content-type': 'text/event-stream',
+      'cache-control': 'no-cache',
+      'x-simulator': SIMULATOR_OWNER,
+    });
+    if (ttftMs > 0) {
+      // Headers go out at once, as real servers do, so the client's first-token clock measures the model.
+      response.flushHeaders();
+      if (ttftMs > KEEPALIVE_INTERVAL_MS) {
+        keepaliveTimer = setInterval(() => response.write(': keepalive\n\n'), KEEPALIVE_INTERVAL_MS);
+      }
+    }
+
+    let sent = 0;
+    let roleSent = false;
+    /** Writes every token due by now in one write; zero-latency calls thus become a single write. */
+    const emitDue = (): void => {
+      timer = undefined;
+      const now = elapsed();
+      let out = '';
+      if (!roleSent) {
+        clearInterval(keepaliveTimer);
+        keepaliveTimer = undefined;
+        out += roleChunk;
+        roleSent = true;
+      }
+      const limit = disconnectAfter === undefined ? tokens.length : Math.min(disconnectAfter, tokens.length);
+      while (sent < limit && (tokenIntervalMs === 0 || dueAt(sent) <= now)) {
+        out += contentChunk(tokens[sent] ?? '');
+        sent += 1;
+      }
+      if (disconnectAfter !== undefined && sent >= limit) {
+        cutConnection(out);
+        return;
+      }
+      if (sent >= tokens.length) {
+        response.end(out + closingChunks());
+        return;
+      }
+      if (out !== '') response.write(out);
+      timer = setTimeout(emitDue, Math.max(0, dueAt(sent) - elapsed()));
+    };
+    if (ttftMs <= 0) emitDue();
+    else timer = setTimeout(emitDue, ttftMs);
+  }
+
+  const server = createServer((request, response) => {
+    const { host, path, query } = route(request.url ?? '/');
+    const method = request.method ?? 'GET';
+    if (path === '/v1/chat/completions') {
+      if (method !== 'POST') return sendError(response, 405, { message: 'use POST' });
+      handleChat(request, response, host).catch((error: unknown) => {
+        logger?.error('model simulator failed to answer', { error: (error as Error).message });
+        if (!response.headersSent) sendError(response, 500, { message: 'model simulator internal error' });
+        else response.destroy();
+      });
+      return;
+    }
+    if (path === '/v1/models' && method === 'GET') return sendJson(response, 200, modelList());
+    if (host === undefined) {
+      if (path === '/health' && method === 'GET') return sendJson(response, 200, { status: 'ok', service: 'model-sim', simulator: true });
+      if (path === '/sim/stats' && method === 'GET') {
+        return sendJson(response, 200, statistics.snapshot(query.get('calls') === '1' || query.get('calls') === 'true'));
+      }
+      if (path === '/sim/reset' && method === 'POST') {
+        statistics.reset();
+        return sendJson(response, 200, { reset: true });
+      }
+    }
+    sendError(response, 404, { message: `model simulator has no route ${method} ${request.url ?? ''}`, code: 'not_found' });
+  });
+
+  return {
+    server,
+    listen(port, host = '127.0.0.1') {
+      return new Promise<number>((resolve, reject) => {
+        const onError = (error: Error): void => reject(error);
+        server.once('error', onError);
+        server.listen(port, host, () => {
+          server.off('error', onError);
+          const address = server.address() as AddressInfo;
+          logger?.info('model simulator listening', { host, port: address.port, models: [...models.keys()], speedup });
+          resolve(address.port);
+        });
+      });
+    },
+    close() {
+      for (const destroy of [...activeCalls]) destroy();
+      return new Promise<void>((resolve, reject) => {
+        if (!server.listening) {
+          resolve();
+          return;
+        }
+        server.close((error) => (error === undefined ? resolve() : reject(error)));
+        // Idle keep-alive sockets would otherwise hold close() open for seconds.
+        server.closeAllConnections();
+      });
+    },
+    stats: (statsOptions = {}) => statistics.snapshot(statsOptions.includeCalls === true),
+    reset: () => statistics.reset(),
+  };
+}
+
+function effectiveTtftMs(ttftMs: number): number {
+  return ttftMs < INSTANT_TTFT_MS ? 0 : ttftMs;
+}

@@ -1,0 +1,4 @@
+export * from './types';
+export * from './config';
+export * from './openai-client';
+export * from './registry';
