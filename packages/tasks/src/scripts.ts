@@ -1,0 +1,54 @@
+/**
+ * Lua scripts: each state change appends its events and publishes them in the same
+ * atomic step, so the log, the record and the live stream never disagree.
+ *
+ * Events are passed as JSON objects without taskId/seq/at; the script splices those in
+ * (string concatenation, not cjson, which would reorder keys and turn [] into {}).
+ */
+
+/** KEYS: task hash, event log. ARGV: ttl, taskId, at, first event body, then field/value pairs. */
+export const CREATE_TASK = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fields = {'seq', 1}
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('RPUSH', KEYS[2], '{"taskId":"' .. ARGV[2] .. '","seq":1,"at":"' .. ARGV[3] .. '",' .. string.sub(ARGV[4], 2))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return 1
+`;
+
+/**
+ * Guarded transition and/or event append.
+ * KEYS: task hash, event log.
+ * ARGV: channel, taskId, at, allowed current statuses as ",a,b,", new status or "",
+ *       ttl seconds (0 = leave), field-pair count n, n field/value pairs, then event bodies.
+ * Returns {lastSeq, previousStatus}; {-1, ""} when the task does not exist;
+ * {0, currentStatus} when the current status is not allowed (nothing written).
+ */
+export const TRANSITION = `
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return {-1, ''} end
+if not string.find(ARGV[4], ',' .. status .. ',', 1, true) then return {0, status} end
+local pairCount = tonumber(ARGV[7])
+local fields = {}
+if ARGV[5] ~= '' then fields[1] = 'status'; fields[2] = ARGV[5] end
+for i = 8, 7 + 2 * pairCount do fields[#fields + 1] = ARGV[i] end
+if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+local head = '{"taskId":"' .. ARGV[2] .. '","seq":'
+local tail = ',"at":"' .. ARGV[3] .. '",'
+for i = 8 + 2 * pairCount, #ARGV do
+  seq = seq + 1
+  local event = head .. seq .. tail .. string.sub(ARGV[i], 2)
+  redis.call('RPUSH', KEYS[2], event)
+  redis.call('PUBLISH', ARGV[1], event)
+end
+redis.call('HSET', KEYS[1], 'seq', seq)
+local ttl = tonumber(ARGV[6])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
+return {seq, status}
+`;

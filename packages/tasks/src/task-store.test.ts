@@ -1,0 +1,150 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { TaskEvent, TaskRecord } from '@mageagent/core';
+import { createRedis } from './redis';
+import { TaskStore } from './task-store';
+import { TaskEventBus } from './event-bus';
+import { followTask } from './task-follower';
+
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const prefix = `test-store-${randomUUID().slice(0, 8)}`;
+let redis: Redis;
+let subscriber: Redis;
+let store: TaskStore;
+let bus: TaskEventBus;
+
+function newTask(): TaskRecord {
+  const now = new Date().toISOString();
+  return {
+    id: randomUUID(),
+    status: 'queued',
+    pattern: 'primary',
+    priority: 'normal',
+    input: { messages: [{ role: 'user', content: 'hi' }] },
+    options: {},
+    metadata: { source: 'test' },
+    createdAt: now,
+    startedAt: null,
+    completedAt: null,
+    expiresAt: now,
+    attempt: 0,
+    currentStep: null,
+    result: null,
+    error: null,
+    lastSeq: 1,
+  };
+}
+
+beforeAll(() => {
+  redis = createRedis(REDIS_URL, 'commands');
+  subscriber = createRedis(REDIS_URL, 'subscriber');
+  store = new TaskStore(redis, prefix, { retentionSeconds: 60 });
+  bus = new TaskEventBus(subscriber, store.keys);
+});
+
+afterAll(async () => {
+  const keys = await redis.keys(`${prefix}:*`);
+  if (keys.length > 0) await redis.del(...keys);
+  redis.disconnect();
+  subscriber.disconnect();
+});
+
+const result = { content: 'done', toolCalls: [], steps: [], usage: { promptTokens: 1, completionTokens: 1, totalTokens: 2 }, model: 'm' };
+
+test('create then get round-trips the record with its first event', async () => {
+  const task = newTask();
+  await store.create(task);
+  const stored = await store.get(task.id);
+  expect(stored).toMatchObject({ id: task.id, status: 'queued', metadata: { source: 'test' }, lastSeq: 1, result: null });
+  const events = await store.readEvents(task.id);
+  expect(events).toEqual([{ taskId: task.id, seq: 1, at: task.createdAt, type: 'status', status: 'queued' }]);
+  await expect(store.create(task)).rejects.toThrow(/exists/);
+  expect(await store.ttl(task.id)).toBeGreaterThan(50);
+});
+
+test('transitions are guarded: a late completed never overwrites cancelled', async () => {
+  const task = newTask();
+  await store.create(task);
+  expect(await store.transition(task.id, { from: ['queued'], to: 'processing' })).toMatchObject({ applied: true, previousStatus: 'queued' });
+  expect(await store.cancel(task.id)).toMatchObject({ applied: true, previousStatus: 'processing' });
+  expect(await store.complete(task.id, result)).toEqual({ applied: false, currentStatus: 'cancelled' });
+  expect(await store.append(task.id, { type: 'delta', stepId: 's', text: 'late' })).toEqual({ applied: false, currentStatus: 'cancelled' });
+  const stored = await store.require(task.id);
+  expect(stored.status).toBe('cancelled');
+  expect(stored.result).toBeNull();
+  const types = (await store.readEvents(task.id)).map((event) => `${event.seq}:${event.type}:${'status' in event ? event.status : ''}`);
+  expect(types).toEqual(['1:status:queued', '2:status:processing', '3:status:cancelled']);
+});
+
+test('unknown tasks answer undefined, not an error', async () => {
+  expect(await store.get(randomUUID())).toBeUndefined();
+  expect(await store.transition(randomUUID(), { from: ['queued'], to: 'processing' })).toBeUndefined();
+  await expect(store.require('nope')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+});
+
+test('completion writes the result event before the terminal status, with contiguous seqs', async () => {
+  const task = newTask();
+  await store.create(task);
+  await store.transition(task.id, { from: ['queued'], to: 'processing' });
+  await store.append(task.id, { type: 'delta', stepId: 's1', text: 'a' }, { type: 'delta', stepId: 's1', text: 'b' });
+  expect(await store.complete(task.id, result)).toMatchObject({ applied: true, lastSeq: 6 });
+  const events = await store.readEvents(task.id);
+  expect(events.map((event) => event.seq)).toEqual([1, 2, 3, 4, 5, 6]);
+  expect(events.slice(-2).map((event) => event.type)).toEqual(['result', 'status']);
+  expect((await store.readEvents(task.id, 4)).map((event) => event.seq)).toEqual([5, 6]);
+  expect((await store.require(task.id)).result).toEqual(result);
+});
+
+test('a follower gets every event exactly once, in order, across replay and live', async () => {
+  const task = newTask();
+  await store.create(task);
+  await store.transition(task.id, { from: ['queued'], to: 'processing' });
+  const received: TaskEvent[] = [];
+  const ended = new Promise<string>((resolve) => {
+    void followTask(store, bus, task.id, { afterSeq: 1, onEvent: (event) => received.push(event), onEnd: resolve });
+  });
+  for (let index = 0; index < 50; index += 1) {
+    await store.append(task.id, { type: 'delta', stepId: 's1', text: String(index) });
+  }
+  await store.complete(task.id, result);
+  expect(await ended).toBe('terminal');
+  expect(received.map((event) => event.seq)).toEqual(Array.from({ length: 53 }, (_, index) => index + 2));
+  expect(bus.subscribedChannels).toBe(0);
+});
+
+test('a follower of a finished task replays from the resume point and ends', async () => {
+  const task = newTask();
+  await store.create(task);
+  await store.transition(task.id, { from: ['queued'], to: 'processing' });
+  await store.complete(task.id, result);
+  const received: number[] = [];
+  const reason = await new Promise<string>((resolve) => {
+    void followTask(store, bus, task.id, { afterSeq: 2, onEvent: (event) => received.push(event.seq), onEnd: resolve });
+  });
+  expect(reason).toBe('terminal');
+  expect(received).toEqual([3, 4]);
+});
+
+test('many followers of one task share one channel subscription', async () => {
+  const task = newTask();
+  await store.create(task);
+  const follows = await Promise.all(
+    Array.from({ length: 20 }, () => followTask(store, bus, task.id, { onEvent: () => undefined })),
+  );
+  expect(bus.subscribedChannels).toBe(1);
+  follows.forEach((follow) => follow.close());
+  expect(bus.subscribedChannels).toBe(0);
+});
+
+test('a follower resumed at the last event of a finished task ends at once', async () => {
+  const task = newTask();
+  await store.create(task);
+  await store.transition(task.id, { from: ['queued'], to: 'processing' });
+  await store.complete(task.id, result);
+  const received: number[] = [];
+  const reason = await new Promise<string>((resolve) => {
+    void followTask(store, bus, task.id, { afterSeq: 4, onEvent: (event) => received.push(event.seq), onEnd: resolve });
+  });
+  expect(reason).toBe('terminal');
+  expect(received).toEqual([]);
+});

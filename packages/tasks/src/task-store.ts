@@ -1,0 +1,227 @@
+import type { Redis } from 'ioredis';
+import {
+  NotFoundError,
+  TaskStatuses,
+  type TaskErrorInfo,
+  type TaskEvent,
+  type TaskEventPayload,
+  type TaskRecord,
+  type TaskResult,
+  type TaskStatus,
+} from '@mageagent/core';
+import { TaskKeys } from './keys';
+import { CREATE_TASK, TRANSITION } from './scripts';
+
+type ScriptedRedis = Redis & {
+  mageCreateTask(hash: string, events: string, ...argv: (string | number)[]): Promise<number>;
+  mageTransition(hash: string, events: string, ...argv: (string | number)[]): Promise<[number, string]>;
+};
+
+export interface TaskStoreOptions {
+  /** Seconds a task and its event log are kept after their last change. */
+  retentionSeconds: number;
+}
+
+/** What a guarded transition did. */
+export type TransitionOutcome =
+  | { applied: true; lastSeq: number; previousStatus: TaskStatus }
+  | { applied: false; currentStatus: TaskStatus };
+
+export interface TransitionRequest {
+  /** The transition applies only when the task is in one of these statuses. */
+  from: readonly TaskStatus[];
+  /** The new status; omit to append events without changing status. */
+  to?: TaskStatus;
+  /** Record fields to set alongside (already in their stored string form). */
+  fields?: Record<string, string>;
+  /** Events appended in order after the change; a status change appends its `status` event itself. */
+  events?: TaskEventPayload[];
+  /** Extra fields on the automatic `status` event (attempt, reason). */
+  statusEvent?: { attempt?: number; reason?: string };
+}
+
+const NON_TERMINAL: readonly TaskStatus[] = ['queued', 'processing'];
+const JSON_FIELDS = ['input', 'options', 'metadata', 'result', 'error'] as const;
+
+/**
+ * The task record and its event log on Redis. Every write goes through one Lua
+ * script, so a status change, its events and their publication are atomic and a
+ * late `completed` can never overwrite `cancelled`.
+ */
+export class TaskStore {
+  readonly keys: TaskKeys;
+  private readonly redis: ScriptedRedis;
+
+  constructor(
+    redis: Redis,
+    prefix: string,
+    private readonly options: TaskStoreOptions,
+  ) {
+    this.keys = new TaskKeys(prefix);
+    if (!('mageTransition' in redis)) {
+      redis.defineCommand('mageCreateTask', { numberOfKeys: 2, lua: CREATE_TASK });
+      redis.defineCommand('mageTransition', { numberOfKeys: 2, lua: TRANSITION });
+    }
+    this.redis = redis as ScriptedRedis;
+  }
+
+  get retentionSeconds(): number {
+    return this.options.retentionSeconds;
+  }
+
+  /** Writes a new task with its first `status: queued` event (seq 1). */
+  async create(task: TaskRecord): Promise<void> {
+    const fields: string[] = [];
+    for (const [key, value] of Object.entries(serialise(task))) fields.push(key, value);
+    const firstEvent = JSON.stringify({ type: 'status', status: task.status });
+    const created = await this.redis.mageCreateTask(
+      this.keys.task(task.id),
+      this.keys.events(task.id),
+      this.options.retentionSeconds,
+      task.id,
+      task.createdAt,
+      firstEvent,
+      ...fields,
+    );
+    if (created !== 1) throw new Error(`task ${task.id} exists already`);
+  }
+
+  async get(taskId: string): Promise<TaskRecord | undefined> {
+    const hash = await this.redis.hgetall(this.keys.task(taskId));
+    return hash.id === undefined ? undefined : deserialise(hash);
+  }
+
+  async require(taskId: string): Promise<TaskRecord> {
+    const task = await this.get(taskId);
+    if (!task) throw new NotFoundError(`task ${taskId} not found`);
+    return task;
+  }
+
+  /** Status and newest seq only (one small read). */
+  async head(taskId: string): Promise<{ status: TaskStatus; lastSeq: number } | undefined> {
+    const [status, seq] = await this.redis.hmget(this.keys.task(taskId), 'status', 'seq');
+    return status ? { status: status as TaskStatus, lastSeq: Number(seq ?? 0) } : undefined;
+  }
+
+  /** Seconds until the task's record expires (-2 when gone). */
+  ttl(taskId: string): Promise<number> {
+    return this.redis.ttl(this.keys.task(taskId));
+  }
+
+  /** Events with seq greater than `afterSeq`, in order. */
+  async readEvents(taskId: string, afterSeq = 0, untilSeq = -1): Promise<TaskEvent[]> {
+    // seq n sits at list index n - 1.
+    const stop = untilSeq < 0 ? -1 : untilSeq - 1;
+    const raw = await this.redis.lrange(this.keys.events(taskId), afterSeq, stop);
+    return raw.map((line) => JSON.parse(line) as TaskEvent);
+  }
+
+  /** Applies a guarded change; see TransitionRequest. */
+  async transition(taskId: string, request: TransitionRequest): Promise<TransitionOutcome | undefined> {
+    const at = new Date().toISOString();
+    const fields = { ...request.fields };
+    const events: TaskEventPayload[] = [];
+    let ttl = 0;
+    if (request.to !== undefined) {
+      events.push({ type: 'status', status: request.to, ...request.statusEvent });
+      // Every status change restarts the retention clock; the record says when it ends.
+      ttl = this.options.retentionSeconds;
+      fields.expiresAt = new Date(Date.now() + ttl * 1000).toISOString();
+    }
+    // A status event goes last: the terminal status must be the final event of the log.
+    const ordered = [...(request.events ?? []), ...events];
+    const argv: (string | number)[] = [
+      this.keys.eventChannel(taskId),
+      taskId,
+      at,
+      `,${request.from.join(',')},`,
+      request.to ?? '',
+      ttl,
+      Object.keys(fields).length,
+    ];
+    for (const [key, value] of Object.entries(fields)) argv.push(key, value);
+    for (const event of ordered) argv.push(JSON.stringify(event));
+    const [lastSeq, status] = await this.redis.mageTransition(this.keys.task(taskId), this.keys.events(taskId), ...argv);
+    if (lastSeq === -1) return undefined;
+    if (lastSeq === 0) return { applied: false, currentStatus: status as TaskStatus };
+    return { applied: true, lastSeq, previousStatus: status as TaskStatus };
+  }
+
+  /** Appends events to a task that is still running; refused (applied: false) once it is terminal. */
+  append(taskId: string, ...events: TaskEventPayload[]): Promise<TransitionOutcome | undefined> {
+    return this.transition(taskId, { from: NON_TERMINAL, events });
+  }
+
+  complete(taskId: string, result: TaskResult): Promise<TransitionOutcome | undefined> {
+    return this.transition(taskId, {
+      from: ['processing'],
+      to: 'completed',
+      fields: { result: JSON.stringify(result), completedAt: new Date().toISOString(), currentStep: '' },
+      events: [{ type: 'result', result }],
+    });
+  }
+
+  fail(taskId: string, error: TaskErrorInfo): Promise<TransitionOutcome | undefined> {
+    return this.transition(taskId, {
+      from: NON_TERMINAL,
+      to: 'failed',
+      fields: { error: JSON.stringify(error), completedAt: new Date().toISOString(), currentStep: '' },
+      events: [{ type: 'error', error }],
+    });
+  }
+
+  cancel(taskId: string, reason = 'cancelled by request'): Promise<TransitionOutcome | undefined> {
+    const error: TaskErrorInfo = { code: 'CANCELLED', message: reason, retryable: false };
+    return this.transition(taskId, {
+      from: NON_TERMINAL,
+      to: 'cancelled',
+      fields: { error: JSON.stringify(error), completedAt: new Date().toISOString(), currentStep: '' },
+    });
+  }
+}
+
+function serialise(task: TaskRecord): Record<string, string> {
+  return {
+    id: task.id,
+    status: task.status,
+    pattern: task.pattern,
+    priority: task.priority,
+    input: JSON.stringify(task.input),
+    options: JSON.stringify(task.options),
+    metadata: JSON.stringify(task.metadata),
+    createdAt: task.createdAt,
+    startedAt: task.startedAt ?? '',
+    completedAt: task.completedAt ?? '',
+    expiresAt: task.expiresAt,
+    attempt: String(task.attempt),
+    currentStep: task.currentStep ?? '',
+    result: task.result === null ? '' : JSON.stringify(task.result),
+    error: task.error === null ? '' : JSON.stringify(task.error),
+  };
+}
+
+function deserialise(hash: Record<string, string>): TaskRecord {
+  const json = <T>(field: (typeof JSON_FIELDS)[number], fallback: T): T => {
+    const value = hash[field];
+    return value ? (JSON.parse(value) as T) : fallback;
+  };
+  const status = hash.status as TaskStatus;
+  return {
+    id: hash.id ?? '',
+    status: TaskStatuses.includes(status) ? status : 'failed',
+    pattern: hash.pattern ?? '',
+    priority: (hash.priority as TaskRecord['priority']) || 'normal',
+    input: json('input', { messages: [] }),
+    options: json('options', {}),
+    metadata: json('metadata', {}),
+    createdAt: hash.createdAt ?? '',
+    startedAt: hash.startedAt || null,
+    completedAt: hash.completedAt || null,
+    expiresAt: hash.expiresAt ?? '',
+    attempt: Number(hash.attempt ?? 0),
+    currentStep: hash.currentStep || null,
+    result: json<TaskResult | null>('result', null),
+    error: json<TaskErrorInfo | null>('error', null),
+    lastSeq: Number(hash.seq ?? 0),
+  };
+}
