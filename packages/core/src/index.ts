@@ -3,3 +3,4 @@ export * from './schemas';
 export * from './logger';
 export * from './env';
 export { z } from 'zod';
+export * from './shutdown';

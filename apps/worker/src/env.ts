@@ -1,0 +1,26 @@
+import { intEnv, parseEnv, RedisEnv, z } from '@mageagent/core';
+
+export const WorkerEnvSchema = z.object({
+  ...RedisEnv,
+  /** Model config (YAML/JSON); unset = config/models.sim.yaml, every role on the simulator. */
+  MODELS_CONFIG: z.string().optional(),
+  /** Jobs this process runs at once. */
+  WORKER_CONCURRENCY: intEnv(4, 1, 1000),
+  /** Default wall-clock limit of a task, when the request sets no options.timeoutMs. */
+  TASK_TIMEOUT_MS: intEnv(600_000, 100),
+  /** Retries of a model call after a retryable error (5xx, 429, connection, timeout). */
+  MODEL_RETRIES: intEnv(2, 0, 10),
+  /** First backoff between model-call retries; doubles each time. */
+  MODEL_RETRY_BASE_MS: intEnv(500, 0),
+  /** How long a task record and its events are kept after their last change. */
+  TASK_RETENTION_SECONDS: intEnv(86_400, 60),
+  /** How long token deltas are coalesced before they are written as one event. */
+  DELTA_FLUSH_MS: intEnv(20, 0, 1000),
+  /** Lock duration of a job; a crashed worker's job is taken over after about this long. */
+  JOB_LOCK_MS: intEnv(10_000, 1000),
+  /** Time a stopping worker gives its running tasks before handing them back to the queue. */
+  SHUTDOWN_GRACE_MS: intEnv(10_000, 0),
+});
+export type WorkerEnv = z.infer<typeof WorkerEnvSchema>;
+
+export const loadWorkerEnv = (env: NodeJS.ProcessEnv = process.env): WorkerEnv => parseEnv(WorkerEnvSchema, env);

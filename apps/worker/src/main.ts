@@ -1,0 +1,88 @@
+import path from 'node:path';
+import { Worker } from 'bullmq';
+import { createLogger, isMageError, onShutdown } from '@mageagent/core';
+import { loadModelsConfig, ModelRegistry } from '@mageagent/models';
+import { PatternRegistry } from '@mageagent/patterns';
+import { CancelChannel, createRedis, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
+import { loadWorkerEnv } from './env';
+import { createTaskProcessor } from './processor';
+
+
+const DEFAULT_MODELS_CONFIG = path.resolve(__dirname, '../../../config/models.sim.yaml');
+
+async function main(): Promise<void> {
+  const env = loadWorkerEnv();
+  const logger = createLogger({ service: 'worker', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
+  const models = new ModelRegistry(loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG));
+
+  const commands = createRedis(env.REDIS_URL, 'commands', 'mageagent-worker');
+  const blocking = createRedis(env.REDIS_URL, 'bullmq', 'mageagent-worker-bullmq');
+  const cancelSubscriber = createRedis(env.REDIS_URL, 'subscriber', 'mageagent-worker-cancel');
+  const store = new TaskStore(commands, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
+  let shuttingDown = false;
+
+  const worker = new Worker<TaskJobData>(
+    TASK_QUEUE_NAME,
+    createTaskProcessor({
+      store,
+      patterns: new PatternRegistry(),
+      models,
+      retry: { retries: env.MODEL_RETRIES, baseDelayMs: env.MODEL_RETRY_BASE_MS },
+      defaultTimeoutMs: env.TASK_TIMEOUT_MS,
+      deltaFlushMs: env.DELTA_FLUSH_MS,
+      logger,
+      isShuttingDown: () => shuttingDown,
+    }),
+    {
+      connection: blocking,
+      prefix: env.REDIS_PREFIX,
+      concurrency: env.WORKER_CONCURRENCY,
+      lockDuration: env.JOB_LOCK_MS,
+      stalledInterval: Math.max(1000, Math.floor(env.JOB_LOCK_MS / 2)),
+      maxStalledCount: 2,
+      autorun: false,
+    },
+  );
+
+  // A job that BullMQ gives up on (attempts or stall limit exhausted) must not leave its task
+  // `processing` forever: the task record is what clients read.
+  worker.on('failed', (job, error) => {
+    if (!job) return;
+    void job
+      .getState()
+      .then(async (state) => {
+        if (state !== 'failed') return;
+        const message = isMageError(error) ? error.message : `task could not be run: ${error.message}`;
+        await store.fail(job.data.taskId, { code: 'INTERNAL', message, retryable: true });
+      })
+      .catch((failure: unknown) => logger.error('could not record a failed job', { error: String(failure) }));
+  });
+  worker.on('error', (error) => logger.error('worker error', { error: String(error) }));
+
+  await new CancelChannel(store.keys).listen(cancelSubscriber, (taskId, reason) => {
+    if (worker.cancelJob(taskId, reason)) logger.info('cancelled a running task', { taskId });
+  });
+
+  onShutdown(logger, [
+    {
+      name: 'stop taking jobs and finish running ones',
+      run: async () => {
+        shuttingDown = true;
+        const grace = setTimeout(() => worker.cancelAllJobs('worker shutting down'), env.SHUTDOWN_GRACE_MS);
+        await worker.close();
+        clearTimeout(grace);
+      },
+    },
+    { name: 'close redis', run: async () => void (await Promise.allSettled([commands.quit(), blocking.quit(), cancelSubscriber.quit()])) },
+  ]);
+
+  void worker.run();
+  await worker.waitUntilReady();
+  logger.info('worker ready', { concurrency: env.WORKER_CONCURRENCY, roles: models.roles() });
+  process.send?.({ type: 'ready', service: 'worker', pid: process.pid });
+}
+
+main().catch((error: unknown) => {
+  console.error(`worker: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});

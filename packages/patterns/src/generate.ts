@@ -1,0 +1,111 @@
+import {
+  CancelledError,
+  isMageError,
+  isRetryable,
+  type ChatMessage,
+  type StepRecord,
+  type TaskOptions,
+} from '@mageagent/core';
+import type { PatternContext } from './context';
+
+export interface GenerateStep {
+  /** Step name as clients see it, e.g. "primary". */
+  name: string;
+  role: string;
+  messages: ChatMessage[];
+  options: TaskOptions;
+}
+
+export interface GenerateOutcome {
+  content: string;
+  step: StepRecord;
+}
+
+/** Per-task counter so step ids are unique within a task. */
+export class StepIds {
+  private next = 1;
+  take(name: string): string {
+    return `${name}-${this.next++}`;
+  }
+}
+
+/**
+ * One model call as a pattern step: `step.started`, streamed `delta`s, `step.completed`,
+ * and a StepRecord. Retryable model errors are retried with exponential backoff; each
+ * retry announces itself with a new `step.started` (attempt > 1) for the same step id,
+ * which tells clients to drop that step's earlier deltas.
+ */
+export async function generate(context: PatternContext, stepIds: StepIds, step: GenerateStep): Promise<GenerateOutcome> {
+  const model = context.models.role(step.role);
+  const stepId = stepIds.take(step.name);
+  for (let attempt = 1; ; attempt += 1) {
+    throwIfAborted(context.signal);
+    const startedAt = new Date();
+    context.events.emit({
+      type: 'step.started',
+      step: { id: stepId, name: step.name, role: step.role, model: model.id, host: model.host, attempt },
+    });
+    try {
+      const response = await model.chat(
+        { messages: step.messages, temperature: step.options.temperature, maxTokens: step.options.maxTokens },
+        { signal: context.signal, onDelta: (text) => context.events.emit({ type: 'delta', stepId, text }) },
+      );
+      const durationMs = Date.now() - startedAt.getTime();
+      context.events.emit({ type: 'step.completed', stepId, durationMs, usage: response.usage });
+      return {
+        content: response.content,
+        step: {
+          id: stepId,
+          name: step.name,
+          role: step.role,
+          model: response.model || model.id,
+          host: model.host,
+          attempt,
+          startedAt: startedAt.toISOString(),
+          durationMs,
+          usage: response.usage,
+        },
+      };
+    } catch (error) {
+      if (context.signal.aborted) throw abortReason(context.signal);
+      if (!isRetryable(error) || !isMageError(error) || attempt > context.retry.retries) throw error;
+      const delayMs = backoffDelay(context.retry.baseDelayMs, attempt);
+      context.logger?.warn('model call failed, retrying', { step: stepId, attempt, code: error.code, delayMs });
+      context.events.emit({
+        type: 'warning',
+        stepId,
+        message: `${error.code}: ${error.message}; retry ${attempt} of ${context.retry.retries} in ${delayMs} ms`,
+      });
+      await sleep(delayMs, context.signal);
+    }
+  }
+}
+
+export function backoffDelay(baseDelayMs: number, attempt: number): number {
+  const exponential = baseDelayMs * 2 ** (attempt - 1);
+  return Math.round(exponential * (1 + Math.random() * 0.2));
+}
+
+/** The abort reason as an error: the worker aborts with TaskTimeoutError or CancelledError. */
+export function abortReason(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return reason instanceof Error ? reason : new CancelledError();
+}
+
+function throwIfAborted(signal: AbortSignal): void {
+  if (signal.aborted) throw abortReason(signal);
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(abortReason(signal));
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
