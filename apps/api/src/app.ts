@@ -1,0 +1,91 @@
+import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
+import { isMageError, NotFoundError, PayloadTooLargeError, toErrorBody, ValidationError } from '@mageagent/core';
+import { pingRedis } from '@mageagent/tasks';
+import type { ApiServices } from './services';
+import { streamTask } from './sse';
+import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
+
+/** The task's links, so clients need not build URLs. */
+function links(taskId: string) {
+  return {
+    self: `/tasks/${taskId}`,
+    stream: `/tasks/${taskId}/stream`,
+    events: `/tasks/${taskId}/events`,
+    cancel: `/tasks/${taskId}/cancel`,
+  };
+}
+
+export function createApp(services: ApiServices): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(express.json({ limit: services.config.bodyLimitBytes }));
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', async (_req, res) => {
+    const redis = await pingRedis(services.redis);
+    res.status(redis ? 200 : 503).json({ status: redis ? 'ready' : 'unavailable', checks: { redis } });
+  });
+
+  app.get('/patterns', (_req, res) => {
+    res.json({ default: services.defaultPattern, patterns: services.patterns.list() });
+  });
+
+  app.post('/tasks', async (req, res) => {
+    const task = await createTask(services, req.body);
+    res
+      .status(202)
+      .location(`/tasks/${task.id}`)
+      .json({ id: task.id, status: task.status, pattern: task.pattern, createdAt: task.createdAt, links: links(task.id) });
+  });
+
+  app.get('/tasks/:id', async (req, res) => {
+    const task = await services.store.require(requireTaskId(req.params.id));
+    res.json({ ...task, links: links(task.id) });
+  });
+
+  app.get('/tasks/:id/events', async (req, res) => {
+    const taskId = requireTaskId(req.params.id);
+    const afterSeq = parseResumePoint(req.query.after);
+    const [task, events] = await Promise.all([services.store.require(taskId), services.store.readEvents(taskId, afterSeq)]);
+    res.json({ taskId, status: task.status, events });
+  });
+
+  app.get('/tasks/:id/stream', (req: Request, res: Response) => streamTask(services, req, res));
+
+  app.post('/tasks/:id/cancel', async (req, res) => {
+    const task = await cancelTask(services, requireTaskId(req.params.id));
+    res.json({ ...task, links: links(task.id) });
+  });
+
+  app.use((req, _res, next) => next(new NotFoundError(`no route for ${req.method} ${req.path}`)));
+  app.use(errorHandler(services));
+  return app;
+}
+
+/** body-parser's errors carry a `type`; map them to the documented shapes. */
+function fromBodyParser(error: unknown): Error | undefined {
+  const type = (error as { type?: unknown }).type;
+  if (type === 'entity.too.large') return new PayloadTooLargeError('request body is larger than the configured limit');
+  if (type === 'entity.parse.failed') return new ValidationError('request body is not valid JSON');
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
+    return new ValidationError('request body encoding is not supported');
+  }
+  return undefined;
+}
+
+function errorHandler(services: ApiServices): ErrorRequestHandler {
+  return (error: unknown, req, res, _next) => {
+    const mapped = fromBodyParser(error) ?? error;
+    const status = isMageError(mapped) ? mapped.httpStatus : 500;
+    if (status >= 500) services.logger.error('request failed', { method: req.method, path: req.path, error: String(error), stack: (error as Error).stack });
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    res.status(status).json({ error: toErrorBody(mapped) });
+  };
+}

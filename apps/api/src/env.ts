@@ -1,0 +1,22 @@
+import { intEnv, parseEnv, RedisEnv, z } from '@mageagent/core';
+
+export const ApiEnvSchema = z.object({
+  ...RedisEnv,
+  /** HTTP port of the api (0 = any free port, reported to a parent process). */
+  PORT: intEnv(3457, 0, 65535),
+  /** Interface to listen on. */
+  HOST: z.string().default('0.0.0.0'),
+  /** Largest request body accepted, in bytes; larger bodies get 413. */
+  BODY_LIMIT_BYTES: intEnv(1_048_576, 1024),
+  /** Interval of `: ping` comments on open SSE streams. */
+  SSE_PING_MS: intEnv(15_000, 100),
+  /** How long a task record and its events are kept after their last change. */
+  TASK_RETENTION_SECONDS: intEnv(86_400, 60),
+  /** How many times a task's job is started in all (restarts after a crashed worker count). */
+  TASK_ATTEMPTS: intEnv(3, 1, 20),
+  /** Socket.io: most tasks one socket may follow at once. */
+  SOCKET_MAX_SUBSCRIPTIONS: intEnv(100, 1),
+});
+export type ApiEnv = z.infer<typeof ApiEnvSchema>;
+
+export const loadApiEnv = (env: NodeJS.ProcessEnv = process.env): ApiEnv => parseEnv(ApiEnvSchema, env);

@@ -1,0 +1,72 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Server as SocketServer } from 'socket.io';
+import { createLogger, onShutdown } from '@mageagent/core';
+import { DEFAULT_PATTERN, PatternRegistry } from '@mageagent/patterns';
+import { CancelChannel, createRedis, TaskEventBus, TaskQueue, TaskStore } from '@mageagent/tasks';
+import { createApp } from './app';
+import { loadApiEnv } from './env';
+import type { ApiServices } from './services';
+import { attachSocketHandlers } from './socket';
+import { openStreams } from './sse';
+
+async function main(): Promise<void> {
+  const env = loadApiEnv();
+  const logger = createLogger({ service: 'api', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
+
+  // Three connections per process, whatever the number of clients: commands (auto-pipelined),
+  // BullMQ's queue, and the one shared subscriber.
+  const redis = createRedis(env.REDIS_URL, 'commands', 'mageagent-api');
+  const queueConnection = createRedis(env.REDIS_URL, 'commands', 'mageagent-api-queue');
+  const subscriber = createRedis(env.REDIS_URL, 'subscriber', 'mageagent-api-subscriber');
+  const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
+  const services: ApiServices = {
+    redis,
+    store,
+    queue: new TaskQueue(queueConnection, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS }),
+    bus: new TaskEventBus(subscriber, store.keys, logger),
+    cancels: new CancelChannel(store.keys),
+    patterns: new PatternRegistry(),
+    defaultPattern: DEFAULT_PATTERN,
+    logger,
+    config: {
+      bodyLimitBytes: env.BODY_LIMIT_BYTES,
+      ssePingMs: env.SSE_PING_MS,
+      socketMaxSubscriptions: env.SOCKET_MAX_SUBSCRIPTIONS,
+    },
+  };
+
+  const server = createServer(createApp(services));
+  // Long-lived SSE responses must not be cut by Node's request timeout.
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 65_000;
+  const io = new SocketServer(server, { cors: { origin: true }, serveClient: false });
+  attachSocketHandlers(io, services);
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(env.PORT, env.HOST, resolve);
+  });
+  const port = (server.address() as AddressInfo).port;
+  logger.info('api listening', { port });
+  process.send?.({ type: 'ready', service: 'api', port });
+
+  onShutdown(logger, [
+    { name: 'stop accepting connections', run: async () => void server.close() },
+    {
+      name: 'tell streams to reconnect',
+      run: async () => {
+        for (const stream of openStreams) stream.end();
+        io.disconnectSockets(true);
+      },
+    },
+    { name: 'close socket.io', run: () => new Promise<void>((resolve) => void io.close(() => resolve())) },
+    { name: 'close queue', run: () => services.queue.close() },
+    { name: 'close redis', run: async () => void (await Promise.allSettled([redis.quit(), queueConnection.quit(), subscriber.quit()])) },
+  ]);
+}
+
+main().catch((error: unknown) => {
+  console.error(`api: ${error instanceof Error ? error.message : String(error)}`);
+  process.exit(1);
+});

@@ -1,0 +1,95 @@
+import { v7 as uuidv7, validate as isUuid } from 'uuid';
+import {
+  CreateTaskRequestSchema,
+  NotFoundError,
+  normaliseMessage,
+  ValidationError,
+  zodIssuesToDetails,
+  type TaskRecord,
+} from '@mageagent/core';
+import type { ApiServices } from './services';
+
+/** Parses and enqueues a new task; one Redis round trip for the record and the job together. */
+export async function createTask(services: ApiServices, body: unknown): Promise<TaskRecord> {
+  if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
+    throw new ValidationError('request body must be a JSON object (content-type: application/json)');
+  }
+  const parsed = CreateTaskRequestSchema.safeParse(body);
+  if (!parsed.success) throw new ValidationError('invalid task request', zodIssuesToDetails(parsed.error));
+  const request = parsed.data;
+  const pattern = request.pattern ?? services.defaultPattern;
+  if (!services.patterns.has(pattern)) {
+    throw new ValidationError(`unknown pattern "${pattern}"`, [
+      { path: 'pattern', message: `must be one of: ${services.patterns.names().join(', ')}` },
+    ]);
+  }
+  const now = new Date();
+  const task: TaskRecord = {
+    id: uuidv7(),
+    status: 'queued',
+    pattern,
+    priority: request.priority ?? 'normal',
+    input: {
+      messages:
+        request.messages?.map(normaliseMessage) ?? [{ role: 'user', content: request.prompt ?? '' }],
+    },
+    options: request.options ?? {},
+    metadata: request.metadata ?? {},
+    createdAt: now.toISOString(),
+    startedAt: null,
+    completedAt: null,
+    expiresAt: new Date(now.getTime() + services.store.retentionSeconds * 1000).toISOString(),
+    attempt: 0,
+    currentStep: null,
+    result: null,
+    error: null,
+    lastSeq: 1,
+  };
+  // Both writes leave in the same tick, so auto-pipelining sends them together.
+  const [created, enqueued] = await Promise.allSettled([
+    services.store.create(task),
+    services.queue.enqueue(task.id, task.priority),
+  ]);
+  if (created.status === 'rejected') {
+    if (enqueued.status === 'fulfilled') await services.queue.remove(task.id).catch(() => undefined);
+    throw created.reason;
+  }
+  if (enqueued.status === 'rejected') {
+    await services.store
+      .fail(task.id, { code: 'INTERNAL', message: 'the task could not be queued', retryable: true })
+      .catch(() => undefined);
+    throw enqueued.reason;
+  }
+  return task;
+}
+
+/** A task id from a URL or payload: anything that is not a uuid cannot exist. */
+export function requireTaskId(value: unknown): string {
+  if (typeof value !== 'string' || !isUuid(value)) throw new NotFoundError(`task ${String(value)} not found`);
+  return value;
+}
+
+/**
+ * Cancels a queued or running task. Cancelling a finished task (or twice) answers it unchanged.
+ * The record turns `cancelled` first (atomically), so a worker that picks the job up later skips it
+ * and a running worker's late result is refused; then the job is removed or its worker told.
+ */
+export async function cancelTask(services: ApiServices, taskId: string): Promise<TaskRecord> {
+  const outcome = await services.store.cancel(taskId);
+  if (!outcome) throw new NotFoundError(`task ${taskId} not found`);
+  if (outcome.applied) {
+    const removed = outcome.previousStatus === 'queued' && (await services.queue.remove(taskId));
+    if (!removed) await services.cancels.broadcast(services.redis, taskId, 'cancelled by request');
+  }
+  return services.store.require(taskId);
+}
+
+/** The resume point of a stream: `Last-Event-ID` header or `?after=`; must be a non-negative integer. */
+export function parseResumePoint(value: unknown): number {
+  if (value === undefined || value === '') return 0;
+  const text = String(value);
+  if (!/^\d{1,15}$/.test(text)) {
+    throw new ValidationError('resume point must be a non-negative integer', [{ path: 'after', message: `got "${text}"` }]);
+  }
+  return Number(text);
+}

@@ -1,0 +1,70 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { Stack, type StackOptions } from '../../apps/launcher/src/stack';
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+export interface TestStack {
+  stack: Stack;
+  api: string;
+  sim: string;
+  prefix: string;
+  /** Everything the children printed, for failure diagnostics. */
+  output: string[];
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts simulator, api and workers as real processes on free ports with a private Redis key
+ * prefix; `stop()` ends them and deletes every key under the prefix.
+ */
+export async function startTestStack(options: Partial<StackOptions> = {}): Promise<TestStack> {
+  const prefix = `test-${randomUUID().slice(0, 8)}`;
+  const output: string[] = [];
+  const stack = new Stack({
+    redisUrl: REDIS_URL,
+    prefix,
+    apiPort: 0,
+    simPort: 0,
+    workers: 2,
+    workerConcurrency: 4,
+    sink: (name, line) => {
+      output.push(`[${name}] ${line}`);
+      if (process.env.TEST_LOGS === '1') process.stdout.write(`[${name}] ${line}\n`);
+    },
+    ...options,
+    env: {
+      LOG_LEVEL: 'warn',
+      SIM_SPEEDUP: '1000',
+      MODEL_RETRY_BASE_MS: '20',
+      JOB_LOCK_MS: '2000',
+      ...options.env,
+    },
+  });
+  await stack.start();
+  return {
+    stack,
+    api: stack.apiUrl,
+    sim: stack.simUrl ?? '',
+    prefix,
+    output,
+    async stop() {
+      await stack.stop();
+      await deleteKeys(prefix);
+    },
+  };
+}
+
+async function deleteKeys(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.unlink(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
+}
