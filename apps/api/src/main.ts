@@ -14,16 +14,15 @@ async function main(): Promise<void> {
   const env = loadApiEnv();
   const logger = createLogger({ service: 'api', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
 
-  // Three connections per process, whatever the number of clients: commands (auto-pipelined),
-  // BullMQ's queue, and the one shared subscriber.
+  // Two connections per process, whatever the number of clients: commands (auto-pipelined, shared
+  // with BullMQ's queue so a task's record and its job leave in one write) and the one subscriber.
   const redis = createRedis(env.REDIS_URL, 'commands', 'mageagent-api');
-  const queueConnection = createRedis(env.REDIS_URL, 'commands', 'mageagent-api-queue');
   const subscriber = createRedis(env.REDIS_URL, 'subscriber', 'mageagent-api-subscriber');
   const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
   const services: ApiServices = {
     redis,
     store,
-    queue: new TaskQueue(queueConnection, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS }),
+    queue: new TaskQueue(redis, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS }),
     bus: new TaskEventBus(subscriber, store.keys, logger),
     cancels: new CancelChannel(store.keys),
     patterns: new PatternRegistry(),
@@ -62,7 +61,7 @@ async function main(): Promise<void> {
     },
     { name: 'close socket.io', run: () => new Promise<void>((resolve) => void io.close(() => resolve())) },
     { name: 'close queue', run: () => services.queue.close() },
-    { name: 'close redis', run: async () => void (await Promise.allSettled([redis.quit(), queueConnection.quit(), subscriber.quit()])) },
+    { name: 'close redis', run: async () => void (await Promise.allSettled([redis.quit(), subscriber.quit()])) },
   ]);
 }
 

@@ -41,7 +41,9 @@ export async function startService(
   sink: LineSink,
   readyTimeoutMs = 30_000,
 ): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ENTRIES[kind]], {
+  // NODE_ARGS: extra node flags for every service (e.g. --max-old-space-size=512, --cpu-prof).
+  const nodeArgs = (env.NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', ENTRIES[kind]], {
     env,
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

@@ -180,24 +180,26 @@ export class TaskStore {
   }
 }
 
+/** Stored form: fields a task does not have yet (null, attempt 0) are simply absent. */
 function serialise(task: TaskRecord): Record<string, string> {
-  return {
+  const fields: Record<string, string> = {
     id: task.id,
     status: task.status,
     pattern: task.pattern,
     priority: task.priority,
     input: JSON.stringify(task.input),
-    options: JSON.stringify(task.options),
-    metadata: JSON.stringify(task.metadata),
     createdAt: task.createdAt,
-    startedAt: task.startedAt ?? '',
-    completedAt: task.completedAt ?? '',
     expiresAt: task.expiresAt,
-    attempt: String(task.attempt),
-    currentStep: task.currentStep ?? '',
-    result: task.result === null ? '' : JSON.stringify(task.result),
-    error: task.error === null ? '' : JSON.stringify(task.error),
   };
+  if (Object.keys(task.options).length > 0) fields.options = JSON.stringify(task.options);
+  if (Object.keys(task.metadata).length > 0) fields.metadata = JSON.stringify(task.metadata);
+  if (task.startedAt) fields.startedAt = task.startedAt;
+  if (task.completedAt) fields.completedAt = task.completedAt;
+  if (task.attempt > 0) fields.attempt = String(task.attempt);
+  if (task.currentStep) fields.currentStep = task.currentStep;
+  if (task.result) fields.result = JSON.stringify(task.result);
+  if (task.error) fields.error = JSON.stringify(task.error);
+  return fields;
 }
 
 function deserialise(hash: Record<string, string>): TaskRecord {

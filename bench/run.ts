@@ -1,0 +1,226 @@
+/**
+ * `npm run bench`: every figure measured side by side in one run on the same Redis,
+ * printed as a markdown table. Needs Redis at REDIS_URL (default 127.0.0.1:6379).
+ */
+import { fork } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import autocannon from 'autocannon';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { Stack } from '../apps/launcher/src/stack';
+import { createRedis, TASK_QUEUE_NAME, BULLMQ_PRIORITY } from '@mageagent/tasks';
+
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
+const DURATION_S = Number(process.env.BENCH_SECONDS ?? 3);
+/** Ceiling and api are measured in alternating rounds; medians are reported (a shared 2-core box is noisy). */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const OVERHEAD_TASKS = Number(process.env.BENCH_OVERHEAD_TASKS ?? 200);
+const SSE_CLIENTS = Number(process.env.BENCH_SSE_CLIENTS ?? 500);
+const BODY = JSON.stringify({ prompt: 'Explain BullMQ in two sentences', pattern: 'primary' });
+
+interface Row {
+  metric: string;
+  value: string;
+  target: string;
+  ok?: boolean;
+}
+const rows: Row[] = [];
+const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
+const quiet = () => undefined;
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+async function load(url: string): Promise<autocannon.Result> {
+  // Warm-up first: JIT, connection pools, Lua script cache.
+  await autocannon({ url, connections: CONNECTIONS, duration: 1, method: 'POST', headers: { 'content-type': 'application/json' }, body: BODY });
+  const result = await autocannon({ url, connections: CONNECTIONS, duration: DURATION_S, method: 'POST', headers: { 'content-type': 'application/json' }, body: BODY });
+  if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
+  return result;
+}
+
+async function startHttpCeiling(): Promise<{ url: string; stop: () => void }> {
+  const child = fork(path.join(__dirname, 'http-ceiling.ts'), { execArgv: ['--import', 'tsx'], stdio: 'ignore' });
+  const port = await new Promise<number>((resolve, reject) => {
+    child.once('message', (message: { port: number }) => resolve(message.port));
+    child.once('exit', (code) => reject(new Error(`http-ceiling exited ${code}`)));
+  });
+  return { url: `http://127.0.0.1:${port}/tasks`, stop: () => child.kill('SIGTERM') };
+}
+
+interface LoadSummary {
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+function summarise(results: autocannon.Result[]): LoadSummary {
+  return {
+    rps: median(results.map((result) => result.requests.average)),
+    p50: median(results.map((result) => result.latency.p50)),
+    p99: median(results.map((result) => result.latency.p99)),
+  };
+}
+
+/** Plain BullMQ: `queue.add` with the api's job options, CONNECTIONS adds in flight. */
+async function queueCeiling(prefix: string): Promise<{ perSecond: number }> {
+  const connection = createRedis(REDIS_URL, 'commands', 'bench-queue');
+  const queue = new Queue(TASK_QUEUE_NAME, { connection, prefix, streams: { events: { maxLen: 100 } } });
+  const options = { priority: BULLMQ_PRIORITY.normal, attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: true, removeOnFail: { age: 86400, count: 10000 } };
+  const run = async (seconds: number) => {
+    let added = 0;
+    const deadline = Date.now() + seconds * 1000;
+    await Promise.all(
+      Array.from({ length: CONNECTIONS }, async () => {
+        while (Date.now() < deadline) {
+          await queue.add('run', { taskId: randomUUID() }, { ...options, jobId: randomUUID() });
+          added += 1;
+        }
+      }),
+    );
+    return added / seconds;
+  };
+  try {
+    await run(1);
+    return { perSecond: await run(DURATION_S) };
+  } finally {
+    await queue.close();
+    connection.disconnect();
+  }
+}
+
+async function apiConnections(redis: Redis): Promise<number> {
+  const list = (await redis.client('LIST')) as string;
+  return list.split('\n').filter((line) => /\bname=mageagent-api/.test(line)).length;
+}
+
+/** Opens an SSE stream and resolves once its headers arrived; returns a closer. */
+async function openStream(url: string): Promise<() => void> {
+  const controller = new AbortController();
+  const response = await fetch(url, { signal: controller.signal });
+  if (response.status !== 200) throw new Error(`stream answered ${response.status}`);
+  void response.body?.pipeTo(new WritableStream()).catch(() => undefined);
+  return () => controller.abort();
+}
+
+async function postTask(api: string, prompt: string): Promise<string> {
+  const response = await fetch(`${api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt }) });
+  return ((await response.json()) as { id: string }).id;
+}
+
+/** POST, then follow SSE until the terminal status; ms from before the POST to that event. */
+async function roundTrip(api: string, prompt: string): Promise<number> {
+  const started = performance.now();
+  const id = await postTask(api, prompt);
+  const response = await fetch(`${api}/tasks/${id}/stream`);
+  const reader = response.body!.getReader();
+  const decoder = new TextDecoder();
+  let text = '';
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += decoder.decode(value, { stream: true });
+    if (/event: status\ndata: [^\n]*"status":"(completed|failed|cancelled)"/.test(text)) break;
+  }
+  const elapsed = performance.now() - started;
+  await reader.cancel();
+  if (!text.includes('"status":"completed"')) throw new Error(`task ${id} did not complete`);
+  return elapsed;
+}
+
+async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 2000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}
+
+async function main(): Promise<void> {
+  const redis = new Redis(REDIS_URL);
+  const prefixes: string[] = [];
+  const prefix = () => {
+    const value = `bench-${randomUUID().slice(0, 8)}`;
+    prefixes.push(value);
+    return value;
+  };
+  try {
+    log('POST /tasks through the api (no workers, so only the api and Redis are measured)');
+    const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: 'warn' }, sink: quiet });
+    await ingest.start();
+    const httpCeiling = await startHttpCeiling();
+    let api: LoadSummary;
+    let ceiling: LoadSummary;
+    const ratios: number[] = [];
+    let connectionsAtOne: number;
+    let connectionsAtMany: number;
+    try {
+      const ceilingRuns: autocannon.Result[] = [];
+      const apiRuns: autocannon.Result[] = [];
+      for (let round = 1; round <= ROUNDS; round += 1) {
+        log(`round ${round}/${ROUNDS}: HTTP ceiling, then POST /tasks (${CONNECTIONS} connections, ${DURATION_S} s each)`);
+        ceilingRuns.push(await load(httpCeiling.url));
+        apiRuns.push(await load(`${ingest.apiUrl}/tasks`));
+        ratios.push(apiRuns[apiRuns.length - 1]!.requests.average / ceilingRuns[ceilingRuns.length - 1]!.requests.average);
+      }
+      ceiling = summarise(ceilingRuns);
+      api = summarise(apiRuns);
+      log(`Redis connections held by the api with 1 and ${SSE_CLIENTS} SSE clients`);
+      const ids = await Promise.all(Array.from({ length: SSE_CLIENTS }, () => postTask(ingest.apiUrl, 'held open')));
+      const closers = [await openStream(`${ingest.apiUrl}/tasks/${ids[0]}/stream`)];
+      connectionsAtOne = await apiConnections(redis);
+      closers.push(...(await Promise.all(ids.slice(1).map((id) => openStream(`${ingest.apiUrl}/tasks/${id}/stream`)))));
+      connectionsAtMany = await apiConnections(redis);
+      closers.forEach((close) => close());
+    } finally {
+      httpCeiling.stop();
+      await ingest.stop();
+    }
+
+    log('plain BullMQ queue.add loop');
+    const queue = await queueCeiling(prefix());
+
+    log(`orchestration overhead: ${OVERHEAD_TASKS} tasks, zero-latency simulated model, 2 workers x 4`);
+    const full = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 2, workerConcurrency: 4, env: { LOG_LEVEL: 'warn' }, sink: quiet });
+    await full.start();
+    const latencies: number[] = [];
+    try {
+      const prompt = 'Explain BullMQ in two sentences [[sim: ttft=0; tps=0; tokens=20]]';
+      for (let index = 0; index < 20; index += 1) await roundTrip(full.apiUrl, prompt);
+      for (let index = 0; index < OVERHEAD_TASKS; index += 1) latencies.push(await roundTrip(full.apiUrl, prompt));
+    } finally {
+      await full.stop();
+    }
+    latencies.sort((a, b) => a - b);
+
+    const ratio = median(ratios);
+    rows.push(
+      { metric: `HTTP ceiling: express 5 parse + validate, no Redis (${CONNECTIONS} conns)`, value: `${Math.round(ceiling.rps)} req/s, p50 ${ceiling.p50} ms, p99 ${ceiling.p99} ms`, target: 'reference' },
+      { metric: `Queue ceiling: plain BullMQ queue.add (${CONNECTIONS} in flight)`, value: `${Math.round(queue.perSecond)} adds/s`, target: 'reference' },
+      { metric: `POST /tasks (${CONNECTIONS} conns)`, value: `${Math.round(api.rps)} req/s, p50 ${api.p50} ms, p99 ${api.p99} ms`, target: '≥ 0.6× HTTP ceiling' },
+      { metric: `POST /tasks ÷ HTTP ceiling (median of ${ROUNDS} alternating rounds)`, value: `${ratio.toFixed(2)}× (rounds: ${ratios.map((value) => value.toFixed(2)).join(', ')})`, target: '≥ 0.60×', ok: ratio >= 0.6 },
+      { metric: `Overhead: POST → terminal SSE event, zero-latency model (${OVERHEAD_TASKS} tasks)`, value: `p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms`, target: 'p99 < 50 ms', ok: percentile(latencies, 99) < 50 },
+      { metric: 'api Redis connections, 1 SSE client', value: String(connectionsAtOne), target: 'same at 1 and 500' },
+      { metric: `api Redis connections, ${SSE_CLIENTS} SSE clients`, value: String(connectionsAtMany), target: 'same at 1 and 500', ok: connectionsAtMany === connectionsAtOne },
+    );
+  } finally {
+    for (const value of prefixes) await deletePrefix(redis, value);
+    redis.disconnect();
+  }
+
+  const lines = ['| metric | measured | target | |', '|---|---|---|---|'];
+  for (const row of rows) lines.push(`| ${row.metric} | ${row.value} | ${row.target} | ${row.ok === undefined ? '' : row.ok ? 'ok' : 'MISSED'} |`);
+  process.stdout.write(`\n${lines.join('\n')}\n\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+  process.exit(1);
+});
