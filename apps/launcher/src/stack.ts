@@ -47,6 +47,9 @@ export async function startService(
     env,
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    // Own process group: a terminal's Ctrl-C reaches only the launcher, which stops the
+    // services in order; a child whose launcher dies sees its IPC channel close and stops.
+    detached: true,
   });
   const recent: string[] = [];
   for (const stream of [child.stdout, child.stderr]) {

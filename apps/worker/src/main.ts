@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'bullmq';
 import { createLogger, isMageError, onShutdown } from '@mageagent/core';
@@ -31,6 +32,7 @@ async function main(): Promise<void> {
       defaultTimeoutMs: env.TASK_TIMEOUT_MS,
       deltaFlushMs: env.DELTA_FLUSH_MS,
       logger,
+      workerName: `${hostname()}:${process.pid}`,
       isShuttingDown: () => shuttingDown,
     }),
     {

@@ -18,6 +18,8 @@ export interface ProcessorDependencies {
   defaultTimeoutMs: number;
   deltaFlushMs: number;
   logger: Logger;
+  /** Names this worker process in `processing` events (host:pid). */
+  workerName: string;
   /** True once the process is stopping: an abort then hands the job back instead of failing the task. */
   isShuttingDown: () => boolean;
 }
@@ -46,7 +48,10 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
       from: ['queued', 'processing'],
       to: 'processing',
       fields: { attempt: String(attempt), startedAt: task.startedAt ?? new Date().toISOString() },
-      statusEvent: attempt > 1 ? { attempt, reason: 'restarted after its previous worker stopped' } : { attempt },
+      statusEvent:
+        attempt > 1
+          ? { attempt, worker: deps.workerName, reason: 'restarted after its previous worker stopped' }
+          : { attempt, worker: deps.workerName },
     });
     if (!started?.applied) {
       logger.info('task is no longer runnable, skipping', { status: started?.applied === false ? started.currentStatus : 'missing' });

@@ -154,7 +154,7 @@ export interface StepInfo {
 
 /** Event payloads by type; the log adds taskId, seq and at. */
 export type TaskEventPayload =
-  | { type: 'status'; status: TaskStatus; attempt?: number; reason?: string }
+  | { type: 'status'; status: TaskStatus; attempt?: number; reason?: string; worker?: string }
   | { type: 'step.started'; step: StepInfo }
   | { type: 'delta'; stepId: string; text: string }
   | { type: 'step.completed'; stepId: string; durationMs: number; usage: TokenUsage; verdict?: string }

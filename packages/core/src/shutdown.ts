@@ -31,4 +31,6 @@ export function onShutdown(logger: Logger, steps: ShutdownStep[], exit: (code: n
   };
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
+  // Started by a launcher over IPC: when it goes away, so does this process (cleanly).
+  if (process.send) process.once('disconnect', () => handler('SIGTERM'));
 }

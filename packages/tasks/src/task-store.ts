@@ -37,7 +37,7 @@ export interface TransitionRequest {
   /** Events appended in order after the change; a status change appends its `status` event itself. */
   events?: TaskEventPayload[];
   /** Extra fields on the automatic `status` event (attempt, reason). */
-  statusEvent?: { attempt?: number; reason?: string };
+  statusEvent?: { attempt?: number; reason?: string; worker?: string };
 }
 
 const NON_TERMINAL: readonly TaskStatus[] = ['queued', 'processing'];
