@@ -9,7 +9,7 @@ import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Stack } from '../apps/launcher/src/stack';
-import { createRedis, TASK_QUEUE_NAME, BULLMQ_PRIORITY } from '@mageagent/tasks';
+import { BULLMQ_PRIORITY, createRedis, deleteKeysWithPrefix, TASK_QUEUE_NAME } from '@mageagent/tasks';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -134,15 +134,6 @@ async function roundTrip(api: string, prompt: string): Promise<number> {
   return elapsed;
 }
 
-async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 2000);
-    cursor = next;
-    if (keys.length > 0) await redis.unlink(...keys);
-  } while (cursor !== '0');
-}
-
 async function main(): Promise<void> {
   const redis = new Redis(REDIS_URL);
   const prefixes: string[] = [];
@@ -211,7 +202,7 @@ async function main(): Promise<void> {
       { metric: `api Redis connections, ${SSE_CLIENTS} SSE clients`, value: String(connectionsAtMany), target: 'same at 1 and 500', ok: connectionsAtMany === connectionsAtOne },
     );
   } finally {
-    for (const value of prefixes) await deletePrefix(redis, value);
+    for (const value of prefixes) await deleteKeysWithPrefix(redis, value);
     redis.disconnect();
   }
 

@@ -31,6 +31,11 @@ export async function streamTask(services: ApiServices, req: Request, res: Respo
   openStreams.add(res);
 
   const ping = setInterval(() => res.write(': ping\n\n'), services.config.ssePingMs);
+  // The client may leave while the log is being replayed: note it now, act once following.
+  let clientGone = false;
+  res.once('close', () => {
+    clientGone = true;
+  });
   const follow = await followTask(services.store, services.bus, taskId, {
     afterSeq,
     onEvent: (event) => res.write(formatEvent(event)),
@@ -41,5 +46,6 @@ export async function streamTask(services: ApiServices, req: Request, res: Respo
       res.end();
     },
   });
-  res.on('close', () => follow.close());
+  if (clientGone) follow.close();
+  else res.once('close', () => follow.close());
 }

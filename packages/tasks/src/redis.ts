@@ -37,3 +37,13 @@ export async function pingRedis(redis: Redis, timeoutMs = 1000): Promise<boolean
     clearTimeout(timer);
   }
 }
+
+/** Deletes every key under `prefix:` (SCAN + UNLINK, never KEYS): tests, benchmarks, tear-down. */
+export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
+}

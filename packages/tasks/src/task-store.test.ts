@@ -112,17 +112,25 @@ test('a follower gets every event exactly once, in order, across replay and live
   expect(bus.subscribedChannels).toBe(0);
 });
 
-test('a follower of a finished task replays from the resume point and ends', async () => {
+/** Follows a task that already completed (4 events) from `afterSeq`; what arrived and why it ended. */
+async function followFinished(afterSeq: number): Promise<{ reason: string; received: number[] }> {
   const task = newTask();
   await store.create(task);
   await store.transition(task.id, { from: ['queued'], to: 'processing' });
   await store.complete(task.id, result);
   const received: number[] = [];
   const reason = await new Promise<string>((resolve) => {
-    void followTask(store, bus, task.id, { afterSeq: 2, onEvent: (event) => received.push(event.seq), onEnd: resolve });
+    void followTask(store, bus, task.id, { afterSeq, onEvent: (event) => received.push(event.seq), onEnd: resolve });
   });
-  expect(reason).toBe('terminal');
-  expect(received).toEqual([3, 4]);
+  return { reason, received };
+}
+
+test('a follower of a finished task replays from the resume point and ends', async () => {
+  expect(await followFinished(2)).toEqual({ reason: 'terminal', received: [3, 4] });
+});
+
+test('a follower resumed at the last event of a finished task ends at once', async () => {
+  expect(await followFinished(4)).toEqual({ reason: 'terminal', received: [] });
 });
 
 test('many followers of one task share one channel subscription', async () => {
@@ -134,17 +142,4 @@ test('many followers of one task share one channel subscription', async () => {
   expect(bus.subscribedChannels).toBe(1);
   follows.forEach((follow) => follow.close());
   expect(bus.subscribedChannels).toBe(0);
-});
-
-test('a follower resumed at the last event of a finished task ends at once', async () => {
-  const task = newTask();
-  await store.create(task);
-  await store.transition(task.id, { from: ['queued'], to: 'processing' });
-  await store.complete(task.id, result);
-  const received: number[] = [];
-  const reason = await new Promise<string>((resolve) => {
-    void followTask(store, bus, task.id, { afterSeq: 4, onEvent: (event) => received.push(event.seq), onEnd: resolve });
-  });
-  expect(reason).toBe('terminal');
-  expect(received).toEqual([]);
 });
