@@ -49,6 +49,21 @@ test('POST /tasks answers 202 at once with links, then polling reaches completed
   expect(task.result?.content).toBe(direct.body.choices[0].message.content);
 });
 
+test.each([
+  ['validator', 'sim/qwen2.5-coder-7b-instruct-4bit'],
+  ['competitor', 'sim/qwen2.5-coder-32b-instruct-4bit'],
+])('the single-role pattern %s runs its own role and model', async (pattern, model) => {
+  const task = await waitForTask(service.api, await createTask(service.api, { prompt: 'hello', pattern }));
+  expect(task).toMatchObject({ status: 'completed', pattern, result: { model } });
+  expect(task.result?.steps.map((step) => step.role)).toEqual([pattern]);
+});
+
+test('GET /patterns lists what this build runs', async () => {
+  const { body } = await requestJson(`${service.api}/patterns`);
+  expect(body.default).toBe('primary');
+  expect(body.patterns.map((pattern: { name: string }) => pattern.name)).toEqual(['primary', 'validator', 'competitor']);
+});
+
 test('messages input and the default pattern are accepted', async () => {
   const id = await createTask(service.api, {
     messages: [

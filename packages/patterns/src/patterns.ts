@@ -29,6 +29,8 @@ function singleRole(name: string, role: string, description: string): PatternDef
 
 const BUILT_IN: PatternDefinition[] = [
   singleRole('primary', 'primary', 'The primary (largest) model answers directly; no tool extraction.'),
+  singleRole('validator', 'validator', 'The validator (small, fast) model answers directly.'),
+  singleRole('competitor', 'competitor', 'The competitor (coder) model answers directly.'),
 ];
 
 /** The patterns this build can run, by name. */
