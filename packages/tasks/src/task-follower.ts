@@ -57,7 +57,7 @@ export async function followTask(
       pending.push(event);
       return;
     }
-    if (event.seq === lastSeq + 1 && chainIdle) {
+    if (event.seq === lastSeq + 1 && chainDepth === 0) {
       deliver(event);
       return;
     }
@@ -67,17 +67,15 @@ export async function followTask(
     });
   };
 
-  let chainIdle = true;
+  /** Deliveries waiting in the chain; the direct path is taken only when none are. */
   let chainDepth = 0;
   const enqueue = (work: () => Promise<void>) => {
-    chainIdle = false;
     chainDepth += 1;
     chain = chain
       .then(() => (ended ? undefined : work()))
       .catch((error: unknown) => end('error', error))
       .finally(() => {
         chainDepth -= 1;
-        if (chainDepth === 0) chainIdle = true;
       });
   };
 
