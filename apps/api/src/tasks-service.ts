@@ -51,6 +51,9 @@ export async function createTask(services: ApiServices, body: unknown): Promise<
     input: {
       messages:
         request.messages?.map(normaliseMessage) ?? [{ role: 'user', content: request.prompt ?? '' }],
+      ...(request.tools && { tools: request.tools }),
+      ...(request.toolChoice && { toolChoice: request.toolChoice }),
+      ...(request.responseFormat && { responseFormat: request.responseFormat }),
     },
     options: request.options ?? {},
     metadata: request.metadata ?? {},

@@ -39,8 +39,55 @@ export const TaskOptionsSchema = z.strictObject({
   maxTokens: z.number().int().min(1).max(131072).optional(),
   /** Wall-clock limit for the whole task, overriding the worker's default. */
   timeoutMs: z.number().int().min(100).max(24 * 3600 * 1000).optional(),
+  /**
+   * Tool-call extraction: `auto` (default) runs it when the request brings tools or its text
+   * suggests tool use; `always` and `never` force it on or off.
+   */
+  extractTools: z.enum(['auto', 'always', 'never']).optional(),
+  /** How many times `validated` may revise a failed answer (default 1). */
+  maxRevisions: z.number().int().min(0).max(5).optional(),
 });
 export type TaskOptions = z.infer<typeof TaskOptionsSchema>;
+
+/** A JSON Schema object, as OpenAI function definitions carry them. */
+export const JsonSchemaObject = z.record(z.string(), z.unknown());
+
+/** A tool the request allows, in OpenAI's function-definition form. */
+export const ToolDefinitionSchema = z.strictObject({
+  type: z.literal('function'),
+  function: z.strictObject({
+    name: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{1,64}$/, 'tool names are 1-64 letters, digits, underscores or dashes'),
+    description: z.string().max(4096).optional(),
+    parameters: JsonSchemaObject.optional(),
+    strict: z.boolean().nullable().optional(),
+  }),
+});
+export type ToolDefinition = z.infer<typeof ToolDefinitionSchema>;
+
+/** OpenAI's `tool_choice`: `none` skips extraction, a named function restricts it to that one. */
+export const ToolChoiceSchema = z.union([
+  z.enum(['auto', 'none', 'required']),
+  z.strictObject({ type: z.literal('function'), function: z.strictObject({ name: z.string().min(1) }) }),
+]);
+export type ToolChoice = z.infer<typeof ToolChoiceSchema>;
+
+/** OpenAI's `response_format` for the final answer. */
+export const ResponseFormatSchema = z.union([
+  z.strictObject({ type: z.literal('text') }),
+  z.strictObject({ type: z.literal('json_object') }),
+  z.strictObject({
+    type: z.literal('json_schema'),
+    json_schema: z.strictObject({
+      name: z.string().min(1).max(64),
+      description: z.string().optional(),
+      schema: JsonSchemaObject.optional(),
+      strict: z.boolean().nullable().optional(),
+    }),
+  }),
+]);
+export type ResponseFormat = z.infer<typeof ResponseFormatSchema>;
 
 export const TaskPriorities = ['high', 'normal', 'low'] as const;
 export type TaskPriority = (typeof TaskPriorities)[number];
@@ -52,6 +99,10 @@ export const CreateTaskRequestSchema = z
     pattern: z.string().min(1).max(64).optional(),
     priority: z.enum(TaskPriorities).optional(),
     options: TaskOptionsSchema.optional(),
+    /** Tools the answer may call; extracted calls are validated against their JSON Schemas. */
+    tools: z.array(ToolDefinitionSchema).max(128).optional(),
+    toolChoice: ToolChoiceSchema.optional(),
+    responseFormat: ResponseFormatSchema.optional(),
     metadata: z.record(z.string().max(64), z.unknown()).optional(),
   })
   .refine((body) => (body.prompt === undefined) !== (body.messages === undefined), {
@@ -82,9 +133,33 @@ export function addUsage(a: TokenUsage, b: TokenUsage): TokenUsage {
 }
 export const zeroUsage = (): TokenUsage => ({ promptTokens: 0, completionTokens: 0, totalTokens: 0 });
 
+/** A tool call extracted from an answer; returned to the client, never executed by this service. */
 export interface ToolCall {
+  /** Unique within the task (`call_<n>`), so OpenAI clients can answer it with a tool message. */
+  id: string;
   tool: string;
   arguments: Record<string, unknown>;
+}
+
+/**
+ * What a step is for. Clients that show only the final answer (the OpenAI facade) stream
+ * `answer`/`revision`/`candidate` output of a step marked `final` as content and everything
+ * else as reasoning.
+ */
+export type StepKind = 'answer' | 'draft' | 'revision' | 'candidate' | 'review' | 'judge' | 'tools' | 'route';
+
+/** How `auto` (or a declared `route` step) chose the pattern it ran. */
+export interface RouteDecision {
+  /** The pattern that ran. */
+  pattern: string;
+  /** The category the classifier chose, e.g. coding, reasoning, general. */
+  route: string;
+  method: 'keywords' | 'router';
+  reason: string;
+  /** The router model's confidence, 0..1, when it decided. */
+  confidence?: number;
+  /** Why the router model's answer was not used, when the keywords decided after it failed. */
+  fallbackReason?: string;
 }
 
 /** One model call of a pattern, as recorded in `result.steps[]`. */
@@ -98,8 +173,14 @@ export interface StepRecord {
   attempt: number;
   startedAt: string;
   durationMs: number;
+  /** Time spent waiting for the GPU host's lease before the call could start. */
+  waitMs?: number;
   usage: TokenUsage;
+  kind?: StepKind;
+  /** PASS / FAIL / unparseable for reviews, A / B / ... for judges, the route for routers. */
   verdict?: string;
+  /** Why the verdict was read as it was (a fallback, the reviewer's reasons, the judge's sentence). */
+  note?: string;
 }
 
 export interface TaskResult {
@@ -109,6 +190,13 @@ export interface TaskResult {
   usage: TokenUsage;
   /** The model whose answer is the final content. */
   model: string;
+  /** The pattern whose pipeline produced the answer (for `auto`, the one it routed to). */
+  pattern?: string;
+  route?: RouteDecision;
+  /** For validated answers: whether the final answer passed review. */
+  approved?: boolean;
+  /** Things the client should know: an answer not approved, tool output given up on, ... */
+  warnings?: string[];
 }
 
 export interface TaskErrorInfo {
@@ -120,6 +208,9 @@ export interface TaskErrorInfo {
 /** What a task was asked to do: the messages after normalisation. */
 export interface TaskInput {
   messages: ChatMessage[];
+  tools?: ToolDefinition[];
+  toolChoice?: ToolChoice;
+  responseFormat?: ResponseFormat;
 }
 
 /** The task record, the clients' source of truth. */
@@ -150,6 +241,9 @@ export interface StepInfo {
   model: string;
   host: string;
   attempt: number;
+  kind?: StepKind;
+  /** True when this step's output is the task's final answer whatever happens next. */
+  final?: boolean;
 }
 
 /** Event payloads by type; the log adds taskId, seq and at. */
@@ -157,8 +251,17 @@ export type TaskEventPayload =
   | { type: 'status'; status: TaskStatus; attempt?: number; reason?: string; worker?: string }
   | { type: 'step.started'; step: StepInfo }
   | { type: 'delta'; stepId: string; text: string }
-  | { type: 'step.completed'; stepId: string; durationMs: number; usage: TokenUsage; verdict?: string }
+  | {
+      type: 'step.completed';
+      stepId: string;
+      durationMs: number;
+      usage: TokenUsage;
+      waitMs?: number;
+      verdict?: string;
+      note?: string;
+    }
   | { type: 'tool_calls'; calls: ToolCall[] }
+  | { type: 'route'; decision: RouteDecision }
   | { type: 'result'; result: TaskResult }
   | { type: 'error'; error: TaskErrorInfo }
   | { type: 'warning'; message: string; stepId?: string };

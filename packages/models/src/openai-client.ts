@@ -31,6 +31,8 @@ export interface OpenAICompatibleModelOptions {
   defaults?: { temperature?: number; maxTokens?: number };
   /** The config role this model serves; only used to make error messages name it. */
   role?: string;
+  /** Whether the server honours `response_format: { type: "json_schema" }`. */
+  structuredOutput?: boolean;
 }
 
 /** Longest server error body quoted in error details: enough to diagnose, small enough to log. */
@@ -56,6 +58,7 @@ interface CompletionPayload {
 export class OpenAICompatibleModel implements ChatModel {
   readonly id: string;
   readonly host: string;
+  readonly structuredOutput: boolean;
   readonly endpoint: string;
   private readonly apiKey: string | undefined;
   private readonly timeouts: ModelTimeouts;
@@ -65,6 +68,7 @@ export class OpenAICompatibleModel implements ChatModel {
   constructor(options: OpenAICompatibleModelOptions) {
     this.id = options.id;
     this.host = options.host;
+    this.structuredOutput = options.structuredOutput ?? false;
     // A trailing slash would produce `//chat/completions`, which some servers 404.
     this.endpoint = options.endpoint.replace(/\/+$/, '');
     this.apiKey = options.apiKey;
@@ -91,6 +95,7 @@ export class OpenAICompatibleModel implements ChatModel {
       timeouts: roleConfig.timeouts,
       defaults: { temperature: roleConfig.temperature, maxTokens: roleConfig.maxTokens },
       role: roleName,
+      structuredOutput: roleConfig.structuredOutput,
     });
   }
 

@@ -1,4 +1,4 @@
-import type { ChatMessage, TokenUsage } from '@mageagent/core';
+import type { ChatMessage, TaskPriority, TokenUsage } from '@mageagent/core';
 
 /** What a pattern step asks of a model. */
 export interface ChatRequest {
@@ -14,6 +14,10 @@ export interface ChatCallOptions {
   signal?: AbortSignal;
   /** Called with each content token chunk as it streams; when set the call streams. */
   onDelta?: (text: string) => void;
+  /** Order among calls waiting for the same GPU host (default normal). */
+  priority?: TaskPriority;
+  /** Who is calling (a task id), for the host scheduler's bookkeeping and logs. */
+  owner?: string;
 }
 
 export interface ChatResponse {
@@ -22,6 +26,8 @@ export interface ChatResponse {
   finishReason: string | null;
   /** The model id the server says answered. */
   model: string;
+  /** Milliseconds spent waiting for the GPU host's lease before the call started (0 when unscheduled). */
+  waitMs?: number;
 }
 
 /**
@@ -33,6 +39,8 @@ export interface ChatModel {
   readonly id: string;
   /** The GPU host the model lives on (the unit of scheduling). */
   readonly host: string;
+  /** Whether the server honours `response_format: { type: "json_schema" }` (from the role's config). */
+  readonly structuredOutput?: boolean;
   /**
    * Runs one chat completion. Rejects with a MageError: ModelUnavailableError (retryable),
    * ModelTimeoutError (retryable), ModelResponseError (final) or CancelledError on abort.

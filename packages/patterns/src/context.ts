@@ -1,4 +1,13 @@
-import type { ChatMessage, Logger, TaskEventPayload, TaskOptions } from '@mageagent/core';
+import type {
+  ChatMessage,
+  Logger,
+  ResponseFormat,
+  TaskEventPayload,
+  TaskOptions,
+  TaskPriority,
+  ToolChoice,
+  ToolDefinition,
+} from '@mageagent/core';
 import type { ChatModel } from '@mageagent/models';
 
 /** Where a pattern sends its events; the worker appends them to the task's log. */
@@ -26,9 +35,18 @@ export interface PatternContext {
   signal: AbortSignal;
   retry: RetryPolicy;
   logger?: Logger;
+  /** The task's priority, passed to the host scheduler with every model call. */
+  priority?: TaskPriority;
+  /** Who the calls are for (the task id), for scheduler bookkeeping. */
+  owner?: string;
 }
 
 export interface PatternInput {
   messages: ChatMessage[];
   options: TaskOptions;
+  /** Tools the request allows (OpenAI function definitions); the built-in set when absent. */
+  tools?: ToolDefinition[];
+  toolChoice?: ToolChoice;
+  /** Wanted shape of the final answer. */
+  responseFormat?: ResponseFormat;
 }

@@ -3,6 +3,7 @@ import {
   isMageError,
   isRetryable,
   type ChatMessage,
+  type StepKind,
   type StepRecord,
   type TaskOptions,
 } from '@mageagent/core';
@@ -14,6 +15,13 @@ export interface GenerateStep {
   role: string;
   messages: ChatMessage[];
   options: TaskOptions;
+  kind?: StepKind;
+  /** The step's output is the task's final answer whatever happens next (see StepInfo.final). */
+  final?: boolean;
+  /** OpenAI `response_format`, sent only when the role's server supports structured output. */
+  responseFormat?: Record<string, unknown>;
+  /** Reads a verdict out of the answer, so `step.completed` and the record carry it. */
+  interpret?: (content: string) => { verdict?: string; note?: string };
 }
 
 export interface GenerateOutcome {
@@ -43,15 +51,43 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
     const startedAt = new Date();
     context.events.emit({
       type: 'step.started',
-      step: { id: stepId, name: step.name, role: step.role, model: model.id, host: model.host, attempt },
+      step: {
+        id: stepId,
+        name: step.name,
+        role: step.role,
+        model: model.id,
+        host: model.host,
+        attempt,
+        ...(step.kind && { kind: step.kind }),
+        ...(step.final && { final: true }),
+      },
     });
     try {
       const response = await model.chat(
-        { messages: step.messages, temperature: step.options.temperature, maxTokens: step.options.maxTokens },
-        { signal: context.signal, onDelta: (text) => context.events.emit({ type: 'delta', stepId, text }) },
+        {
+          messages: step.messages,
+          temperature: step.options.temperature,
+          maxTokens: step.options.maxTokens,
+          ...(step.responseFormat && model.structuredOutput && { responseFormat: step.responseFormat }),
+        },
+        {
+          signal: context.signal,
+          onDelta: (text) => context.events.emit({ type: 'delta', stepId, text }),
+          ...(context.priority && { priority: context.priority }),
+          ...(context.owner && { owner: context.owner }),
+        },
       );
       const durationMs = Date.now() - startedAt.getTime();
-      context.events.emit({ type: 'step.completed', stepId, durationMs, usage: response.usage });
+      const waitMs = response.waitMs;
+      const reading = step.interpret?.(response.content) ?? {};
+      context.events.emit({
+        type: 'step.completed',
+        stepId,
+        durationMs,
+        usage: response.usage,
+        ...(waitMs !== undefined && { waitMs }),
+        ...reading,
+      });
       return {
         content: response.content,
         step: {
@@ -63,7 +99,10 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
           attempt,
           startedAt: startedAt.toISOString(),
           durationMs,
+          ...(waitMs !== undefined && { waitMs }),
           usage: response.usage,
+          ...(step.kind && { kind: step.kind }),
+          ...reading,
         },
       };
     } catch (error) {
