@@ -60,8 +60,12 @@ test.each([
 
 test('GET /patterns lists what this build runs', async () => {
   const { body } = await requestJson(`${service.api}/patterns`);
-  expect(body.default).toBe('primary');
-  expect(body.patterns.map((pattern: { name: string }) => pattern.name)).toEqual(['primary', 'validator', 'competitor']);
+  expect(body.default).toBe('auto');
+  expect(body.patterns.map((pattern: { name: string }) => pattern.name)).toEqual([
+    'auto', 'hybrid', 'validated', 'compete', 'tools', 'primary', 'validator', 'competitor',
+  ]);
+  const validated = body.patterns.find((pattern: { name: string }) => pattern.name === 'validated');
+  expect(validated).toMatchObject({ builtIn: true, description: expect.any(String), steps: [{ generate: { role: 'primary' } }, { validate: { role: 'validator', onFail: 'revise', maxRevisions: 1 } }, { extractTools: { role: 'tools' } }] });
 });
 
 test('messages input and the default pattern are accepted', async () => {
@@ -72,7 +76,8 @@ test('messages input and the default pattern are accepted', async () => {
     ],
   });
   const task = await waitForTask(service.api, id);
-  expect(task).toMatchObject({ status: 'completed', pattern: 'primary' });
+  // "Hello there" has no routing keyword: auto sends it to the fast validator.
+  expect(task).toMatchObject({ status: 'completed', pattern: 'auto', result: { pattern: 'validator', route: { route: 'general', method: 'keywords' } } });
   expect(task.input.messages).toEqual([
     { role: 'system', content: 'Be brief.' },
     { role: 'user', content: 'Hello there' },

@@ -1,7 +1,8 @@
-import { intEnv, parseEnv, RedisEnv, z } from '@mageagent/core';
+import { intEnv, parseEnv, PatternsEnv, RedisEnv, z } from '@mageagent/core';
 
 export const ApiEnvSchema = z.object({
   ...RedisEnv,
+  ...PatternsEnv,
   /** HTTP port of the api (0 = any free port, reported to a parent process). */
   PORT: intEnv(3457, 0, 65535),
   /** Interface to listen on. */

@@ -2,7 +2,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Server as SocketServer } from 'socket.io';
 import { createLogger, onShutdown } from '@mageagent/core';
-import { DEFAULT_PATTERN, PatternRegistry } from '@mageagent/patterns';
+import { loadPatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, TaskEventBus, TaskQueue, TaskStore } from '@mageagent/tasks';
 import { createApp } from './app';
 import { loadApiEnv } from './env';
@@ -25,8 +25,8 @@ async function main(): Promise<void> {
     queue: new TaskQueue(redis, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS }),
     bus: new TaskEventBus(subscriber, store.keys, logger),
     cancels: new CancelChannel(store.keys),
-    patterns: new PatternRegistry(),
-    defaultPattern: DEFAULT_PATTERN,
+    patterns: loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN }),
+    defaultPattern: env.DEFAULT_PATTERN,
     logger,
     config: {
       bodyLimitBytes: env.BODY_LIMIT_BYTES,

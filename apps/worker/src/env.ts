@@ -1,7 +1,8 @@
-import { intEnv, parseEnv, RedisEnv, z } from '@mageagent/core';
+import { intEnv, parseEnv, PatternsEnv, RedisEnv, z } from '@mageagent/core';
 
 export const WorkerEnvSchema = z.object({
   ...RedisEnv,
+  ...PatternsEnv,
   /** Model config (YAML/JSON); unset = config/models.sim.yaml, every role on the simulator. */
   MODELS_CONFIG: z.string().optional(),
   /** Jobs this process runs at once. */

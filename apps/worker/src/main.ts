@@ -1,9 +1,9 @@
 import { hostname } from 'node:os';
 import path from 'node:path';
 import { Worker } from 'bullmq';
-import { createLogger, isMageError, onShutdown } from '@mageagent/core';
+import { ConfigError, createLogger, isMageError, onShutdown } from '@mageagent/core';
 import { loadModelsConfig, ModelRegistry } from '@mageagent/models';
-import { PatternRegistry } from '@mageagent/patterns';
+import { loadPatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
 import { loadWorkerEnv } from './env';
 import { createTaskProcessor } from './processor';
@@ -15,6 +15,12 @@ async function main(): Promise<void> {
   const env = loadWorkerEnv();
   const logger = createLogger({ service: 'worker', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
   const models = new ModelRegistry(loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG));
+  const patterns = loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN });
+  for (const { pattern, builtIn, roles } of patterns.missingRoles((role) => models.has(role))) {
+    const message = `pattern "${pattern}" calls role(s) ${roles.join(', ')} that the model config does not define`;
+    if (!builtIn) throw new ConfigError(`${env.PATTERNS_CONFIG}: ${message}`);
+    logger.warn(`${message}; its tasks will fail until they are configured`);
+  }
 
   const commands = createRedis(env.REDIS_URL, 'commands', 'mageagent-worker');
   const blocking = createRedis(env.REDIS_URL, 'bullmq', 'mageagent-worker-bullmq');
@@ -26,7 +32,7 @@ async function main(): Promise<void> {
     TASK_QUEUE_NAME,
     createTaskProcessor({
       store,
-      patterns: new PatternRegistry(),
+      patterns,
       models,
       retry: { retries: env.MODEL_RETRIES, baseDelayMs: env.MODEL_RETRY_BASE_MS },
       defaultTimeoutMs: env.TASK_TIMEOUT_MS,

@@ -67,12 +67,14 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
     );
 
     try {
-      const result = await runPattern(deps.patterns, task.pattern, { messages: task.input.messages, options: task.options }, {
+      const result = await runPattern(deps.patterns, task.pattern, { ...task.input, options: task.options }, {
         models: deps.models,
         events,
         signal,
         retry: deps.retry,
         logger,
+        priority: task.priority,
+        owner: taskId,
       });
       await events.flush();
       const completed = await deps.store.complete(taskId, result);

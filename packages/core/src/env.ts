@@ -33,3 +33,11 @@ export const RedisEnv = {
 /** A positive integer env var with a default. */
 export const intEnv = (defaultValue: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(defaultValue);
+
+/** Pattern settings shared by the api (validation, GET /patterns) and the workers (running). */
+export const PatternsEnv = {
+  /** A YAML/JSON file declaring extra patterns (see config/patterns.example.yaml); unset = built-ins only. */
+  PATTERNS_CONFIG: z.string().min(1).optional(),
+  /** The pattern a request without `pattern` runs. */
+  DEFAULT_PATTERN: z.string().min(1).default('auto'),
+};

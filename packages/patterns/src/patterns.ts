@@ -1,44 +1,46 @@
-import { zeroUsage, addUsage, ValidationError, type TaskResult } from '@mageagent/core';
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError, ValidationError, type TaskResult } from '@mageagent/core';
+import { BUILT_IN_PATTERNS } from './builtins';
+import { checkRouteTargets, compilePattern, rolesOf, type CompiledPattern, type PatternDeclarations } from './compile';
 import type { PatternContext, PatternInput } from './context';
-import { generate, StepIds } from './generate';
+import { PatternNameSchema, type StepDeclaration } from './declaration';
+import { runCompiledPattern } from './pipeline';
 
-/** A named pipeline the worker can run. */
-export interface PatternDefinition {
+/** What GET /patterns shows of a pattern. */
+export interface PatternSummary {
   name: string;
   description: string;
-  run(input: PatternInput, context: PatternContext): Promise<TaskResult>;
+  whenToUse?: string;
+  builtIn: boolean;
+  steps: StepDeclaration[];
 }
 
-/** A pattern that asks one role and returns its answer as is. */
-function singleRole(name: string, role: string, description: string): PatternDefinition {
-  return {
-    name,
-    description,
-    async run(input, context) {
-      const outcome = await generate(context, new StepIds(), { name: role, role, messages: input.messages, options: input.options });
-      return {
-        content: outcome.content,
-        toolCalls: [],
-        steps: [outcome.step],
-        usage: addUsage(zeroUsage(), outcome.step.usage),
-        model: outcome.step.model,
-      };
-    },
-  };
-}
+const BUILT_IN_SOURCE = 'built-in patterns';
 
-const BUILT_IN: PatternDefinition[] = [
-  singleRole('primary', 'primary', 'The primary (largest) model answers directly; no tool extraction.'),
-  singleRole('validator', 'validator', 'The validator (small, fast) model answers directly.'),
-  singleRole('competitor', 'competitor', 'The competitor (coder) model answers directly.'),
-];
-
-/** The patterns this build can run, by name. */
+/** The patterns this process can run, by name: the built-ins plus any declared in a patterns file. */
 export class PatternRegistry {
-  private readonly patterns = new Map<string, PatternDefinition>();
+  private readonly patterns = new Map<string, CompiledPattern>();
+  private readonly sources = new Map<string, string>();
 
-  constructor(definitions: PatternDefinition[] = BUILT_IN) {
-    for (const definition of definitions) this.patterns.set(definition.name, definition);
+  /**
+   * @param declared patterns from PATTERNS_CONFIG (see loadPatternDeclarations); a declared
+   *   pattern may not reuse a built-in name.
+   */
+  constructor(declared: { source: string; patterns: PatternDeclarations } = { source: '', patterns: {} }) {
+    this.add(BUILT_IN_PATTERNS, BUILT_IN_SOURCE, true);
+    this.add(declared.patterns, declared.source, false);
+    checkRouteTargets(this.patterns, (name) => this.sources.get(name) ?? BUILT_IN_SOURCE);
+  }
+
+  private add(declarations: PatternDeclarations, source: string, builtIn: boolean): void {
+    for (const [name, declaration] of Object.entries(declarations)) {
+      if (this.patterns.has(name)) {
+        throw new ConfigError(`${source}: pattern "${name}" is already defined (${this.sources.get(name)}); choose another name`);
+      }
+      this.patterns.set(name, compilePattern(name, declaration, source, builtIn));
+      this.sources.set(name, source);
+    }
   }
 
   has(name: string): boolean {
@@ -49,26 +51,82 @@ export class PatternRegistry {
     return [...this.patterns.keys()];
   }
 
-  list(): Array<Pick<PatternDefinition, 'name' | 'description'>> {
-    return [...this.patterns.values()].map(({ name, description }) => ({ name, description }));
+  list(): PatternSummary[] {
+    return [...this.patterns.values()].map((pattern) => ({
+      name: pattern.name,
+      description: pattern.description,
+      ...(pattern.whenToUse !== undefined && { whenToUse: pattern.whenToUse }),
+      builtIn: pattern.builtIn,
+      steps: pattern.declaration,
+    }));
   }
 
-  get(name: string): PatternDefinition {
+  get(name: string): CompiledPattern {
     const pattern = this.patterns.get(name);
     if (!pattern) throw new ValidationError(`unknown pattern "${name}"`, { allowed: this.names() });
     return pattern;
   }
+
+  /**
+   * Roles the patterns call that the model config lacks. A declared pattern naming a missing role
+   * is a start-up error; a built-in one is only unusable (its tasks fail with a clear message),
+   * since a minimal config need not serve every built-in.
+   */
+  missingRoles(hasRole: (role: string) => boolean): Array<{ pattern: string; builtIn: boolean; roles: string[] }> {
+    return [...this.patterns.values()]
+      .map((pattern) => ({ pattern: pattern.name, builtIn: pattern.builtIn, roles: rolesOf(pattern).filter((role) => !hasRole(role)) }))
+      .filter((entry) => entry.roles.length > 0);
+  }
 }
 
-/** The pattern a request without `pattern` runs. */
-export const DEFAULT_PATTERN = 'primary';
+/** The pattern a request without `pattern` runs, unless DEFAULT_PATTERN says otherwise. */
+export const DEFAULT_PATTERN = 'auto';
+
+/**
+ * The registry of a process: built-ins plus PATTERNS_CONFIG, with the default pattern checked,
+ * so a typo fails start-up instead of every task.
+ */
+export function loadPatternRegistry(options: { patternsConfig?: string | undefined; defaultPattern?: string }): PatternRegistry {
+  const registry = new PatternRegistry(options.patternsConfig ? loadPatternDeclarations(options.patternsConfig) : undefined);
+  const defaultPattern = options.defaultPattern ?? DEFAULT_PATTERN;
+  if (!registry.has(defaultPattern)) {
+    throw new ConfigError(`DEFAULT_PATTERN "${defaultPattern}" is not a pattern; known: ${registry.names().join(', ')}`);
+  }
+  return registry;
+}
 
 /** Runs a pattern by name. */
-export function runPattern(
-  registry: PatternRegistry,
-  name: string,
-  input: PatternInput,
-  context: PatternContext,
-): Promise<TaskResult> {
-  return registry.get(name).run(input, context);
+export function runPattern(registry: PatternRegistry, name: string, input: PatternInput, context: PatternContext): Promise<TaskResult> {
+  return runCompiledPattern(registry.get(name), (target) => registry.get(target), input, context);
+}
+
+/** Reads a PATTERNS_CONFIG file (YAML or JSON); errors name the file, and the pattern and step when there is one. */
+export function loadPatternDeclarations(path: string): { source: string; patterns: PatternDeclarations } {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new ConfigError(`cannot read patterns file ${path}: ${(error as Error).message}`);
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (error) {
+    throw new ConfigError(`${path}: not valid YAML or JSON: ${(error as Error).message}`);
+  }
+  // Only the outer shape here: each pattern is checked by compilePattern, so its errors name the pattern and step.
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || !('patterns' in raw)) {
+    throw new ConfigError(`${path}: expected a top-level "patterns:" mapping of name → { description, steps }`);
+  }
+  const extra = Object.keys(raw).filter((key) => key !== 'patterns');
+  if (extra.length > 0) throw new ConfigError(`${path}: unknown top-level key(s) ${extra.join(', ')}; only "patterns" is allowed`);
+  const patterns = raw.patterns;
+  if (typeof patterns !== 'object' || patterns === null || Array.isArray(patterns)) {
+    throw new ConfigError(`${path}: "patterns" must be a mapping of name → { description, steps }`);
+  }
+  for (const name of Object.keys(patterns)) {
+    const checked = PatternNameSchema.safeParse(name);
+    if (!checked.success) throw new ConfigError(`${path}: pattern name "${name}": ${checked.error.issues[0]?.message}`);
+  }
+  return { source: path, patterns: patterns as PatternDeclarations };
 }
