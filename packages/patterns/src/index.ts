@@ -1,3 +1,4 @@
 export * from './context';
 export * from './generate';
 export * from './patterns';
+export * from './tools';

@@ -1,19 +1,6 @@
 import type { ToolDefinition } from '@mageagent/core';
 import { BUILT_IN_TOOL_SPECS, checkToolRequest, requestToolSpec, toolSpecsFor } from './definitions';
-
-const searchTool: ToolDefinition = {
-  type: 'function',
-  function: {
-    name: 'search',
-    description: 'Search the web',
-    parameters: {
-      type: 'object',
-      properties: { query: { type: 'string' }, limit: { type: 'integer', minimum: 1 }, mode: { enum: ['fast', 'deep'] } },
-      required: ['query'],
-      additionalProperties: false,
-    },
-  },
-};
+import { searchTool } from './test-fixtures';
 
 function builtIn(name: string) {
   const spec = BUILT_IN_TOOL_SPECS.find((candidate) => candidate.name === name);

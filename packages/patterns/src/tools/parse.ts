@@ -133,7 +133,7 @@ function matchingBracketEnd(text: string, start: number): number | undefined {
 }
 
 /** Parses JSON, repairing near-JSON; undefined when even jsonrepair cannot make sense of it. */
-export function parseLenientJson(text: string): unknown {
+function parseLenientJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
