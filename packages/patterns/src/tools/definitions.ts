@@ -45,7 +45,7 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 
 // Custom messages because the defaults ("Invalid input: expected string, received undefined")
 // are harder for an 8B model to act on than "is required".
-function text(description: string, options: { allowEmpty?: boolean } = {}) {
+function stringArgument(description: string, options: { allowEmpty?: boolean } = {}) {
   const base = z.string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') });
   return (options.allowEmpty ? base : base.min(1, 'must not be empty')).describe(description);
 }
@@ -83,40 +83,40 @@ export const BUILT_IN_TOOL_SPECS: readonly ToolSpec[] = [
   zodToolSpec(
     'Read',
     'Read the contents of a file.',
-    argumentsObject({ file_path: text('Path of the file to read') }),
+    argumentsObject({ file_path: stringArgument('Path of the file to read') }),
   ),
   zodToolSpec(
     'Write',
     'Create a file, or overwrite an existing one, with the given content.',
     argumentsObject({
-      file_path: text('Path of the file to write'),
-      content: text('The complete new content of the file', { allowEmpty: true }),
+      file_path: stringArgument('Path of the file to write'),
+      content: stringArgument('The complete new content of the file', { allowEmpty: true }),
     }),
   ),
   zodToolSpec(
     'Edit',
     'Replace an exact piece of text in a file with new text.',
     argumentsObject({
-      file_path: text('Path of the file to edit'),
-      old_string: text('The exact text to replace, as it appears in the file'),
-      new_string: text('The text to put in its place (empty to delete it)', { allowEmpty: true }),
+      file_path: stringArgument('Path of the file to edit'),
+      old_string: stringArgument('The exact text to replace, as it appears in the file'),
+      new_string: stringArgument('The text to put in its place (empty to delete it)', { allowEmpty: true }),
     }),
   ),
-  zodToolSpec('Bash', 'Run a shell command.', argumentsObject({ command: text('The command line to run') })),
+  zodToolSpec('Bash', 'Run a shell command.', argumentsObject({ command: stringArgument('The command line to run') })),
   zodToolSpec(
     'Glob',
     'Find files whose paths match a glob pattern.',
     argumentsObject({
-      pattern: text('Glob pattern, e.g. src/**/*.ts'),
-      path: text('Directory to search in; the working directory when absent').optional(),
+      pattern: stringArgument('Glob pattern, e.g. src/**/*.ts'),
+      path: stringArgument('Directory to search in; the working directory when absent').optional(),
     }),
   ),
   zodToolSpec(
     'Grep',
     'Search file contents for a regular expression.',
     argumentsObject({
-      pattern: text('Regular expression to search for'),
-      path: text('File or directory to search in; the working directory when absent').optional(),
+      pattern: stringArgument('Regular expression to search for'),
+      path: stringArgument('File or directory to search in; the working directory when absent').optional(),
     }),
   ),
 ];
