@@ -8,3 +8,4 @@ export * from './routing';
 export * from './pipeline';
 export * from './builtins';
 export * from './patterns';
+export * from './tools';

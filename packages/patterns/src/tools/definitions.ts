@@ -1,0 +1,258 @@
+import Ajv, { type ErrorObject, type Options as AjvOptions, type ValidateFunction } from 'ajv';
+import Ajv2019 from 'ajv/dist/2019';
+import Ajv2020 from 'ajv/dist/2020';
+import { ValidationError, z, type ToolChoice, type ToolDefinition } from '@mageagent/core';
+
+/** A JSON Schema object, as tool parameters and `response_format` carry them. */
+export type JsonSchema = Record<string, unknown>;
+
+/** What checking a call's arguments against a tool's parameters gives. */
+export type ToolArgumentsCheck = { ok: true; value: Record<string, unknown> } | { ok: false; errors: string[] };
+
+/** A tool the extractor may call: what the model is shown, and how its arguments are checked. */
+export interface ToolSpec {
+  name: string;
+  description?: string;
+  /** JSON Schema of the arguments object, shown in the prompt and sent in `response_format`. */
+  parameters: JsonSchema;
+  /**
+   * Checks a call's arguments. Errors read `<tool>.<path> <message>` (just `<tool> <message>` for
+   * the arguments object itself), so a model shown them can correct its reply.
+   */
+  validate(args: unknown): ToolArgumentsCheck;
+}
+
+/** Which tools the extractor may call for a request, and whether it must call one. */
+export interface ToolSelection {
+  specs: ToolSpec[];
+  /** Set by toolChoice `required` or a named function: an empty reply is then invalid. */
+  required: boolean;
+}
+
+/** A reason to reject a request's tools up front, in the shape of the API's 400 `details`. */
+export interface ToolRequestProblem {
+  path: string;
+  message: string;
+}
+
+function argumentError(tool: string, path: ReadonlyArray<PropertyKey>, message: string): string {
+  return path.length === 0 ? `${tool} ${message}` : `${tool}.${path.map(String).join('.')} ${message}`;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+// Custom messages because the defaults ("Invalid input: expected string, received undefined")
+// are harder for an 8B model to act on than "is required".
+function stringArgument(description: string, options: { allowEmpty?: boolean } = {}) {
+  const base = z.string({ error: (issue) => (issue.input === undefined ? 'is required' : 'must be a string') });
+  return (options.allowEmpty ? base : base.min(1, 'must not be empty')).describe(description);
+}
+
+function argumentsObject<Shape extends z.ZodRawShape>(shape: Shape) {
+  return z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys'
+        ? `has unknown arguments: ${issue.keys.join(', ')}`
+        : 'arguments must be a JSON object',
+  });
+}
+
+function zodToolSpec(name: string, description: string, schema: z.ZodType<Record<string, unknown>>): ToolSpec {
+  // `$schema` says 2020-12, which means nothing to the model and would clash when the
+  // parameters are nested inside the response_format schema.
+  const { $schema: _dialect, ...parameters } = z.toJSONSchema(schema);
+  return {
+    name,
+    description,
+    parameters,
+    validate(args) {
+      const parsed = schema.safeParse(args);
+      if (parsed.success) return { ok: true, value: parsed.data };
+      return { ok: false, errors: parsed.error.issues.map((issue) => argumentError(name, issue.path, issue.message)) };
+    },
+  };
+}
+
+/**
+ * The tools extraction offers when the request brings none: the coding agent's file and shell
+ * tools. Write's `content` and Edit's `new_string` may be empty (an empty file, a deletion).
+ */
+export const BUILT_IN_TOOL_SPECS: readonly ToolSpec[] = [
+  zodToolSpec(
+    'Read',
+    'Read the contents of a file.',
+    argumentsObject({ file_path: stringArgument('Path of the file to read') }),
+  ),
+  zodToolSpec(
+    'Write',
+    'Create a file, or overwrite an existing one, with the given content.',
+    argumentsObject({
+      file_path: stringArgument('Path of the file to write'),
+      content: stringArgument('The complete new content of the file', { allowEmpty: true }),
+    }),
+  ),
+  zodToolSpec(
+    'Edit',
+    'Replace an exact piece of text in a file with new text.',
+    argumentsObject({
+      file_path: stringArgument('Path of the file to edit'),
+      old_string: stringArgument('The exact text to replace, as it appears in the file'),
+      new_string: stringArgument('The text to put in its place (empty to delete it)', { allowEmpty: true }),
+    }),
+  ),
+  zodToolSpec('Bash', 'Run a shell command.', argumentsObject({ command: stringArgument('The command line to run') })),
+  zodToolSpec(
+    'Glob',
+    'Find files whose paths match a glob pattern.',
+    argumentsObject({
+      pattern: stringArgument('Glob pattern, e.g. src/**/*.ts'),
+      path: stringArgument('Directory to search in; the working directory when absent').optional(),
+    }),
+  ),
+  zodToolSpec(
+    'Grep',
+    'Search file contents for a regular expression.',
+    argumentsObject({
+      pattern: stringArgument('Regular expression to search for'),
+      path: stringArgument('File or directory to search in; the working directory when absent').optional(),
+    }),
+  ),
+];
+
+/** What a request tool without `parameters` accepts: OpenAI treats it as taking any object. */
+const ANY_OBJECT: JsonSchema = { type: 'object' };
+
+const AJV_OPTIONS: AjvOptions = { allErrors: true, strict: false, logger: false };
+// One instance per JSON Schema dialect a client may name in `$schema`; draft-07 otherwise.
+const ajvByDialect = {
+  draft7: new Ajv(AJV_OPTIONS),
+  draft2019: new Ajv2019(AJV_OPTIONS),
+  draft2020: new Ajv2020(AJV_OPTIONS),
+};
+
+function ajvFor(schema: JsonSchema): Ajv {
+  const dialect = typeof schema.$schema === 'string' ? schema.$schema : '';
+  if (dialect.includes('2020-12')) return ajvByDialect.draft2020;
+  if (dialect.includes('2019-09')) return ajvByDialect.draft2019;
+  return ajvByDialect.draft7;
+}
+
+/** Requests repeat the same tools, and compiling is the slow part of ajv; bounded since clients choose the schemas. */
+const VALIDATOR_CACHE_LIMIT = 256;
+const validatorCache = new Map<string, ValidateFunction>();
+
+/** Compiles a tool's parameters; throws ValidationError when ajv cannot. */
+function compileParameters(tool: string, parameters: JsonSchema): ValidateFunction {
+  const key = JSON.stringify(parameters);
+  const cached = validatorCache.get(key);
+  if (cached) {
+    // Re-inserting keeps the map in least-recently-used order.
+    validatorCache.delete(key);
+    validatorCache.set(key, cached);
+    return cached;
+  }
+  const ajv = ajvFor(parameters);
+  let validator: ValidateFunction;
+  try {
+    validator = ajv.compile(parameters);
+  } catch (error) {
+    throw new ValidationError(`tool "${tool}": parameters are not a usable JSON Schema: ${(error as Error).message}`);
+  } finally {
+    // ajv keeps every compiled schema by identity and by `$id`: without this a long-lived worker
+    // would grow without bound, and two requests reusing one `$id` would collide.
+    ajv.removeSchema(parameters);
+  }
+  validatorCache.set(key, validator);
+  if (validatorCache.size > VALIDATOR_CACHE_LIMIT) {
+    const oldest = validatorCache.keys().next().value;
+    if (oldest !== undefined) validatorCache.delete(oldest);
+  }
+  return validator;
+}
+
+function describeAjvError(tool: string, error: ErrorObject): string {
+  const path = error.instancePath
+    .split('/')
+    .slice(1)
+    .map((segment) => segment.replaceAll('~1', '/').replaceAll('~0', '~'));
+  const params = error.params as { additionalProperty?: unknown; allowedValues?: unknown };
+  let detail = '';
+  if (error.keyword === 'additionalProperties') detail = ` (${String(params.additionalProperty)})`;
+  if (error.keyword === 'enum' && Array.isArray(params.allowedValues)) {
+    detail = ` (${params.allowedValues.map((value) => JSON.stringify(value)).join(', ')})`;
+  }
+  return argumentError(tool, path, `${error.message ?? 'is invalid'}${detail}`);
+}
+
+/** A request-supplied tool (OpenAI function format) as a ToolSpec, checked by ajv. */
+export function requestToolSpec(definition: ToolDefinition): ToolSpec {
+  const { name, description } = definition.function;
+  const parameters = definition.function.parameters ?? ANY_OBJECT;
+  const validator = compileParameters(name, parameters);
+  return {
+    name,
+    ...(description !== undefined && { description }),
+    parameters,
+    validate(args) {
+      // A schema such as `{}` accepts any value, but a call's arguments are always an object.
+      if (!isPlainObject(args)) return { ok: false, errors: [argumentError(name, [], 'arguments must be a JSON object')] };
+      if (validator(args)) return { ok: true, value: args };
+      return { ok: false, errors: (validator.errors ?? []).map((error) => describeAjvError(name, error)) };
+    },
+  };
+}
+
+/**
+ * The tools extraction may call for a request: the request's own tools, or the built-in set
+ * when it brings none. Null when no tool may be called (toolChoice `none`, or an empty `tools`).
+ * A named function restricts the set to that tool and, as with OpenAI, requires a call to it.
+ * Throws ValidationError for what {@link checkToolRequest} reports, so run that first.
+ */
+export function toolSpecsFor(input: { tools?: ToolDefinition[]; toolChoice?: ToolChoice }): ToolSelection | null {
+  const { tools, toolChoice } = input;
+  if (toolChoice === 'none') return null;
+  const specs = tools === undefined ? [...BUILT_IN_TOOL_SPECS] : tools.map(requestToolSpec);
+  if (typeof toolChoice === 'object') {
+    const wanted = toolChoice.function.name;
+    const named = specs.filter((spec) => spec.name === wanted);
+    if (named.length === 0) throw new ValidationError(`toolChoice names "${wanted}", which is not an available tool`);
+    return { specs: named, required: true };
+  }
+  if (specs.length === 0) return null;
+  return { specs, required: toolChoice === 'required' };
+}
+
+/**
+ * What is wrong with a request's tools, for the API to answer 400 before queueing a task that
+ * could not run: parameters ajv cannot compile, duplicate names, a toolChoice naming no
+ * available tool, or `required` with an empty `tools`. Empty when the request is fine.
+ */
+export function checkToolRequest(tools?: ToolDefinition[], toolChoice?: ToolChoice): ToolRequestProblem[] {
+  const problems: ToolRequestProblem[] = [];
+  const firstIndexByName = new Map<string, number>();
+  tools?.forEach((tool, index) => {
+    const { name, parameters } = tool.function;
+    const firstIndex = firstIndexByName.get(name);
+    if (firstIndex === undefined) firstIndexByName.set(name, index);
+    else problems.push({ path: `tools.${index}.function.name`, message: `duplicate tool name "${name}" (also tools.${firstIndex})` });
+    if (parameters === undefined) return;
+    try {
+      compileParameters(name, parameters);
+    } catch (error) {
+      problems.push({ path: `tools.${index}.function.parameters`, message: (error as Error).message });
+    }
+  });
+  if (typeof toolChoice === 'object') {
+    const wanted = toolChoice.function.name;
+    const available = tools === undefined ? BUILT_IN_TOOL_SPECS.map((spec) => spec.name) : [...firstIndexByName.keys()];
+    if (!available.includes(wanted)) {
+      const where = tools === undefined ? `not a built-in tool (${available.join(', ')})` : 'not in tools';
+      problems.push({ path: 'toolChoice.function.name', message: `toolChoice names "${wanted}", which is ${where}` });
+    }
+  } else if (toolChoice === 'required' && tools?.length === 0) {
+    problems.push({ path: 'toolChoice', message: 'toolChoice "required" needs at least one tool in tools' });
+  }
+  return problems;
+}

@@ -1,0 +1,5 @@
+export * from './definitions';
+export * from './parse';
+export * from './validate';
+export * from './heuristics';
+export * from './extract';
