@@ -250,6 +250,22 @@ describe('bad input gets the documented answers and no stack traces', () => {
     expectError(await postJson(`${service.api}/tasks`, { messages: [{ role: 'wizard', content: 'x' }] }), 400, 'VALIDATION_FAILED');
   });
 
+  test('tools whose JSON Schema does not compile, or a tool choice naming no tool, get 400 with the path', async () => {
+    const badSchema = await postJson(`${service.api}/tasks`, {
+      prompt: 'x',
+      tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'objekt' } } }],
+    });
+    expectError(badSchema, 400, 'VALIDATION_FAILED');
+    expect(badSchema.body.error.details[0]).toMatchObject({ path: 'tools.0.function.parameters' });
+    const badChoice = await postJson(`${service.api}/tasks`, {
+      prompt: 'x',
+      tools: [{ type: 'function', function: { name: 'f' } }],
+      toolChoice: { type: 'function', function: { name: 'g' } },
+    });
+    expectError(badChoice, 400, 'VALIDATION_FAILED');
+    expectError(await postJson(`${service.api}/tasks`, { prompt: 'x', tools: [{ type: 'function', function: { name: 'bad name!' } }] }), 400, 'VALIDATION_FAILED');
+  });
+
   test('a body over the limit gets 413', async () => {
     expectError(await postJson(`${service.api}/tasks`, { prompt: 'x'.repeat(8000) }), 413, 'PAYLOAD_TOO_LARGE');
   });

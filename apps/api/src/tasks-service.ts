@@ -8,6 +8,7 @@ import {
   zodIssuesToDetails,
   type TaskRecord,
 } from '@mageagent/core';
+import { checkToolRequest } from '@mageagent/patterns';
 import type { ApiServices } from './services';
 
 /**
@@ -36,6 +37,8 @@ export async function createTask(services: ApiServices, body: unknown): Promise<
   const parsed = CreateTaskRequestSchema.safeParse(body);
   if (!parsed.success) throw new ValidationError('invalid task request', zodIssuesToDetails(parsed.error));
   const request = parsed.data;
+  const toolProblems = checkToolRequest(request.tools, request.toolChoice);
+  if (toolProblems.length > 0) throw new ValidationError('invalid tools', toolProblems);
   const pattern = request.pattern ?? services.defaultPattern;
   if (!services.patterns.has(pattern)) {
     throw new ValidationError(`unknown pattern "${pattern}"`, [

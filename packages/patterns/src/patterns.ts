@@ -18,6 +18,13 @@ export interface PatternSummary {
 
 const BUILT_IN_SOURCE = 'built-in patterns';
 
+/** Declarations as read from a file: unchecked until compiled, so errors can name pattern and step. */
+export interface DeclaredPatterns {
+  /** Where they came from, for error messages (a file path). */
+  source: string;
+  patterns: Record<string, unknown>;
+}
+
 /** The patterns this process can run, by name: the built-ins plus any declared in a patterns file. */
 export class PatternRegistry {
   private readonly patterns = new Map<string, CompiledPattern>();
@@ -27,13 +34,13 @@ export class PatternRegistry {
    * @param declared patterns from PATTERNS_CONFIG (see loadPatternDeclarations); a declared
    *   pattern may not reuse a built-in name.
    */
-  constructor(declared: { source: string; patterns: PatternDeclarations } = { source: '', patterns: {} }) {
+  constructor(declared: DeclaredPatterns = { source: '', patterns: {} }) {
     this.add(BUILT_IN_PATTERNS, BUILT_IN_SOURCE, true);
     this.add(declared.patterns, declared.source, false);
     checkRouteTargets(this.patterns, (name) => this.sources.get(name) ?? BUILT_IN_SOURCE);
   }
 
-  private add(declarations: PatternDeclarations, source: string, builtIn: boolean): void {
+  private add(declarations: PatternDeclarations | Record<string, unknown>, source: string, builtIn: boolean): void {
     for (const [name, declaration] of Object.entries(declarations)) {
       if (this.patterns.has(name)) {
         throw new ConfigError(`${source}: pattern "${name}" is already defined (${this.sources.get(name)}); choose another name`);
@@ -101,7 +108,7 @@ export function runPattern(registry: PatternRegistry, name: string, input: Patte
 }
 
 /** Reads a PATTERNS_CONFIG file (YAML or JSON); errors name the file, and the pattern and step when there is one. */
-export function loadPatternDeclarations(path: string): { source: string; patterns: PatternDeclarations } {
+export function loadPatternDeclarations(path: string): DeclaredPatterns {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -128,5 +135,5 @@ export function loadPatternDeclarations(path: string): { source: string; pattern
     const checked = PatternNameSchema.safeParse(name);
     if (!checked.success) throw new ConfigError(`${path}: pattern name "${name}": ${checked.error.issues[0]?.message}`);
   }
-  return { source: path, patterns: patterns as PatternDeclarations };
+  return { source: path, patterns: patterns as Record<string, unknown> };
 }
