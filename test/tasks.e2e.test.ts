@@ -85,7 +85,7 @@ test('messages input and the default pattern are accepted', async () => {
 });
 
 test('SSE delivers every event in seq order and closes after the terminal status', async () => {
-  const id = await createTask(service.api, { prompt: 'stream me [[sim: tokens=30; tps=300]]' });
+  const id = await createTask(service.api, { prompt: 'stream me [[sim: tokens=30; tps=300]]', pattern: 'primary' });
   const stream = await readSse(`${service.api}/tasks/${id}/stream`);
   expect(stream.status).toBe(200);
   expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
@@ -154,7 +154,7 @@ test('Socket.io subscribers get the same events as task-update, after an ack wit
       socket.once('connect', resolve);
       socket.once('connect_error', reject);
     });
-    const id = await createTask(service.api, { prompt: 'socket me [[sim: tokens=20; tps=200]]' });
+    const id = await createTask(service.api, { prompt: 'socket me [[sim: tokens=20; tps=200]]', pattern: 'primary' });
     const received: TaskEvent[] = [];
     const done = new Promise<void>((resolve) => {
       socket.on('task-update', (event: TaskEvent) => {
