@@ -3,11 +3,11 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '@mageagent/core';
 import type { ModelsConfig } from '@mageagent/models';
-import { numericDirective, parseDirectives, type Directives } from './directives';
+import { directivesForRoles, numericDirective, parseDirectives, type Directives } from './directives';
 import { generateProse, splitIntoTokens } from './text';
 
 // The directive and text helpers are part of the simulator's API, so callers keep one import.
-export { numericDirective, parseDirectives, type Directives } from './directives';
+export { directivesForRoles, numericDirective, parseDirectives, stripDirectives, textDirective, type Directives } from './directives';
 export { fnv1a, generateProse, inventText, splitIntoTokens } from './text';
 
 /**
@@ -484,7 +484,11 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
   }
 
   function runCall(response: ServerResponse, request: SimulatedChatRequest, model: SimulatedModel, host: string): void {
-    const directives = parseDirectives(request.messages.map((message) => message.content).join('\n'));
+    // Every message is read: pattern steps quote the user's request, directives and all, inside their own prompts.
+    const directives = directivesForRoles(
+      parseDirectives(request.messages.map((message) => message.content).join('\n')),
+      model.roles,
+    );
     const call = statistics.begin(host, model.id);
     const startedAt = performance.now();
     let timer: NodeJS.Timeout | undefined;
