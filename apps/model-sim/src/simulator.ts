@@ -4,11 +4,13 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '@mageagent/core';
 import type { ModelsConfig } from '@mageagent/models';
 import { directivesForRoles, numericDirective, parseDirectives, type Directives } from './directives';
-import { generateProse, splitIntoTokens } from './text';
+import { generateInRole } from './roles';
+import { splitIntoTokens } from './text';
 
 // The directive and text helpers are part of the simulator's API, so callers keep one import.
 export { directivesForRoles, numericDirective, parseDirectives, stripDirectives, textDirective, type Directives } from './directives';
 export { fnv1a, generateProse, inventText, splitIntoTokens } from './text';
+export { detectCallRole, generateInRole, type CallRole } from './roles';
 
 /**
  * The model SIMULATOR: an OpenAI-compatible chat server that invents deterministic text with
@@ -72,6 +74,7 @@ export interface SimulatorOptions {
   modelsConfig?: ModelsConfig;
   /** Divides config ttft and multiplies config tokens/s; directives are absolute and ignore it. Default 1. */
   speedup?: number;
+  /** Defaults to `generateInRole`: verdicts, picks, tool calls and routes in role, prose otherwise. */
   generateAnswer?: AnswerGenerator;
   logger?: Logger;
 }
@@ -424,7 +427,7 @@ function route(url: string): Route {
 export function createSimulator(options: SimulatorOptions = {}): Simulator {
   const speedup = options.speedup ?? 1;
   if (!(speedup > 0)) throw new RangeError(`speedup must be positive, got ${speedup}`);
-  const generateAnswer = options.generateAnswer ?? generateProse;
+  const generateAnswer = options.generateAnswer ?? generateInRole;
   const logger = options.logger;
   const models = new Map<string, SimulatedModel>();
   for (const model of options.modelsConfig === undefined ? [] : modelsFromConfig(options.modelsConfig)) {
