@@ -3,6 +3,14 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '@mageagent/core';
 import type { ModelsConfig } from '@mageagent/models';
+import { directivesForRoles, numericDirective, parseDirectives, type Directives } from './directives';
+import { generateInRole } from './roles';
+import { splitIntoTokens } from './text';
+
+// The directive and text helpers are part of the simulator's API, so callers keep one import.
+export { directivesForRoles, numericDirective, parseDirectives, stripDirectives, textDirective, type Directives } from './directives';
+export { fnv1a, generateProse, inventText, splitIntoTokens } from './text';
+export { detectCallRole, generateInRole, type CallRole } from './roles';
 
 /**
  * The model SIMULATOR: an OpenAI-compatible chat server that invents deterministic text with
@@ -30,9 +38,6 @@ export interface SimulatedModel {
 export type SimulatedModelInput = Pick<SimulatedModel, 'id'> & Partial<Omit<SimulatedModel, 'id'>>;
 
 export const SIMULATED_MODEL_DEFAULTS = { tokensPerSecond: 50, ttftMs: 200, defaultTokens: 60 } as const;
-
-/** `[[sim: ...]]` keys and flags; values are raw strings, flags are `true`. */
-export type Directives = Record<string, string | true>;
 
 /** A chat request as the simulator read it; `content` is already flattened to text. */
 export interface SimulatedChatRequest {
@@ -69,6 +74,7 @@ export interface SimulatorOptions {
   modelsConfig?: ModelsConfig;
   /** Divides config ttft and multiplies config tokens/s; directives are absolute and ignore it. Default 1. */
   speedup?: number;
+  /** Defaults to `generateInRole`: verdicts, picks, tool calls and routes in role, prose otherwise. */
   generateAnswer?: AnswerGenerator;
   logger?: Logger;
 }
@@ -154,115 +160,6 @@ function completeModel(input: SimulatedModelInput): SimulatedModel {
     defaultTokens: input.defaultTokens ?? SIMULATED_MODEL_DEFAULTS.defaultTokens,
     roles: input.roles ?? [],
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Directives
-
-const DIRECTIVE_BLOCK = /\[\[\s*sim\s*:([^\]]*)\]\]/gi;
-
-/**
- * Reads every `[[sim: key=value; flag]]` block in the text. Keys are lower-cased; later blocks
- * override earlier ones. Values are left as strings so each consumer validates its own keys and
- * new keys need no change here.
- */
-export function parseDirectives(text: string): Directives {
-  const directives: Directives = {};
-  for (const match of text.matchAll(DIRECTIVE_BLOCK)) {
-    for (const part of (match[1] ?? '').split(';')) {
-      const item = part.trim();
-      if (item === '') continue;
-      const equals = item.indexOf('=');
-      if (equals === -1) {
-        directives[item.toLowerCase()] = true;
-      } else {
-        const key = item.slice(0, equals).trim().toLowerCase();
-        if (key !== '') directives[key] = item.slice(equals + 1).trim();
-      }
-    }
-  }
-  return directives;
-}
-
-/** A directive as a non-negative number, or undefined when absent or not a number. */
-export function numericDirective(directives: Directives, key: string): number | undefined {
-  const value = directives[key];
-  if (typeof value !== 'string' || value === '') return undefined;
-  const number = Number(value);
-  return Number.isFinite(number) && number >= 0 ? number : undefined;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Deterministic text
-
-const WORDS = [
-  'the', 'model', 'answer', 'simulated', 'token', 'stream', 'request', 'pattern', 'host', 'memory',
-  'latency', 'queue', 'worker', 'result', 'context', 'value', 'system', 'quickly', 'carefully', 'data',
-  'and', 'of', 'to', 'in', 'with', 'for', 'is', 'are', 'this', 'that',
-  'function', 'returns', 'checks', 'builds', 'reads', 'writes', 'sends', 'keeps', 'finds', 'gives',
-  'simple', 'small', 'large', 'fast', 'stable', 'clear', 'first', 'next', 'final', 'every',
-  'plan', 'step', 'review', 'draft', 'idea', 'reason', 'detail', 'example', 'summary', 'question',
-  'server', 'client', 'record', 'event', 'message', 'option', 'limit', 'budget', 'score', 'choice',
-  'we', 'it', 'each', 'some', 'more', 'less', 'then', 'also', 'only', 'here',
-] as const;
-
-/** FNV-1a, 32-bit: cheap, stable across runs and platforms. */
-export function fnv1a(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let index = 0; index < text.length; index += 1) {
-    hash ^= text.charCodeAt(index);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  return hash >>> 0;
-}
-
-/** mulberry32: a tiny seeded PRNG, so the same prompt always yields the same text. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-/** `count` words as sentences; each word but the last carries its following space (one word = one token). */
-export function inventText(seed: number, count: number): string {
-  const random = seededRandom(seed);
-  const parts: string[] = [];
-  let wordsLeftInSentence = 0;
-  for (let index = 0; index < count; index += 1) {
-    const startsSentence = wordsLeftInSentence === 0;
-    if (startsSentence) wordsLeftInSentence = 5 + Math.floor(random() * 10);
-    let word: string = WORDS[Math.floor(random() * WORDS.length)] ?? 'the';
-    if (startsSentence) word = word.charAt(0).toUpperCase() + word.slice(1);
-    wordsLeftInSentence -= 1;
-    const last = index === count - 1;
-    if (last || wordsLeftInSentence === 0) {
-      word += '.';
-      wordsLeftInSentence = 0;
-    } else if (random() < 0.08) {
-      word += ',';
-    }
-    parts.push(last ? word : `${word} `);
-  }
-  return parts.join('');
-}
-
-/** The default generator: prose seeded by the model and messages; `tokens=N` sets its length. */
-export const generateProse: AnswerGenerator = (request, directives, model) => {
-  const seed = fnv1a(JSON.stringify([request.model, request.messages]));
-  const count = Math.floor(numericDirective(directives, 'tokens') ?? model.defaultTokens);
-  return { text: inventText(seed, count), finishReason: 'stop' };
-};
-
-/** Splits text into streamable tokens of one word plus its following whitespace; joins back exactly. */
-export function splitIntoTokens(text: string): string[] {
-  const tokens = text.match(/\s*\S+\s*/g);
-  if (tokens === null) return text === '' ? [] : [text];
-  return tokens;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -530,7 +427,7 @@ function route(url: string): Route {
 export function createSimulator(options: SimulatorOptions = {}): Simulator {
   const speedup = options.speedup ?? 1;
   if (!(speedup > 0)) throw new RangeError(`speedup must be positive, got ${speedup}`);
-  const generateAnswer = options.generateAnswer ?? generateProse;
+  const generateAnswer = options.generateAnswer ?? generateInRole;
   const logger = options.logger;
   const models = new Map<string, SimulatedModel>();
   for (const model of options.modelsConfig === undefined ? [] : modelsFromConfig(options.modelsConfig)) {
@@ -590,7 +487,11 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
   }
 
   function runCall(response: ServerResponse, request: SimulatedChatRequest, model: SimulatedModel, host: string): void {
-    const directives = parseDirectives(request.messages.map((message) => message.content).join('\n'));
+    // Every message is read: pattern steps quote the user's request, directives and all, inside their own prompts.
+    const directives = directivesForRoles(
+      parseDirectives(request.messages.map((message) => message.content).join('\n')),
+      model.roles,
+    );
     const call = statistics.begin(host, model.id);
     const startedAt = performance.now();
     let timer: NodeJS.Timeout | undefined;
