@@ -9,12 +9,15 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Redis } from 'ioredis';
 import OpenAI from 'openai';
 import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
 import { PatternRegistry } from '@mageagent/patterns';
+import { TaskStore } from '@mageagent/tasks';
+import { stopService } from '../apps/launcher/src/stack';
 import { eventually, postJson, requestJson, waitForTask } from './support/http';
-import { startTestStack, type TestStack } from './support/stack';
+import { REDIS_URL, startTestStack, type TestStack } from './support/stack';
 
 const afterPatternsMerge = new PatternRegistry().has('tools') ? test : test.skip;
 
@@ -357,4 +360,30 @@ afterPatternsMerge('response_format json_object is honoured when the role allows
   const content = completion.choices[0]?.message.content ?? '';
   expect(() => JSON.parse(content)).not.toThrow();
   expect(typeof JSON.parse(content)).toBe('object');
+});
+
+// Stops the api: keep this test last.
+test('an api shutting down ends open chat streams with an error naming the task, which runs on', async () => {
+  const { data: stream, response } = await client.chat.completions
+    .create({ model: 'mageagent:primary', stream: true, messages: [{ role: 'user', content: 'outlive the api [[sim: tps=40; tokens=40]]' }] })
+    .withResponse();
+  const taskId = response.headers.get('x-task-id') ?? '';
+  const consumed = (async () => {
+    for await (const _chunk of stream) {
+      // drain until the server ends the stream
+    }
+  })();
+  await eventually(async () => ((await task(taskId)).status === 'processing' ? true : undefined), 10_000, 'the task to start');
+  await stopService(service.stack.api);
+
+  const error = await consumed.then(() => undefined, (caught: unknown) => caught);
+  expect(error).toBeInstanceOf(OpenAI.APIError);
+  expect((error as InstanceType<typeof OpenAI.APIError>).error).toMatchObject({ code: 'server_shutting_down', message: expect.stringContaining(taskId) });
+  const redis = new Redis(REDIS_URL);
+  try {
+    const store = new TaskStore(redis, service.prefix, { retentionSeconds: 60 });
+    await eventually(async () => ((await store.get(taskId))?.status === 'completed' ? true : undefined), 10_000, 'the task to complete');
+  } finally {
+    redis.disconnect();
+  }
 });
