@@ -297,6 +297,34 @@ test('a client that disconnects mid-stream cancels its task; metadata.background
   expect((await waitForTask(service.api, kept)).status).toBe('completed');
 });
 
+test('a non-streaming caller that gives up cancels its task too', async () => {
+  // The caller never sees X-Task-Id (headers come with the answer), so the task is found by a marker.
+  const marker = `probe-${Date.now()}`;
+  const controller = new AbortController();
+  const call = client.chat.completions
+    .create({ model: 'mageagent:primary', metadata: { marker }, messages: [{ role: 'user', content: 'slow [[sim: tps=5; tokens=200]]' }] }, { signal: controller.signal })
+    .catch((caught: unknown) => caught);
+  const redis = new Redis(REDIS_URL);
+  try {
+    const store = new TaskStore(redis, service.prefix, { retentionSeconds: 60 });
+    const findTask = async () => {
+      const keys = await redis.keys(`${service.prefix}:task:{*}`);
+      const records = await Promise.all(keys.map((key) => store.get(key.slice(key.indexOf('{') + 1, key.indexOf('}')))));
+      return records.find((record) => record?.metadata.marker === marker);
+    };
+    await eventually(async () => ((await findTask())?.status === 'processing' ? true : undefined), 10_000, 'the task to start');
+    controller.abort();
+    expect(await call).toBeInstanceOf(OpenAI.APIUserAbortError);
+    const cancelled = await eventually(async () => {
+      const record = await findTask();
+      return record?.status === 'cancelled' ? record : undefined;
+    }, 10_000, 'the task to be cancelled');
+    expect(cancelled.error).toMatchObject({ code: 'CANCELLED', message: expect.stringContaining('disconnected') });
+  } finally {
+    redis.disconnect();
+  }
+});
+
 test('streams carry SSE headers and X-Task-Id, and keep-alive comments while a step is quiet', async () => {
   const response = await fetch(`${service.api}/v1/chat/completions`, {
     method: 'POST',
