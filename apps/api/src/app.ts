@@ -1,6 +1,7 @@
 import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
 import { isMageError, NotFoundError, PayloadTooLargeError, toErrorBody, ValidationError } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
+import { openaiFacade } from './openai/router';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
 import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
@@ -60,6 +61,8 @@ export function createApp(services: ApiServices): express.Express {
     const task = await cancelTask(services, requireTaskId(req.params.id));
     res.json({ ...task, links: links(task.id) });
   });
+
+  app.use('/v1', ...openaiFacade(services));
 
   app.use((req, _res, next) => next(new NotFoundError(`no route for ${req.method} ${req.path}`)));
   app.use(errorHandler(services));

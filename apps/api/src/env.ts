@@ -15,6 +15,11 @@ export const ApiEnvSchema = z.object({
   TASK_RETENTION_SECONDS: intEnv(86_400, 60),
   /** How many times a task's job is started in all (restarts after a crashed worker count). */
   TASK_ATTEMPTS: intEnv(3, 1, 20),
+  /**
+   * OpenAI facade: a streaming chat call that has sent nothing for this long gets a `: keep-alive`
+   * comment, so proxies and clients with idle timeouts do not cut it while a step is quiet.
+   */
+  OPENAI_KEEPALIVE_MS: intEnv(5_000, 100),
   /** Socket.io: most tasks one socket may follow at once. */
   SOCKET_MAX_SUBSCRIPTIONS: intEnv(100, 1),
 });

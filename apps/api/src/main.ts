@@ -6,6 +6,7 @@ import { loadPatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, TaskEventBus, TaskQueue, TaskStore } from '@mageagent/tasks';
 import { createApp } from './app';
 import { loadApiEnv } from './env';
+import { endChatCalls } from './openai/router';
 import type { ApiServices } from './services';
 import { attachSocketHandlers } from './socket';
 import { openStreams } from './sse';
@@ -32,6 +33,7 @@ async function main(): Promise<void> {
       bodyLimitBytes: env.BODY_LIMIT_BYTES,
       ssePingMs: env.SSE_PING_MS,
       socketMaxSubscriptions: env.SOCKET_MAX_SUBSCRIPTIONS,
+      chatKeepAliveMs: env.OPENAI_KEEPALIVE_MS,
     },
   };
 
@@ -56,6 +58,7 @@ async function main(): Promise<void> {
       name: 'tell streams to reconnect',
       run: async () => {
         for (const stream of openStreams) stream.end();
+        endChatCalls();
         io.disconnectSockets(true);
       },
     },

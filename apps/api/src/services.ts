@@ -13,5 +13,5 @@ export interface ApiServices {
   patterns: PatternRegistry;
   defaultPattern: string;
   logger: Logger;
-  config: { bodyLimitBytes: number; ssePingMs: number; socketMaxSubscriptions: number };
+  config: { bodyLimitBytes: number; ssePingMs: number; socketMaxSubscriptions: number; chatKeepAliveMs: number };
 }

@@ -99,12 +99,12 @@ export function requireTaskId(value: unknown): string {
  * The record turns `cancelled` first (atomically), so a worker that picks the job up later skips it
  * and a running worker's late result is refused; then the job is removed or its worker told.
  */
-export async function cancelTask(services: ApiServices, taskId: string): Promise<TaskRecord> {
-  const outcome = await services.store.cancel(taskId);
+export async function cancelTask(services: ApiServices, taskId: string, reason = 'cancelled by request'): Promise<TaskRecord> {
+  const outcome = await services.store.cancel(taskId, reason);
   if (!outcome) throw new NotFoundError(`task ${taskId} not found`);
   if (outcome.applied) {
     const removed = outcome.previousStatus === 'queued' && (await services.queue.remove(taskId));
-    if (!removed) await services.cancels.broadcast(services.redis, taskId, 'cancelled by request');
+    if (!removed) await services.cancels.broadcast(services.redis, taskId, reason);
   }
   return services.store.require(taskId);
 }

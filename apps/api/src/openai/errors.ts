@@ -1,0 +1,131 @@
+import {
+  CancelledError,
+  isMageError,
+  ModelResponseError,
+  ModelTimeoutError,
+  ModelUnavailableError,
+  TaskTimeoutError,
+  type TaskErrorInfo,
+  type z,
+} from '@mageagent/core';
+
+/** OpenAI's error body: what every OpenAI client knows how to read. */
+export interface OpenAIErrorBody {
+  message: string;
+  /** `invalid_request_error`, `authentication_error`, `permission_error`, `rate_limit_error` or `server_error`. */
+  type: string;
+  /** The request field at fault, in OpenAI's notation (`messages[0].content`), when there is one. */
+  param: string | null;
+  /** A stable machine-readable code (`model_not_found`, `task_timeout`, ...), when there is one. */
+  code: string | null;
+}
+
+/**
+ * An error the facade answers in OpenAI's shape. `retryable` becomes OpenAI's `x-should-retry`
+ * header, which the official SDKs obey before their own status rules: without it they would retry
+ * a task that timed out (504) or was cancelled (409) and start the same work again.
+ */
+export class OpenAIFacadeError extends Error {
+  override readonly name = 'OpenAIFacadeError';
+  readonly body: OpenAIErrorBody;
+
+  constructor(
+    readonly status: number,
+    message: string,
+    fields: { param?: string | null; code?: string | null; type?: string } = {},
+    readonly retryable?: boolean,
+  ) {
+    super(message);
+    this.body = { message, type: fields.type ?? errorTypeOf(status), param: fields.param ?? null, code: fields.code ?? null };
+  }
+}
+
+/** The OpenAI error type OpenAI itself uses for a status. */
+export function errorTypeOf(status: number): string {
+  if (status >= 500) return 'server_error';
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 429) return 'rate_limit_error';
+  return 'invalid_request_error';
+}
+
+export const invalidRequest = (message: string, param: string | null = null, code: string | null = null) =>
+  new OpenAIFacadeError(400, message, { param, code });
+
+/** OpenAI's answer to an unknown model (404 `model_not_found`), listing the models that do exist. */
+export function modelNotFound(model: string, available: string[], param: string | null = 'model'): OpenAIFacadeError {
+  return new OpenAIFacadeError(404, `The model \`${model}\` does not exist. Available models: ${available.join(', ')}.`, {
+    param,
+    code: 'model_not_found',
+  });
+}
+
+/** `messages.0.content` → `messages[0].content`, as OpenAI names parameters. */
+export function paramPath(path: ReadonlyArray<PropertyKey>): string {
+  return path.reduce<string>((joined, key) => {
+    if (typeof key === 'number') return `${joined}[${key}]`;
+    return joined === '' ? String(key) : `${joined}.${String(key)}`;
+  }, '');
+}
+
+/** The first zod issue as OpenAI words it; OpenAI reports one problem per answer, so do we. */
+export function fromZodError(error: z.ZodError): OpenAIFacadeError {
+  const issue = error.issues[0];
+  if (issue === undefined) return invalidRequest('Invalid request body.');
+  const param = paramPath(issue.path) || null;
+  const others = error.issues.length > 1 ? ` (and ${error.issues.length - 1} more problem${error.issues.length > 2 ? 's' : ''})` : '';
+  if (issue.code === 'invalid_type' && issue.input === undefined && param !== null) {
+    return invalidRequest(`Missing required parameter: '${param}'.${others}`, param, 'missing_required_parameter');
+  }
+  const where = param === null ? 'the request body' : `'${param}'`;
+  const code = issue.code === 'invalid_type' ? 'invalid_type' : 'invalid_value';
+  return invalidRequest(`Invalid value for ${where}: ${issue.message}.${others}`, param, code);
+}
+
+/** body-parser marks its errors with a `type`; they become OpenAI's answers to unreadable bodies. */
+function fromBodyParser(error: unknown): OpenAIFacadeError | undefined {
+  const type = (error as { type?: unknown } | null)?.type;
+  if (type === 'entity.too.large') {
+    return new OpenAIFacadeError(413, 'The request body is larger than this server accepts.', { code: 'request_too_large' });
+  }
+  if (type === 'entity.parse.failed') {
+    return invalidRequest(
+      'We could not parse the JSON body of your request. The API expects a JSON payload (content-type: application/json).',
+    );
+  }
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
+    return invalidRequest('The request body encoding is not supported; send UTF-8 JSON.');
+  }
+  return undefined;
+}
+
+/**
+ * The HTTP status of a task error code, read from core's typed errors so the facade answers with
+ * the same status the rest of the API would (MODEL_UNAVAILABLE 503, TASK_TIMEOUT 504, ...).
+ */
+const STATUS_BY_TASK_ERROR_CODE = new Map<string, number>(
+  [
+    new ModelUnavailableError(''),
+    new ModelTimeoutError(''),
+    new ModelResponseError(''),
+    new TaskTimeoutError(0),
+    new CancelledError(),
+  ].map((error) => [error.code, error.httpStatus]),
+);
+
+/** A failed or cancelled task's error, as the facade answers it. */
+export function fromTaskError(error: TaskErrorInfo): OpenAIFacadeError {
+  const status = STATUS_BY_TASK_ERROR_CODE.get(error.code) ?? 500;
+  return new OpenAIFacadeError(status, error.message, { code: error.code.toLowerCase() }, error.retryable);
+}
+
+/** Any error → the facade's answer; errors the facade does not know become a bare 500 (no message, no stack). */
+export function toOpenAIError(error: unknown): OpenAIFacadeError {
+  if (error instanceof OpenAIFacadeError) return error;
+  const bodyParserError = fromBodyParser(error);
+  if (bodyParserError) return bodyParserError;
+  if (isMageError(error)) {
+    return new OpenAIFacadeError(error.httpStatus, error.message, { code: error.code.toLowerCase() }, error.httpStatus >= 500 ? error.retryable : undefined);
+  }
+  return new OpenAIFacadeError(500, 'The server had an error while processing your request.', { code: 'internal' });
+}
