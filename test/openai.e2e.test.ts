@@ -1,10 +1,6 @@
 /**
  * The OpenAI-compatible facade against the official `openai` SDK: simulator, api and workers as
  * real processes, patterns served as models.
- *
- * Tests marked `afterPatternsMerge` need the pattern work built on another branch (the `tools`
- * pattern and tool extraction, response_format reaching the final step, the simulator's role
- * generators); they are skipped until this build's registry has the `tools` pattern.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,13 +9,10 @@ import { Redis } from 'ioredis';
 import OpenAI from 'openai';
 import type { ChatCompletionChunk, ChatCompletionMessageParam } from 'openai/resources/chat/completions';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
-import { PatternRegistry } from '@mageagent/patterns';
 import { TaskStore } from '@mageagent/tasks';
 import { stopService } from '../apps/launcher/src/stack';
 import { eventually, postJson, requestJson, waitForTask } from './support/http';
 import { REDIS_URL, startTestStack, type TestStack } from './support/stack';
-
-const afterPatternsMerge = new PatternRegistry().has('tools') ? test : test.skip;
 
 let service: TestStack;
 let client: OpenAI;
@@ -107,12 +100,19 @@ test('a non-streaming call per model answers a chat.completion that matches its 
       expect(completion).toMatchObject({ id: `chatcmpl-${taskId}`, object: 'chat.completion', model });
       const choice = completion.choices[0];
       expect(choice?.message.role).toBe('assistant');
-      expect(choice?.message.content?.length).toBeGreaterThan(0);
-      expect(choice?.finish_reason).toBe('stop');
-
       const record = await task(taskId ?? '');
       expect(record).toMatchObject({ status: 'completed', pattern: model.slice('mageagent:'.length) });
-      expect(choice?.message.content).toBe(record.result?.content);
+      const callCount = record.result?.toolCalls.length ?? 0;
+      // The tools pattern answers with calls only: content null and finish_reason tool_calls, as OpenAI does.
+      if (callCount > 0) {
+        expect(choice?.finish_reason).toBe('tool_calls');
+        expect(choice?.message.tool_calls).toHaveLength(callCount);
+        expect(choice?.message.content ?? '').toBe(record.result?.content);
+      } else {
+        expect(choice?.finish_reason).toBe('stop');
+        expect(choice?.message.content?.length).toBeGreaterThan(0);
+        expect(choice?.message.content).toBe(record.result?.content);
+      }
       // usage is every model call of the pattern, not just the one that wrote the answer.
       const steps = record.result?.steps ?? [];
       expect(completion.usage?.completion_tokens).toBeGreaterThan(0);
@@ -139,11 +139,10 @@ test('a streaming call per model: concatenated content is the task result; inter
     expect(read.chunks[0]?.choices[0]?.delta.role).toBe('assistant');
     for (const chunk of read.chunks) expect(chunk).toMatchObject({ id: `chatcmpl-${read.taskId}`, object: 'chat.completion.chunk', model });
     const last = read.chunks[read.chunks.length - 1];
-    expect(last?.choices[0]?.finish_reason).toBe('stop');
-    expect((last as unknown as { mageagent?: { taskId: string } }).mageagent?.taskId).toBe(read.taskId);
-
     const record = await waitForTask(service.api, read.taskId);
     expect(record.status).toBe('completed');
+    expect(last?.choices[0]?.finish_reason).toBe((record.result?.toolCalls.length ?? 0) > 0 ? 'tool_calls' : 'stop');
+    expect((last as unknown as { mageagent?: { taskId: string } }).mageagent?.taskId).toBe(read.taskId);
     expect(read.content).toBe(record.result?.content);
     const intermediate = intermediateDeltas(await events(read.taskId));
     // Reasoning is the intermediate steps' text, each step on its own paragraph.
@@ -340,7 +339,7 @@ test('streams carry SSE headers and X-Task-Id, and keep-alive comments while a s
   expect(text.endsWith('data: [DONE]\n\n')).toBe(true);
 });
 
-afterPatternsMerge('request tools come back as tool_calls whose arguments parse and validate, streamed or not', async () => {
+test('request tools come back as tool_calls whose arguments parse and validate, streamed or not', async () => {
   const tools: OpenAI.Chat.ChatCompletionTool[] = [
     {
       type: 'function',
@@ -379,7 +378,7 @@ afterPatternsMerge('request tools come back as tool_calls whose arguments parse 
   expect(none.choices[0]?.message.tool_calls).toBeUndefined();
 });
 
-afterPatternsMerge('response_format json_object is honoured when the role allows structured output', async () => {
+test('response_format json_object is honoured when the role allows structured output', async () => {
   const completion = await client.chat.completions.create({
     model: 'mageagent:primary',
     response_format: { type: 'json_object' },

@@ -30,7 +30,7 @@ export const RoleConfigSchema = z.strictObject({
   timeouts: TimeoutsSchema.default({ firstTokenMs: 120_000, totalMs: 600_000 }),
   /** Name of an environment variable holding the server's API key, if it wants one. */
   apiKeyEnv: z.string().optional(),
-  /** Whether the server honours `response_format: { type: "json_schema" }`. */
+  /** Whether the server honours OpenAI `response_format` (`json_object` and `json_schema`); only then is it sent. */
   structuredOutput: z.boolean().default(false),
   sim: SimModelSchema.optional(),
 });

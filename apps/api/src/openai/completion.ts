@@ -43,7 +43,8 @@ export interface ChatCompletion extends CompletionIdentity {
   object: 'chat.completion';
   choices: Array<{
     index: number;
-    message: { role: 'assistant'; content: string; refusal: null; tool_calls?: OpenAIToolCall[] };
+    /** null when the answer is only tool calls, as OpenAI sends it. */
+    message: { role: 'assistant'; content: string | null; refusal: null; tool_calls?: OpenAIToolCall[] };
     logprobs: null;
     finish_reason: FinishReason;
   }>;
@@ -130,7 +131,12 @@ export function buildChatCompletion(
     choices: [
       {
         index: 0,
-        message: { role: 'assistant', content: result.content, refusal: null, ...(toolCalls.length > 0 && { tool_calls: toolCalls }) },
+        message: {
+          role: 'assistant',
+          content: result.content === '' && toolCalls.length > 0 ? null : result.content,
+          refusal: null,
+          ...(toolCalls.length > 0 && { tool_calls: toolCalls }),
+        },
         logprobs: null,
         finish_reason: finishReasonOf(result, maxTokens),
       },
