@@ -39,6 +39,10 @@ export async function startTestStack(options: Partial<StackOptions> = {}): Promi
       SIM_SPEEDUP: '1000',
       MODEL_RETRY_BASE_MS: '20',
       JOB_LOCK_MS: '2000',
+      // Short, so a dead worker's host lease lapses within the tests' patience.
+      HOST_LEASE_TTL_MS: '2000',
+      HOST_HEALTH_INTERVAL_MS: '300',
+      HOST_HEALTH_TIMEOUT_MS: '1000',
       ...options.env,
     },
   });
@@ -60,6 +64,8 @@ async function deleteKeys(prefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL);
   try {
     await deleteKeysWithPrefix(redis, prefix);
+    // redis-semaphore puts its own `mutex:` in front of the health probe lock's key.
+    await deleteKeysWithPrefix(redis, `mutex:${prefix}`);
   } finally {
     redis.disconnect();
   }

@@ -1,6 +1,7 @@
 import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
 import { isMageError, NotFoundError, PayloadTooLargeError, toErrorBody, ValidationError } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
+import { hostsRouter } from './hosts';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
 import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
@@ -33,6 +34,8 @@ export function createApp(services: ApiServices): express.Express {
   app.get('/patterns', (_req, res) => {
     res.json({ default: services.defaultPattern, patterns: services.patterns.list() });
   });
+
+  app.use(hostsRouter(services.hosts));
 
   app.post('/tasks', async (req, res) => {
     const task = await createTask(services, req.body);

@@ -14,6 +14,8 @@ export const ApiEnvSchema = z.object({
   TASK_RETENTION_SECONDS: intEnv(86_400, 60),
   /** How many times a task's job is started in all (restarts after a crashed worker count). */
   TASK_ATTEMPTS: intEnv(3, 1, 20),
+  /** Model config (YAML/JSON) the workers use, for GET /hosts; unset = config/models.sim.yaml. */
+  MODELS_CONFIG: z.string().optional(),
   /** Socket.io: most tasks one socket may follow at once. */
   SOCKET_MAX_SUBSCRIPTIONS: intEnv(100, 1),
 });

@@ -2,6 +2,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Server as SocketServer } from 'socket.io';
 import { createLogger, onShutdown } from '@mageagent/core';
+import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { DEFAULT_PATTERN, PatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, TaskEventBus, TaskQueue, TaskStore } from '@mageagent/tasks';
 import { createApp } from './app';
@@ -26,6 +27,7 @@ async function main(): Promise<void> {
     bus: new TaskEventBus(subscriber, store.keys, logger),
     cancels: new CancelChannel(store.keys),
     patterns: new PatternRegistry(),
+    hosts: new HostStatsReader(redis, env.REDIS_PREFIX, loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH)),
     defaultPattern: DEFAULT_PATTERN,
     logger,
     config: {

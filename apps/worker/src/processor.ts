@@ -73,6 +73,8 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
         signal,
         retry: deps.retry,
         logger,
+        priority: task.priority,
+        owner: taskId,
       });
       await events.flush();
       const completed = await deps.store.complete(taskId, result);

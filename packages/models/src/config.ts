@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, z } from '@mageagent/core';
 
@@ -115,6 +116,9 @@ function checkMemory(config: ModelsConfig, source: string): void {
     }
   }
 }
+
+/** The repo's default config: every role served by the model simulator. */
+export const DEFAULT_MODELS_CONFIG_PATH = path.resolve(__dirname, '../../../config/models.sim.yaml');
 
 export function loadModelsConfig(path: string, env: NodeJS.ProcessEnv = process.env): ModelsConfig {
   let text: string;

@@ -84,6 +84,14 @@ test('a failing probe marks the host down everywhere, with the reason; a good on
   mode = 'hang';
   await until(() => /no answer within 100 ms/.test(first.current(host).error ?? ''), 'a timed-out probe', 1000);
 
+  // A server that does not answer while it generates is not down: a timeout during a held lease is inconclusive.
+  const lease = await bed.leases.acquire(host, 'busy-call', { limit: 1, ttlMs: 5000, agingMs: 0, owner: { worker: 'test', priority: 'normal' } });
+  expect(lease.granted).toBe(true);
+  await until(() => first.current(host).status === 'up', 'the busy host to count as up', 1000);
+  expect(first.current(host)).toMatchObject({ note: expect.stringMatching(/while a call held the host: inconclusive/) });
+  await bed.leases.release(host, 'busy-call', { limit: 1, ttlMs: 5000 });
+  await until(() => first.current(host).status === 'down', 'the idle, silent host to be down again', 1000);
+
   mode = 'up';
   await until(() => first.current(host).status === 'up' && second.current(host).status === 'up', 'both to see the host up', 1000);
   expect(second.unavailable(host)).toBeUndefined();

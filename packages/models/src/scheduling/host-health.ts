@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import { Mutex } from 'redis-semaphore';
 import { ConfigError, ModelUnavailableError, type Logger } from '@mageagent/core';
 import type { ModelsConfig } from '../config';
-import { HostKeys } from './host-lease';
+import { HostLeases, type HostKeys } from './host-lease';
 
 /** What the last probe of a host found; `unknown` until one ran (treated as up). */
 export interface HostHealthRecord {
@@ -15,6 +15,8 @@ export interface HostHealthRecord {
   latencyMs?: number;
   /** The probers' interval, so a reader can tell a stale record (no prober running). */
   intervalMs?: number;
+  /** Why an inconclusive probe did not change the status. */
+  note?: string;
 }
 
 /** What the host scheduler reads of host health. */
@@ -75,6 +77,7 @@ const TICKS_PER_INTERVAL = 4;
  * interval, whatever the number of pods, and a dead pod's lock lapses after the probe timeout.
  */
 export class HostHealth implements HostHealthView {
+  private readonly leases: HostLeases;
   private readonly keys: HostKeys;
   private readonly records = new Map<string, HostHealthRecord>();
   private readonly listeners = new Set<(host: string, reason: ModelUnavailableError) => void>();
@@ -84,7 +87,8 @@ export class HostHealth implements HostHealthView {
   private ticking: Promise<void> | undefined;
 
   constructor(private readonly options: HostHealthOptions) {
-    this.keys = new HostKeys(options.prefix);
+    this.leases = new HostLeases(options.redis, options.prefix);
+    this.keys = this.leases.keys;
     this.hosts = [...new Set(options.targets.map((target) => target.host))];
   }
 
@@ -162,7 +166,7 @@ export class HostHealth implements HostHealthView {
         this.update(target.host, latest);
         return;
       }
-      const record = await this.probe(target);
+      const record = await this.probeUnlessBusy(target);
       // Kept a while after the last prober stops, then gone, so a retired deployment leaves nothing.
       const keepMs = Math.max(60_000, this.options.intervalMs * 10);
       await this.options.redis.set(this.keys.health(target.host), JSON.stringify(record), 'PX', keepMs);
@@ -172,8 +176,20 @@ export class HostHealth implements HostHealthView {
     }
   }
 
+  /**
+   * A probe that times out while a call holds the host proves nothing: mlx_lm.server, for one,
+   * handles one request at a time and answers the probe only after the generation. Marking
+   * such a host down would fail every waiting call on a healthy, busy GPU.
+   */
+  private async probeUnlessBusy(target: HostProbeTarget): Promise<HostHealthRecord> {
+    const { record, timedOut } = await this.probe(target);
+    if (!timedOut || (await this.leases.inspect(target.host, 1)).leases.length === 0) return record;
+    const { error: _error, ...rest } = record;
+    return { ...rest, status: 'up', note: `${record.error ?? 'probe timed out'}, while a call held the host: inconclusive` };
+  }
+
   /** GET `<endpoint>/models`: any 2xx is up; an error status, a refused connection or a timeout is down. */
-  private async probe(target: HostProbeTarget): Promise<HostHealthRecord> {
+  private async probe(target: HostProbeTarget): Promise<{ record: HostHealthRecord; timedOut: boolean }> {
     const startedAt = Date.now();
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), this.options.timeoutMs);
@@ -182,11 +198,12 @@ export class HostHealth implements HostHealthView {
       const response = await fetch(target.url, { headers: target.headers, signal: controller.signal });
       await response.arrayBuffer();
       const latencyMs = Date.now() - startedAt;
-      if (response.ok) return { status: 'up', ...base, latencyMs };
-      return { status: 'down', ...base, latencyMs, error: `${target.url} answered HTTP ${response.status}` };
+      if (response.ok) return { record: { status: 'up', ...base, latencyMs }, timedOut: false };
+      return { record: { status: 'down', ...base, latencyMs, error: `${target.url} answered HTTP ${response.status}` }, timedOut: false };
     } catch (error) {
-      const why = controller.signal.aborted ? `no answer within ${this.options.timeoutMs} ms` : describeFetchError(error);
-      return { status: 'down', ...base, latencyMs: Date.now() - startedAt, error: `${target.url}: ${why}` };
+      const timedOut = controller.signal.aborted;
+      const why = timedOut ? `no answer within ${this.options.timeoutMs} ms` : describeFetchError(error);
+      return { record: { status: 'down', ...base, latencyMs: Date.now() - startedAt, error: `${target.url}: ${why}` }, timedOut };
     } finally {
       clearTimeout(timer);
     }
