@@ -1,8 +1,9 @@
 import type { HostReport } from '@mageagent/models';
-import type { SimulatedCall, SimulatorStats } from '../../apps/model-sim/src/simulator';
+import { callsOnHost, type SimulatedCall, type SimulatorStats } from '../../apps/model-sim/src/simulator';
 import { requestJson } from './http';
 
 export type { HostReport };
+export { handoffGaps } from '../../apps/model-sim/src/simulator';
 
 export async function hostsOf(api: string): Promise<HostReport[]> {
   return (await requestJson<{ hosts: HostReport[] }>(`${api}/hosts`)).body.hosts;
@@ -18,14 +19,7 @@ export async function simStats(sim: string): Promise<SimulatorStats & { calls: S
 }
 
 /** The calls one host served, in the order they started. */
-export function callsOn(stats: { calls: SimulatedCall[] }, host: string): SimulatedCall[] {
-  return stats.calls.filter((call) => call.host === host).sort((a, b) => a.startedAt - b.startedAt);
-}
-
-/** Idle time between each call's end and the next call's start on a host (calls sorted by start). */
-export function handoffGaps(calls: SimulatedCall[]): number[] {
-  return calls.slice(1).map((call, index) => call.startedAt - calls[index]!.endedAt);
-}
+export const callsOn = (stats: { calls: SimulatedCall[] }, host: string): SimulatedCall[] => callsOnHost(stats.calls, host);
 
 /** Whether two calls were in flight at the same moment. */
 export function overlap(first: SimulatedCall, second: SimulatedCall): boolean {
