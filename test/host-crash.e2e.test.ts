@@ -2,10 +2,9 @@
  * A worker SIGKILLed while its call holds the GPU host's lease: the host is free again within
  * the lease TTL, and the task completes on another worker.
  */
-import type { TaskEvent } from '@mageagent/core';
 import { callsOn, hostsOf, simStats } from './support/hosts';
-import { createTask, eventually, postJson, requestJson, waitForTask } from './support/http';
-import { startTestStack, type TestStack } from './support/stack';
+import { createTask, eventually, postJson, waitForTask } from './support/http';
+import { startTestStack, streamingWorker, type TestStack } from './support/stack';
 
 const LEASE_TTL_MS = 1500;
 let service: TestStack;
@@ -18,24 +17,16 @@ afterAll(async () => {
   await service?.stop();
 }, 30_000);
 
-const eventsOf = async (id: string) => (await requestJson<{ events: TaskEvent[] }>(`${service.api}/tasks/${id}/events`)).body.events;
-
 test('a worker killed mid-call frees its host within the lease TTL; its task completes elsewhere', async () => {
   await postJson(`${service.sim}/sim/reset`, {});
   const victimTask = await createTask(service.api, { prompt: 'long call [[sim: tokens=60; tps=20]]' });
-  const running = await eventually(async () => {
-    const events = await eventsOf(victimTask);
-    const processing = events.find((event) => event.type === 'status' && event.status === 'processing');
-    return events.some((event) => event.type === 'delta') && processing?.type === 'status' ? processing : undefined;
-  }, 10_000, 'the call to stream');
-  const victim = service.stack.workers.find((worker) => worker.child.pid === Number(running.worker?.split(':').pop()));
-  expect(victim).toBeDefined();
-  victim!.child.kill('SIGKILL');
+  const victim = await streamingWorker(service, victimTask);
+  victim.process.child.kill('SIGKILL');
   const killedAt = Date.now();
 
   // The dead worker's lease is still there, with its owner, until it lapses.
   const [host] = await hostsOf(service.api);
-  expect(host!.leases).toEqual([expect.objectContaining({ owner: victimTask, worker: running.worker })]);
+  expect(host!.leases).toEqual([expect.objectContaining({ owner: victimTask, worker: victim.name })]);
   // Submit only once the dead process's sockets are closed (the simulator saw its call end): until
   // then Redis may hand BullMQ's wake-up for the new job to the dead worker's blocking connection,
   // and the live worker would only notice the job at its next stalled-jobs check.

@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { deleteKeysWithPrefix } from '@mageagent/tasks';
-import { Stack, type StackOptions } from '../../apps/launcher/src/stack';
+import type { TaskEvent } from '@mageagent/core';
+import { Stack, type ServiceProcess, type StackOptions } from '../../apps/launcher/src/stack';
+import { eventually, requestJson } from './http';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -69,4 +71,20 @@ async function deleteKeys(prefix: string): Promise<void> {
   } finally {
     redis.disconnect();
   }
+}
+
+export async function eventsOf(service: TestStack, taskId: string): Promise<TaskEvent[]> {
+  return (await requestJson<{ events: TaskEvent[] }>(`${service.api}/tasks/${taskId}/events`)).body.events;
+}
+
+/** Waits until the task streams tokens; returns the worker running it (its `host:pid` name and process). */
+export async function streamingWorker(service: TestStack, taskId: string): Promise<{ name: string; process: ServiceProcess }> {
+  const name = await eventually(async () => {
+    const events = await eventsOf(service, taskId);
+    const processing = events.find((event) => event.type === 'status' && event.status === 'processing');
+    return events.some((event) => event.type === 'delta') && processing?.type === 'status' ? processing.worker : undefined;
+  }, 10_000, 'the task to stream');
+  const process = service.stack.workers.find((worker) => worker.child.pid === Number(name.split(':').pop()));
+  if (process === undefined) throw new Error(`no worker process for ${name}`);
+  return { name, process };
 }
