@@ -29,6 +29,7 @@ export const WorkerEnvSchema = z.object({
   /**
    * Aging window of the host queue: each priority step (high, normal, low) is worth this much
    * waiting, so a low call that has waited twice this goes before newly arriving high ones.
+   * 0 = arrival order only.
    */
   HOST_PRIORITY_AGING_MS: intEnv(60_000, 0),
   /** How often each host's server is probed (by one worker of the whole deployment, under a Redis lock). */

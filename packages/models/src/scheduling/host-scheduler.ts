@@ -192,7 +192,7 @@ export class HostScheduler {
         return;
       }
       this.options.logger?.warn('host lease poll failed, retrying', { host: waiter.host, error: String(error) });
-      waiter.timer = setTimeout(() => void this.poll(waiter), ERROR_RETRY_MS);
+      this.pollLater(waiter, ERROR_RETRY_MS);
       return;
     }
     if (waiter.settled) return;
@@ -203,7 +203,13 @@ export class HostScheduler {
     }
     // Wake right after the earliest lease would lapse: if its holder died, the slot is free then.
     const untilExpiry = outcome.nextExpiryInMs === undefined ? Infinity : outcome.nextExpiryInMs + 1;
-    waiter.timer = setTimeout(() => void this.poll(waiter), Math.min(this.heartbeatMs, untilExpiry));
+    this.pollLater(waiter, Math.min(this.heartbeatMs, untilExpiry));
+  }
+
+  /** One timer per waiter, even when polls overlap (a reconnect polls everyone at once). */
+  private pollLater(waiter: LeaseWaiter, delayMs: number): void {
+    clearTimeout(waiter.timer);
+    waiter.timer = setTimeout(() => void this.poll(waiter), delayMs);
   }
 
   private dispatch(channel: string, message: string): void {
