@@ -9,6 +9,7 @@ import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Stack } from '../apps/launcher/src/stack';
+import { callsOnHost, handoffGaps, type SimulatedCall, type SimulatorStats } from '../apps/model-sim/src/simulator';
 import { BULLMQ_PRIORITY, createRedis, deleteKeysWithPrefix, TASK_QUEUE_NAME } from '@mageagent/tasks';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -19,6 +20,14 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const OVERHEAD_TASKS = Number(process.env.BENCH_OVERHEAD_TASKS ?? 200);
 const SSE_CLIENTS = Number(process.env.BENCH_SSE_CLIENTS ?? 500);
 const BODY = JSON.stringify({ prompt: 'Explain BullMQ in two sentences', pattern: 'primary' });
+/** Tasks pushed through one host at zero latency, for calls/s and the handoff gap. */
+const HOST_TASKS = Number(process.env.BENCH_HOST_TASKS ?? 400);
+/** Tasks of the utilization run (the stack's models at HOST_SPEEDUP). */
+const HOST_BACKLOG_TASKS = Number(process.env.BENCH_HOST_BACKLOG_TASKS ?? 24);
+const HOST_SPEEDUP = Number(process.env.BENCH_HOST_SPEEDUP ?? 20);
+/** `hosts` runs only the host scheduling table. */
+const ONLY = process.env.BENCH_ONLY;
+const SIM_HOST = 'sim-mac';
 
 interface Row {
   metric: string;
@@ -27,6 +36,7 @@ interface Row {
   ok?: boolean;
 }
 const rows: Row[] = [];
+const hostRows: Row[] = [];
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 const quiet = () => undefined;
 
@@ -109,8 +119,8 @@ async function openStream(url: string): Promise<() => void> {
   return () => controller.abort();
 }
 
-async function postTask(api: string, prompt: string): Promise<string> {
-  const response = await fetch(`${api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt }) });
+async function postTask(api: string, prompt: string, body: Record<string, unknown> = {}): Promise<string> {
+  const response = await fetch(`${api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt, ...body }) });
   return ((await response.json()) as { id: string }).id;
 }
 
@@ -134,6 +144,80 @@ async function roundTrip(api: string, prompt: string): Promise<number> {
   return elapsed;
 }
 
+type StatsWithCalls = SimulatorStats & { calls: SimulatedCall[] };
+
+async function simStats(sim: string): Promise<StatsWithCalls> {
+  return (await (await fetch(`${sim}/sim/stats?calls=1`)).json()) as StatsWithCalls;
+}
+
+/**
+ * Submits every task at once (a backlog far deeper than the 16 job slots), waits until the
+ * simulator has answered `calls` calls and every task completed; returns the simulator's view.
+ */
+async function runBacklog(api: string, sim: string, tasks: Array<{ prompt: string; pattern: string }>): Promise<StatsWithCalls> {
+  await fetch(`${sim}/sim/reset`, { method: 'POST' });
+  const ids = await Promise.all(tasks.map(({ prompt, pattern }) => postTask(api, prompt, { pattern })));
+  for (;;) {
+    const stats = await simStats(sim);
+    if (stats.requests >= tasks.length && stats.inFlight === 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  const stats = await simStats(sim);
+  for (const id of ids) {
+    for (let tries = 0; ; tries += 1) {
+      const task = (await (await fetch(`${api}/tasks/${id}`)).json()) as { status: string };
+      if (task.status === 'completed') break;
+      if (task.status === 'failed' || task.status === 'cancelled' || tries > 100) throw new Error(`task ${id} ended ${task.status}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  return stats;
+}
+
+/** One host, maxConcurrentGenerations 1, 4 workers × 4: throughput, handoff gap, bound, utilization. */
+async function hostScheduling(prefix: () => string): Promise<void> {
+  const startStack = (speedup: number) =>
+    new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 4, workerConcurrency: 4, env: { LOG_LEVEL: 'warn', SIM_SPEEDUP: String(speedup) }, sink: quiet }).start();
+
+  log(`host scheduling: ${HOST_TASKS} zero-latency tasks through one host, 4 workers x 4`);
+  let stack = await startStack(1);
+  let zeroLatency: StatsWithCalls;
+  try {
+    const prompt = 'Explain BullMQ in two sentences [[sim: ttft=0; tps=0; tokens=20]]';
+    await runBacklog(stack.apiUrl, stack.simUrl!, Array.from({ length: 64 }, () => ({ prompt, pattern: 'primary' })));
+    zeroLatency = await runBacklog(stack.apiUrl, stack.simUrl!, Array.from({ length: HOST_TASKS }, () => ({ prompt, pattern: 'primary' })));
+  } finally {
+    await stack.stop();
+  }
+  const calls = callsOnHost(zeroLatency.calls, SIM_HOST);
+  const spanS = (calls[calls.length - 1]!.endedAt - calls[0]!.startedAt) / 1000;
+  const gaps = handoffGaps(calls).sort((a, b) => a - b);
+
+  log(`host scheduling: ${HOST_BACKLOG_TASKS} tasks on the stack's models at SIM_SPEEDUP ${HOST_SPEEDUP}`);
+  stack = await startStack(HOST_SPEEDUP);
+  let realistic: StatsWithCalls;
+  try {
+    const patterns = ['primary', 'competitor', 'validator'];
+    const task = (index: number) => ({ prompt: `Explain topic ${index} in a paragraph`, pattern: patterns[index % patterns.length]! });
+    await runBacklog(stack.apiUrl, stack.simUrl!, Array.from({ length: 6 }, (_, index) => task(index)));
+    realistic = await runBacklog(stack.apiUrl, stack.simUrl!, Array.from({ length: HOST_BACKLOG_TASKS }, (_, index) => task(index)));
+  } finally {
+    await stack.stop();
+  }
+  const busyCalls = callsOnHost(realistic.calls, SIM_HOST);
+  const windowMs = busyCalls[busyCalls.length - 1]!.endedAt - busyCalls[0]!.startedAt;
+  const utilization = (realistic.busyMsByHost[SIM_HOST] ?? 0) / windowMs;
+  const busyGaps = handoffGaps(busyCalls).sort((a, b) => a - b);
+  const maxInFlight = Math.max(zeroLatency.maxInFlightByHost[SIM_HOST] ?? 0, realistic.maxInFlightByHost[SIM_HOST] ?? 0);
+
+  hostRows.push(
+    { metric: `Calls through one host (maxConcurrentGenerations 1), zero-latency model, 4 workers × 4, ${calls.length} calls`, value: `${Math.round(calls.length / spanS)} calls/s`, target: 'reference' },
+    { metric: 'Handoff gap under backlog: one call\'s end → the next call\'s start (zero-latency run)', value: `p50 ${percentile(gaps, 50)} ms, p99 ${percentile(gaps, 99)} ms`, target: 'p99 < 20 ms', ok: percentile(gaps, 99) < 20 },
+    { metric: `Host utilization under backlog, the stack's models at SIM_SPEEDUP ${HOST_SPEEDUP} (${busyCalls.length} calls, ${(windowMs / 1000).toFixed(1)} s)`, value: `${(utilization * 100).toFixed(1)} % busy (gap p50 ${percentile(busyGaps, 50)} ms, p99 ${percentile(busyGaps, 99)} ms)`, target: '≥ 95 %', ok: utilization >= 0.95 },
+    { metric: 'Most calls in flight on the host at once (simulator, both runs)', value: String(maxInFlight), target: '= maxConcurrentGenerations (1)', ok: maxInFlight === 1 },
+  );
+}
+
 async function main(): Promise<void> {
   const redis = new Redis(REDIS_URL);
   const prefixes: string[] = [];
@@ -142,6 +226,29 @@ async function main(): Promise<void> {
     prefixes.push(value);
     return value;
   };
+  try {
+    if (ONLY !== 'hosts') await spine(prefix);
+    await hostScheduling(prefix);
+  } finally {
+    for (const value of prefixes) {
+      await deleteKeysWithPrefix(redis, value);
+      await deleteKeysWithPrefix(redis, `mutex:${value}`);
+    }
+    redis.disconnect();
+  }
+
+  const table = (title: string, tableRows: Row[]) => {
+    if (tableRows.length === 0) return '';
+    const lines = [`${title}`, '', '| metric | measured | target | |', '|---|---|---|---|'];
+    for (const row of tableRows) lines.push(`| ${row.metric} | ${row.value} | ${row.target} | ${row.ok === undefined ? '' : row.ok ? 'ok' : 'MISSED'} |`);
+    return `\n${lines.join('\n')}\n`;
+  };
+  process.stdout.write(`${table('Spine', rows)}${table('Host scheduling', hostRows)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
+}
+
+/** The spine's table: ingest beside its ceilings, orchestration overhead, api connections. */
+async function spine(prefix: () => string): Promise<void> {
+  const redis = new Redis(REDIS_URL);
   try {
     log('POST /tasks through the api (no workers, so only the api and Redis are measured)');
     const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: 'warn' }, sink: quiet });
@@ -202,13 +309,8 @@ async function main(): Promise<void> {
       { metric: `api Redis connections, ${SSE_CLIENTS} SSE clients`, value: String(connectionsAtMany), target: 'same at 1 and 500', ok: connectionsAtMany === connectionsAtOne },
     );
   } finally {
-    for (const value of prefixes) await deleteKeysWithPrefix(redis, value);
     redis.disconnect();
   }
-
-  const lines = ['| metric | measured | target | |', '|---|---|---|---|'];
-  for (const row of rows) lines.push(`| ${row.metric} | ${row.value} | ${row.target} | ${row.ok === undefined ? '' : row.ok ? 'ok' : 'MISSED'} |`);
-  process.stdout.write(`\n${lines.join('\n')}\n\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
 }
 
 main().catch((error: unknown) => {

@@ -2,9 +2,8 @@
  * A worker killed outright (SIGKILL) mid-task: BullMQ's stalled-job check hands the job to
  * another worker, which restarts the task and says so; the task completes.
  */
-import type { TaskEvent } from '@mageagent/core';
-import { createTask, eventually, requestJson, waitForTask } from './support/http';
-import { startTestStack, type TestStack } from './support/stack';
+import { createTask, waitForTask } from './support/http';
+import { eventsOf, startTestStack, streamingWorker, type TestStack } from './support/stack';
 
 let service: TestStack;
 
@@ -17,28 +16,19 @@ afterAll(async () => {
   await service?.stop();
 }, 30_000);
 
-const eventsOf = async (id: string) => (await requestJson<{ events: TaskEvent[] }>(`${service.api}/tasks/${id}/events`)).body.events;
-
 test('a task whose worker is SIGKILLed mid-call restarts on another worker and completes', async () => {
   const id = await createTask(service.api, { prompt: 'slow enough to be interrupted [[sim: tokens=40; tps=20]]' });
-  const running = await eventually(async () => {
-    const events = await eventsOf(id);
-    const processing = events.find((event) => event.type === 'status' && event.status === 'processing');
-    return events.some((event) => event.type === 'delta') && processing?.type === 'status' ? processing : undefined;
-  }, 10_000, 'the task to stream');
-  const pid = Number(running.worker?.split(':').pop());
-  const victim = service.stack.workers.find((worker) => worker.child.pid === pid);
-  expect(victim).toBeDefined();
-  victim!.child.kill('SIGKILL');
+  const victim = await streamingWorker(service, id);
+  victim.process.child.kill('SIGKILL');
 
   const task = await waitForTask(service.api, id, 30_000);
   expect(task.status).toBe('completed');
   expect(task.attempt).toBe(2);
-  const statuses = (await eventsOf(id)).filter((event) => event.type === 'status');
+  const statuses = (await eventsOf(service, id)).filter((event) => event.type === 'status');
   expect(statuses.map((event) => event.type === 'status' && event.status)).toEqual(['queued', 'processing', 'processing', 'completed']);
   const restart = statuses[2];
   expect(restart).toMatchObject({ attempt: 2, reason: expect.stringMatching(/restarted/) });
-  expect(restart?.type === 'status' && restart.worker).not.toBe(running.worker);
+  expect(restart?.type === 'status' && restart.worker).not.toBe(victim.name);
   // The second run's answer is the whole answer, not the interrupted one's tail.
   expect(task.result?.content.trim().split(/\s+/)).toHaveLength(40);
 }, 60_000);

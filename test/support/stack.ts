@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { deleteKeysWithPrefix } from '@mageagent/tasks';
-import { Stack, type StackOptions } from '../../apps/launcher/src/stack';
+import type { TaskEvent } from '@mageagent/core';
+import { Stack, type ServiceProcess, type StackOptions } from '../../apps/launcher/src/stack';
+import { eventually, requestJson } from './http';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -39,6 +41,10 @@ export async function startTestStack(options: Partial<StackOptions> = {}): Promi
       SIM_SPEEDUP: '1000',
       MODEL_RETRY_BASE_MS: '20',
       JOB_LOCK_MS: '2000',
+      // Short, so a dead worker's host lease lapses within the tests' patience.
+      HOST_LEASE_TTL_MS: '2000',
+      HOST_HEALTH_INTERVAL_MS: '300',
+      HOST_HEALTH_TIMEOUT_MS: '1000',
       ...options.env,
     },
   });
@@ -60,7 +66,25 @@ async function deleteKeys(prefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL);
   try {
     await deleteKeysWithPrefix(redis, prefix);
+    // redis-semaphore puts its own `mutex:` in front of the health probe lock's key.
+    await deleteKeysWithPrefix(redis, `mutex:${prefix}`);
   } finally {
     redis.disconnect();
   }
+}
+
+export async function eventsOf(service: TestStack, taskId: string): Promise<TaskEvent[]> {
+  return (await requestJson<{ events: TaskEvent[] }>(`${service.api}/tasks/${taskId}/events`)).body.events;
+}
+
+/** Waits until the task streams tokens; returns the worker running it (its `host:pid` name and process). */
+export async function streamingWorker(service: TestStack, taskId: string): Promise<{ name: string; process: ServiceProcess }> {
+  const name = await eventually(async () => {
+    const events = await eventsOf(service, taskId);
+    const processing = events.find((event) => event.type === 'status' && event.status === 'processing');
+    return events.some((event) => event.type === 'delta') && processing?.type === 'status' ? processing.worker : undefined;
+  }, 10_000, 'the task to stream');
+  const process = service.stack.workers.find((worker) => worker.child.pid === Number(name.split(':').pop()));
+  if (process === undefined) throw new Error(`no worker process for ${name}`);
+  return { name, process };
 }

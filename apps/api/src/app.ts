@@ -2,6 +2,7 @@ import express, { type ErrorRequestHandler, type Request, type Response } from '
 import { isMageError, NotFoundError, PayloadTooLargeError, toErrorBody, ValidationError } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
 import { openaiFacade } from './openai/router';
+import { hostsRouter } from './hosts';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
 import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
@@ -34,6 +35,8 @@ export function createApp(services: ApiServices): express.Express {
   app.get('/patterns', (_req, res) => {
     res.json({ default: services.defaultPattern, patterns: services.patterns.list() });
   });
+
+  app.use(hostsRouter(services.hosts));
 
   app.post('/tasks', async (req, res) => {
     const task = await createTask(services, req.body);

@@ -20,6 +20,8 @@ export const ApiEnvSchema = z.object({
    * comment, so proxies and clients with idle timeouts do not cut it while a step is quiet.
    */
   OPENAI_KEEPALIVE_MS: intEnv(5_000, 100),
+  /** Model config (YAML/JSON) the workers use, for GET /hosts; unset = config/models.sim.yaml. */
+  MODELS_CONFIG: z.string().optional(),
   /** Socket.io: most tasks one socket may follow at once. */
   SOCKET_MAX_SUBSCRIPTIONS: intEnv(100, 1),
 });

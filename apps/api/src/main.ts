@@ -2,6 +2,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Server as SocketServer } from 'socket.io';
 import { createLogger, onShutdown } from '@mageagent/core';
+import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { loadPatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, TaskEventBus, TaskQueue, TaskStore } from '@mageagent/tasks';
 import { createApp } from './app';
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
     cancels: new CancelChannel(store.keys),
     patterns: loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN }),
     defaultPattern: env.DEFAULT_PATTERN,
+    hosts: new HostStatsReader(redis, env.REDIS_PREFIX, loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH)),
     logger,
     config: {
       bodyLimitBytes: env.BODY_LIMIT_BYTES,

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from '@mageagent/core';
+import type { HostStatsReader } from '@mageagent/models';
 import type { PatternRegistry } from '@mageagent/patterns';
 import type { CancelChannel, TaskEventBus, TaskQueue, TaskStore } from '@mageagent/tasks';
 
@@ -11,6 +12,8 @@ export interface ApiServices {
   bus: TaskEventBus;
   cancels: CancelChannel;
   patterns: PatternRegistry;
+  /** Live state of the GPU hosts of the model config, for GET /hosts. */
+  hosts: HostStatsReader;
   defaultPattern: string;
   logger: Logger;
   config: { bodyLimitBytes: number; ssePingMs: number; socketMaxSubscriptions: number; chatKeepAliveMs: number };

@@ -96,6 +96,12 @@ export interface StackOptions {
   simPort?: number;
   /** A model config for real servers; when unset the simulator is started and used. */
   modelsConfig?: string;
+  /**
+   * With the simulator: the model config it serves and every service uses (default
+   * config/models.sim.yaml). Its endpoints reach the simulator through `${SIM_PORT}`, and may
+   * use `/hosts/<name>/v1` so one simulator stands for several GPU hosts.
+   */
+  simulatedModelsConfig?: string;
   workers: number;
   workerConcurrency: number;
   /** Extra environment for every child. */
@@ -133,6 +139,7 @@ export class Stack {
       if (this.options.modelsConfig) {
         this.childEnv.MODELS_CONFIG = this.options.modelsConfig;
       } else {
+        if (this.options.simulatedModelsConfig) this.childEnv.MODELS_CONFIG = this.options.simulatedModelsConfig;
         this.sim = await startService('model-sim', 'sim', { ...this.childEnv, SIM_PORT: String(this.options.simPort ?? 3458) }, sink);
         this.childEnv.SIM_PORT = String(this.sim.port);
       }

@@ -1,16 +1,13 @@
 import path from 'node:path';
 import { RedisEnv, createLogger, intEnv, parseEnv, z } from '@mageagent/core';
-import { loadModelsConfig } from '@mageagent/models';
+import { DEFAULT_MODELS_CONFIG_PATH, loadModelsConfig } from '@mageagent/models';
 import { createSimulator } from './simulator';
-
-/** The repo's default config: every role served by this simulator. */
-const DEFAULT_MODELS_CONFIG = path.resolve(__dirname, '../../../config/models.sim.yaml');
 
 const EnvSchema = z.object({
   /** 0 picks a free port; the port actually bound is logged and sent to the parent over IPC. */
   SIM_PORT: intEnv(3458, 0, 65535),
   SIM_HOST: z.string().min(1).default('127.0.0.1'),
-  MODELS_CONFIG: z.string().min(1).default(DEFAULT_MODELS_CONFIG),
+  MODELS_CONFIG: z.string().min(1).default(DEFAULT_MODELS_CONFIG_PATH),
   /** Divides time-to-first-token and multiplies tokens/s of the config, so demos stay quick. */
   SIM_SPEEDUP: z.coerce.number().positive().default(10),
   LOG_LEVEL: RedisEnv.LOG_LEVEL,

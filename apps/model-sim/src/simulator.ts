@@ -297,6 +297,16 @@ class SimulatorStatistics {
   }
 }
 
+/** The calls one host served (from `stats({ includeCalls: true })`), in the order they started. */
+export function callsOnHost(calls: SimulatedCall[], host: string): SimulatedCall[] {
+  return calls.filter((call) => call.host === host).sort((a, b) => a.startedAt - b.startedAt);
+}
+
+/** Idle ms before each call after the first: its start minus the previous call's end (calls sorted by start). */
+export function handoffGaps(calls: SimulatedCall[]): number[] {
+  return calls.slice(1).map((call, index) => call.startedAt - calls[index]!.endedAt);
+}
+
 // ---------------------------------------------------------------------------------------------
 // HTTP helpers
 

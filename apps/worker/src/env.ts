@@ -21,6 +21,22 @@ export const WorkerEnvSchema = z.object({
   JOB_LOCK_MS: intEnv(10_000, 1000),
   /** Time a stopping worker gives its running tasks before handing them back to the queue. */
   SHUTDOWN_GRACE_MS: intEnv(10_000, 0),
+  /**
+   * A model call's lease on its GPU host (and a waiting call's place in the queue) lapses this long
+   * after its worker stops renewing it; renewed every third of it. A worker killed mid-call blocks
+   * its host for at most this long.
+   */
+  HOST_LEASE_TTL_MS: intEnv(10_000, 300),
+  /**
+   * Aging window of the host queue: each priority step (high, normal, low) is worth this much
+   * waiting, so a low call that has waited twice this goes before newly arriving high ones.
+   * 0 = arrival order only.
+   */
+  HOST_PRIORITY_AGING_MS: intEnv(60_000, 0),
+  /** How often each host's server is probed (by one worker of the whole deployment, under a Redis lock). */
+  HOST_HEALTH_INTERVAL_MS: intEnv(5_000, 50),
+  /** A probe slower than this fails (unless the host is busy with a call: a single-threaded server may not answer then). */
+  HOST_HEALTH_TIMEOUT_MS: intEnv(5_000, 50),
 });
 export type WorkerEnv = z.infer<typeof WorkerEnvSchema>;
 

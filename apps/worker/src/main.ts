@@ -1,31 +1,59 @@
 import { hostname } from 'node:os';
-import path from 'node:path';
 import { Worker } from 'bullmq';
 import { ConfigError, createLogger, isMageError, onShutdown } from '@mageagent/core';
-import { loadModelsConfig, ModelRegistry } from '@mageagent/models';
+import {
+  DEFAULT_MODELS_CONFIG_PATH,
+  HostHealth,
+  HostScheduler,
+  loadModelsConfig,
+  ModelRegistry,
+  probeTargetsFromConfig,
+  scheduledModelFactory,
+} from '@mageagent/models';
 import { loadPatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
 import { loadWorkerEnv } from './env';
 import { createTaskProcessor } from './processor';
 
-
-const DEFAULT_MODELS_CONFIG = path.resolve(__dirname, '../../../config/models.sim.yaml');
-
 async function main(): Promise<void> {
   const env = loadWorkerEnv();
   const logger = createLogger({ service: 'worker', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
-  const models = new ModelRegistry(loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG));
+  const workerName = `${hostname()}:${process.pid}`;
+  const modelsConfig = loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH);
+
+  const commands = createRedis(env.REDIS_URL, 'commands', 'mageagent-worker');
+  const blocking = createRedis(env.REDIS_URL, 'bullmq', 'mageagent-worker-bullmq');
+  // One subscriber per process: cancel requests and host-lease grants share it.
+  const subscriber = createRedis(env.REDIS_URL, 'subscriber', 'mageagent-worker-subscriber');
+  const store = new TaskStore(commands, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
+  const health = new HostHealth({
+    redis: commands,
+    prefix: env.REDIS_PREFIX,
+    targets: probeTargetsFromConfig(modelsConfig),
+    intervalMs: env.HOST_HEALTH_INTERVAL_MS,
+    timeoutMs: env.HOST_HEALTH_TIMEOUT_MS,
+    probe: true,
+    logger,
+  });
+  const scheduler = new HostScheduler({
+    redis: commands,
+    subscriber,
+    prefix: env.REDIS_PREFIX,
+    hosts: modelsConfig.hosts,
+    leaseTtlMs: env.HOST_LEASE_TTL_MS,
+    priorityAgingMs: env.HOST_PRIORITY_AGING_MS,
+    worker: workerName,
+    health,
+    logger,
+  });
+  // Every model call takes a lease on its GPU host for its duration.
+  const models = new ModelRegistry(modelsConfig, process.env, scheduledModelFactory(scheduler));
   const patterns = loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN });
   for (const { pattern, builtIn, roles } of patterns.missingRoles((role) => models.has(role))) {
     const message = `pattern "${pattern}" calls role(s) ${roles.join(', ')} that the model config does not define`;
     if (!builtIn) throw new ConfigError(`${env.PATTERNS_CONFIG}: ${message}`);
     logger.warn(`${message}; its tasks will fail until they are configured`);
   }
-
-  const commands = createRedis(env.REDIS_URL, 'commands', 'mageagent-worker');
-  const blocking = createRedis(env.REDIS_URL, 'bullmq', 'mageagent-worker-bullmq');
-  const cancelSubscriber = createRedis(env.REDIS_URL, 'subscriber', 'mageagent-worker-cancel');
-  const store = new TaskStore(commands, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
   let shuttingDown = false;
 
   const worker = new Worker<TaskJobData>(
@@ -38,7 +66,7 @@ async function main(): Promise<void> {
       defaultTimeoutMs: env.TASK_TIMEOUT_MS,
       deltaFlushMs: env.DELTA_FLUSH_MS,
       logger,
-      workerName: `${hostname()}:${process.pid}`,
+      workerName,
       isShuttingDown: () => shuttingDown,
     }),
     {
@@ -67,9 +95,11 @@ async function main(): Promise<void> {
   });
   worker.on('error', (error) => logger.error('worker error', { error: String(error) }));
 
-  await new CancelChannel(store.keys).listen(cancelSubscriber, (taskId, reason) => {
+  await new CancelChannel(store.keys).listen(subscriber, (taskId, reason) => {
     if (worker.cancelJob(taskId, reason)) logger.info('cancelled a running task', { taskId });
   });
+  await scheduler.start();
+  await health.start();
 
   onShutdown(logger, [
     {
@@ -81,12 +111,13 @@ async function main(): Promise<void> {
         clearTimeout(grace);
       },
     },
-    { name: 'close redis', run: async () => void (await Promise.allSettled([commands.quit(), blocking.quit(), cancelSubscriber.quit()])) },
+    { name: 'stop host scheduling', run: async () => void (await Promise.all([health.stop(), scheduler.close()])) },
+    { name: 'close redis', run: async () => void (await Promise.allSettled([commands.quit(), blocking.quit(), subscriber.quit()])) },
   ]);
 
   void worker.run();
   await worker.waitUntilReady();
-  logger.info('worker ready', { concurrency: env.WORKER_CONCURRENCY, roles: models.roles() });
+  logger.info('worker ready', { concurrency: env.WORKER_CONCURRENCY, roles: models.roles(), hosts: models.hosts() });
   process.send?.({ type: 'ready', service: 'worker', pid: process.pid });
 }
 

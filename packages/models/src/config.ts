@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError, z } from '@mageagent/core';
 
@@ -94,14 +95,19 @@ export function parseModelsConfig(text: string, source: string, env: NodeJS.Proc
   return parsed.data;
 }
 
+/** The distinct models resident on a host (roles sharing a model id share its memory) and their sum. */
+export function hostMemory(config: ModelsConfig, hostName: string): { models: Map<string, number>; sumGB: number } {
+  const models = new Map<string, number>();
+  for (const role of Object.values(config.roles)) {
+    if (role.host === hostName) models.set(role.model, role.memoryGB);
+  }
+  return { models, sumGB: [...models.values()].reduce((total, gb) => total + gb, 0) };
+}
+
 /** Refuses a config whose resident models do not fit their host's memory. */
 function checkMemory(config: ModelsConfig, source: string): void {
   for (const [hostName, host] of Object.entries(config.hosts)) {
-    const models = new Map<string, number>();
-    for (const role of Object.values(config.roles)) {
-      if (role.host === hostName) models.set(role.model, role.memoryGB);
-    }
-    const sum = [...models.values()].reduce((total, gb) => total + gb, 0);
+    const sum = hostMemory(config, hostName).sumGB;
     const budget = host.memoryGB - host.headroomGB;
     if (sum > budget) {
       throw new ConfigError(
@@ -110,6 +116,9 @@ function checkMemory(config: ModelsConfig, source: string): void {
     }
   }
 }
+
+/** The repo's default config: every role served by the model simulator. */
+export const DEFAULT_MODELS_CONFIG_PATH = path.resolve(__dirname, '../../../config/models.sim.yaml');
 
 export function loadModelsConfig(path: string, env: NodeJS.ProcessEnv = process.env): ModelsConfig {
   let text: string;

@@ -2,3 +2,4 @@ export * from './types';
 export * from './config';
 export * from './openai-client';
 export * from './registry';
+export * from './scheduling';
