@@ -7,7 +7,7 @@ import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { callsOn, hostsOf, overlap, patternsOf, simStats } from './support/hosts';
+import { callsOn, hostsOf, overlap, simStats } from './support/hosts';
 import { createTask, eventually, postJson, waitForTask } from './support/http';
 import { startTestStack, type TestStack } from './support/stack';
 
@@ -72,22 +72,15 @@ beforeEach(async () => {
 });
 
 test('calls on two hosts run at the same time; on one host, one after the other', async () => {
-  const available = await patternsOf(service.api);
-  // After the patterns merge: compete's two solutions (primary on gpu-a, competitor on gpu-b) start together.
-  const parallel = available.includes('compete')
-    ? [{ prompt: 'compete across hosts [[sim: ttft=300]]', pattern: 'compete' }]
-    : [
-        { prompt: 'on gpu-a [[sim: ttft=300]]', pattern: 'primary' },
-        { prompt: 'on gpu-b [[sim: ttft=300]]', pattern: 'competitor' },
-      ];
-  const tasks = await Promise.all((await Promise.all(parallel.map((body) => createTask(service.api, body)))).map((id) => waitForTask(service.api, id)));
-  expect(tasks.map((task) => task.status)).toEqual(parallel.map(() => 'completed'));
+  // compete's two solutions: primary on gpu-a, competitor on gpu-b, started together by the same pattern code.
+  const compete = await waitForTask(service.api, await createTask(service.api, { prompt: 'compete across hosts [[sim: ttft=300]]', pattern: 'compete' }));
+  expect(compete.status).toBe('completed');
   let stats = await simStats(service.sim);
   const [onA, onB] = [callsOn(stats, 'gpu-a'), callsOn(stats, 'gpu-b')];
   expect(onA.some((a) => onB.some((b) => overlap(a, b)))).toBe(true);
 
   await postJson(`${service.sim}/sim/reset`, {});
-  const sameHost = await Promise.all([0, 1].map((index) => createTask(service.api, { prompt: `both on gpu-a ${index} [[sim: ttft=150]]` })));
+  const sameHost = await Promise.all([0, 1].map((index) => createTask(service.api, { prompt: `both on gpu-a ${index} [[sim: ttft=150]]`, pattern: 'primary' })));
   await Promise.all(sameHost.map((id) => waitForTask(service.api, id)));
   stats = await simStats(service.sim);
   const [first, second] = callsOn(stats, 'gpu-a');

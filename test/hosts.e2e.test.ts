@@ -3,7 +3,7 @@
  * real Redis; the simulator's per-host accounting is the judge of what reached each "GPU".
  */
 import type { TaskRecord } from '@mageagent/core';
-import { callsOn, handoffGaps, hostsOf, patternsOf, percentile, simStats, type HostReport } from './support/hosts';
+import { callsOn, handoffGaps, hostsOf, percentile, simStats, type HostReport } from './support/hosts';
 import { createTask, eventually, postJson, requestJson, waitForTask } from './support/http';
 import { startTestStack, type TestStack } from './support/stack';
 
@@ -33,10 +33,7 @@ const grantedAt = (task: TaskRecord) => {
 };
 
 test('20 mixed tasks from 4 workers × 4 all complete, with never more than one call on the host', async () => {
-  const available = await patternsOf(service.api);
-  // After the patterns merge this is compete, validated and tools; until then, primary.
-  const mixed = ['compete', 'validated', 'tools'].filter((name) => available.includes(name));
-  const patterns = mixed.length > 0 ? mixed : ['primary'];
+  const patterns = ['compete', 'validated', 'tools'];
   const ids = await Promise.all(
     Array.from({ length: 20 }, (_, index) =>
       createTask(service.api, { prompt: `mixed task ${index} [[sim: ttft=15]]`, pattern: patterns[index % patterns.length] }),
@@ -75,12 +72,6 @@ test('a high-priority task queued last gets the host first; each priority is ser
 });
 
 test('a tools task behind three running compete tasks starts its call before they finish', async () => {
-  const available = await patternsOf(service.api);
-  if (!available.includes('compete') || !available.includes('tools')) {
-    // Until the patterns merge, packages/models/src/scheduling/scheduled-model.test.ts proves this in-process.
-    console.warn('compete/tools are not in this build: skipping the end-to-end variant');
-    return;
-  }
   const competes = await Promise.all([0, 1, 2].map((index) => createTask(service.api, { prompt: `compete ${index} [[sim: ttft=40]]`, pattern: 'compete' })));
   await eventually(async () => ((await hostsOf(service.api))[0]!.waiters >= 3 ? true : undefined), 5000, 'the competes to queue');
   const tools = await waitForTask(service.api, await createTask(service.api, { prompt: 'what time is it [[sim: ttft=5]]', pattern: 'tools' }));

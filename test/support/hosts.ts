@@ -9,10 +9,6 @@ export async function hostsOf(api: string): Promise<HostReport[]> {
   return (await requestJson<{ hosts: HostReport[] }>(`${api}/hosts`)).body.hosts;
 }
 
-export async function patternsOf(api: string): Promise<string[]> {
-  return (await requestJson<{ patterns: Array<{ name: string }> }>(`${api}/patterns`)).body.patterns.map((pattern) => pattern.name);
-}
-
 /** The simulator's statistics with its per-call list. */
 export async function simStats(sim: string): Promise<SimulatorStats & { calls: SimulatedCall[] }> {
   return (await requestJson<SimulatorStats & { calls: SimulatedCall[] }>(`${sim}/sim/stats?calls=1`)).body;
