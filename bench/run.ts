@@ -16,7 +16,7 @@ const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const DURATION_S = Number(process.env.BENCH_SECONDS ?? 3);
 /** Ceiling and api are measured in alternating rounds; medians are reported (a shared 2-core box is noisy). */
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const OVERHEAD_TASKS = Number(process.env.BENCH_OVERHEAD_TASKS ?? 200);
 const SSE_CLIENTS = Number(process.env.BENCH_SSE_CLIENTS ?? 500);
 const BODY = JSON.stringify({ prompt: 'Explain BullMQ in two sentences', pattern: 'primary' });
