@@ -252,6 +252,9 @@ describe('errors are OpenAI errors the SDK understands', () => {
     expect(malformed).toMatchObject({ status: 400, body: { error: { type: 'invalid_request_error', param: null } } });
     expect(await requestJson(`${service.api}/v1/embeddings`, { method: 'POST' })).toMatchObject(openAIError(404));
     expect(await requestJson(`${service.api}/v1/chat/completions`)).toMatchObject(openAIError(405));
+    // A path that does not URI-decode is the client's mistake, not a 500.
+    expect(await requestJson(`${service.api}/v1/models/%E0%A4%A`)).toMatchObject({ status: 400, body: { error: { type: 'invalid_request_error' } } });
+    expect(await requestJson(`${service.api}/tasks/%E0%A4%A`)).toMatchObject({ status: 400, body: { error: { code: 'VALIDATION_FAILED' } } });
     // The rest of the API keeps its own shape.
     expect((await requestJson(`${service.api}/nope`)).body).toMatchObject({ error: { code: 'NOT_FOUND' } });
   });

@@ -3,6 +3,7 @@ import { isMageError, NotFoundError, PayloadTooLargeError, toErrorBody, Validati
 import { pingRedis } from '@mageagent/tasks';
 import { openaiFacade } from './openai/router';
 import { hostsRouter } from './hosts';
+import { clientErrorStatus } from './openai/errors';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
 import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
@@ -80,6 +81,8 @@ function fromBodyParser(error: unknown): Error | undefined {
   if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
     return new ValidationError('request body encoding is not supported');
   }
+  // Other client errors express raises itself, e.g. a path segment that does not URI-decode.
+  if (clientErrorStatus(error) !== undefined) return new ValidationError('malformed request URL or body');
   return undefined;
 }
 

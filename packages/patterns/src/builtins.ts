@@ -29,6 +29,9 @@ export const BUILT_IN_PATTERNS: PatternDeclarations = {
           default: 'general',
         },
       },
+      // Only runs when the routed pattern had no extraction of its own (the fast validator route):
+      // one extraction per task, so a request's tools are never silently dropped.
+      { extractTools: {} },
     ],
   },
   hybrid: {

@@ -57,9 +57,6 @@ export function compilePattern(name: string, input: unknown, source: string, bui
     if (parts.type === 'extractTools' && parts.options.from === 'answer' && !hasAnswer) {
       throw new ConfigError(`${at}: no answer to extract tool calls from; use from: request or put an answering step first`);
     }
-    if (parts.type === 'route' && index !== declaration.steps.length - 1) {
-      throw new ConfigError(`${at}: a route step hands the task to another pattern, so it must be the last step`);
-    }
     if (parts.type === 'route' && !(parts.options.default in parts.options.routes)) {
       throw new ConfigError(`${at}: default route "${parts.options.default}" is not one of ${Object.keys(parts.options.routes).join(', ')}`);
     }

@@ -64,6 +64,7 @@ const RouteTargetSchema = z.strictObject({
   codeBlocks: z.boolean().default(false),
 });
 
+/** Hands the task to another pattern; steps after it run after that pattern's. */
 export const RouteStepSchema = z.strictObject({
   id: StepId.optional(),
   /** The router model's role; used only when that role is configured, keywords otherwise. */

@@ -210,6 +210,80 @@ describe('tool extraction inside patterns', () => {
   });
 });
 
+describe('optional steps that fail, and tools nobody extracts', () => {
+  const weather = {
+    type: 'function' as const,
+    function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } },
+  };
+
+  test('a failed extraction keeps the answer and warns; the tools pattern, with nothing else, fails', async () => {
+    const broken = new FakeModel('hermes', [new ModelResponseError('tools model rejected the request')]);
+    const { context } = fakeContext({ primary: new FakeModel('p', ['the answer']), tools: broken });
+    const result = await runPattern(registry, 'hybrid', input('run the tests with npm test'), context);
+    expect(result).toMatchObject({ content: 'the answer', toolCalls: [] });
+    expect(result.warnings?.[0]).toMatch(/tool extraction failed/);
+    await expect(runPattern(registry, 'tools', input('run npm test'), fakeContext({ tools: broken }).context)).rejects.toMatchObject({ code: 'MODEL_ERROR' });
+  });
+
+  test('a failed judge leaves compete with solution A and a warning', async () => {
+    const { context } = fakeContext({
+      primary: new FakeModel('p', ['solution A']),
+      competitor: new FakeModel('c', ['solution B']),
+      validator: new FakeModel('v', [new ModelResponseError('judge exploded')]),
+    });
+    const result = await runPattern(registry, 'compete', input('x'), context);
+    expect(result.content).toBe('solution A');
+    expect(result.warnings?.[0]).toMatch(/the judge failed/);
+  });
+
+  test('auto extracts request tools even on the fast route, once, and never twice after validated', async () => {
+    const tools = new FakeModel('hermes', ['[{"tool": "get_weather", "arguments": {"city": "Paris"}}]']);
+    const general = await runPattern(
+      registry,
+      'auto',
+      input('what is the weather in Paris?', { tools: [weather] }),
+      fakeContext({ validator: new FakeModel('v', ['Sunny.']), tools }).context,
+    );
+    expect(general).toMatchObject({ pattern: 'validator', toolCalls: [{ tool: 'get_weather', arguments: { city: 'Paris' } }] });
+    expect(tools.calls).toBe(1);
+    const coding = await runPattern(
+      registry,
+      'auto',
+      input('implement a function for the weather in Paris', { tools: [weather] }),
+      fakeContext({ primary: new FakeModel('p', ['code']), validator: new FakeModel('v', ['PASS\nok']), tools }).context,
+    );
+    expect(coding).toMatchObject({ pattern: 'validated', toolCalls: [{ tool: 'get_weather' }] });
+    expect(tools.calls).toBe(2);
+  });
+
+  test('a direct pattern given tools says it did not use them', async () => {
+    const { context } = fakeContext({ primary: new FakeModel('p', ['answer']) });
+    const result = await runPattern(registry, 'primary', input('weather?', { tools: [weather] }), context);
+    expect(result.warnings?.[0]).toMatch(/does not extract tool calls/);
+  });
+
+  test('a revision continues the conversation of the step that answered, system prompt included', async () => {
+    const declared = new PatternRegistry({
+      source: 'p.yaml',
+      patterns: {
+        styled: {
+          description: 'd',
+          steps: [{ generate: { role: 'primary', system: 'Answer in French.' } }, { validate: {} }],
+        },
+      },
+    });
+    const primary = new FakeModel('p', ['hello', 'bonjour']);
+    const { context } = fakeContext({ primary, validator: new FakeModel('v', ['FAIL\nnot French', 'PASS\nok']) });
+    const result = await runPattern(declared, 'styled', input('greet me'), context);
+    expect(result.content).toBe('bonjour');
+    expect(primary.requests[1]!.messages.slice(0, 3)).toEqual([
+      { role: 'system', content: 'Answer in French.' },
+      { role: 'user', content: 'greet me' },
+      { role: 'assistant', content: 'hello' },
+    ]);
+  });
+});
+
 describe('auto', () => {
   const base = () => ({
     primary: new FakeModel('p', ['primary answer']),
@@ -280,7 +354,6 @@ describe('declared patterns', () => {
   test.each([
     [{ steps: [{ validate: {} }] }, /step 1 \(validate\): nothing to validate/],
     [{ steps: [{ generate: { role: 'primary', prompt: '{{steps.later}}' } }] }, /step 1 \(generate\): template references \{\{steps.later\}\}/],
-    [{ steps: [{ route: { routes: { a: { pattern: 'primary', description: 'x' } }, default: 'a' } }, { generate: { role: 'primary' } }] }, /must be the last step/],
     [{ steps: [{ route: { routes: { a: { pattern: 'nope', description: 'x' } }, default: 'a' } }] }, /routes to unknown pattern "nope"/],
     [{ steps: [{ generate: { role: 'primary', id: 'x' } }, { generate: { role: 'primary', id: 'x' } }] }, /duplicate step id "x"/],
     [{ steps: [{ generate: { role: 'primary', temperature: 9 } }] }, /step 1 \(generate\)\.temperature/],

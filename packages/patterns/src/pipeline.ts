@@ -31,6 +31,9 @@ interface Answer {
   content: string;
   model: string;
   role: string;
+  /** What the answering call was sent, so a revision continues that conversation (its system prompt included). */
+  messages: ChatMessage[];
+  options: TaskOptions;
 }
 
 /** The state of one pattern run, shared by the steps (and by a routed-to pattern). */
@@ -45,6 +48,8 @@ class PipelineRun {
   toolProse = '';
   approved: boolean | undefined;
   route: RouteDecision | undefined;
+  /** An extractTools step has run (or decided not to): later ones in the same run do nothing. */
+  extractionConsidered = false;
   stopped = false;
   pattern: string;
   /** The request as one text, quoted in reviewer, judge, tools and router prompts. */
@@ -109,6 +114,10 @@ export async function runCompiledPattern(
 ): Promise<TaskResult> {
   const run = new PipelineRun(input, context, pattern.name);
   await runSteps(run, pattern, lookup);
+  const toolsAsked = (input.tools?.length ?? 0) > 0 || input.toolChoice === 'required' || typeof input.toolChoice === 'object';
+  if (toolsAsked && !run.extractionConsidered && input.toolChoice !== 'none') {
+    run.warn(`pattern "${run.pattern}" does not extract tool calls, so the request's tools were not used; use hybrid, validated, compete or tools`);
+  }
   if (run.toolCalls.length > 0) context.events.emit({ type: 'tool_calls', calls: run.toolCalls });
   const usage = run.steps.reduce((total, step) => addUsage(total, step.usage), zeroUsage());
   return {
@@ -156,19 +165,21 @@ type StepOf<T extends CompiledStep['type']> = Extract<CompiledStep, { type: T }>
 
 async function runGenerate(run: PipelineRun, step: StepOf<'generate'>): Promise<void> {
   const { options } = step;
+  const messages = run.messagesFor(options);
+  const callOptions = run.answerOptions(options);
   const outcome = run.record(
     await generate(run.context, run.stepIds, {
       name: step.id,
       role: options.role,
-      messages: run.messagesFor(options),
-      options: run.answerOptions(options),
+      messages,
+      options: callOptions,
       kind: step.final ? 'answer' : 'draft',
       final: step.final,
       ...(run.responseFormat && { responseFormat: run.responseFormat }),
     }),
   );
   run.outputs.set(step.id, outcome.content);
-  run.answer = { content: outcome.content, model: outcome.step.model, role: options.role };
+  run.answer = { content: outcome.content, model: outcome.step.model, role: options.role, messages, options: callOptions };
 }
 
 /**
@@ -226,21 +237,24 @@ async function runValidate(run: PipelineRun, step: StepOf<'validate'>): Promise<
       return;
     }
     const feedback = reading.feedback || 'The reviewer rejected the answer without giving reasons.';
+    // The revision continues the conversation that produced the answer: its system prompt and
+    // templates still apply, and the reviewer's feedback is the next user turn.
+    const messages: ChatMessage[] = [
+      ...answer.messages,
+      { role: 'assistant', content: answer.content },
+      { role: 'user', content: revisionPrompt(feedback) },
+    ];
     const revision = run.record(
       await generate(run.context, run.stepIds, {
         name: 'revise',
         role: reviser,
         kind: 'revision',
-        options: run.answerOptions({}),
-        messages: [
-          ...run.input.messages,
-          { role: 'assistant', content: answer.content },
-          { role: 'user', content: revisionPrompt(feedback) },
-        ],
+        options: answer.options,
+        messages,
         ...(run.responseFormat && { responseFormat: run.responseFormat }),
       }),
     );
-    run.answer = { content: revision.content, model: revision.step.model, role: reviser };
+    run.answer = { content: revision.content, model: revision.step.model, role: reviser, messages: answer.messages, options: answer.options };
     run.outputs.set(step.id, revision.content);
     previousReview = review.content;
   }
@@ -254,14 +268,16 @@ async function runValidate(run: PipelineRun, step: StepOf<'validate'>): Promise<
 async function runCompete(run: PipelineRun, step: StepOf<'compete'>): Promise<void> {
   const { options } = step;
   const letters = options.roles.map((_role, index) => String.fromCharCode(65 + index));
+  const messages = run.messagesFor(options);
+  const callOptions = run.answerOptions({});
   const settled = await Promise.allSettled(
     options.roles.map((role, index) =>
       generate(run.context, run.stepIds, {
         name: `candidate-${letters[index]!.toLowerCase()}`,
         role,
         kind: 'candidate',
-        messages: run.messagesFor(options),
-        options: run.answerOptions({}),
+        messages,
+        options: callOptions,
         ...(run.responseFormat && { responseFormat: run.responseFormat }),
       }),
     ),
@@ -280,7 +296,7 @@ async function runCompete(run: PipelineRun, step: StepOf<'compete'>): Promise<vo
   });
   if (candidates.length === 0) throw (settled[0] as PromiseRejectedResult).reason;
   const choose = (candidate: (typeof candidates)[number]) => {
-    run.answer = { content: candidate.outcome.content, model: candidate.outcome.step.model, role: candidate.role };
+    run.answer = { content: candidate.outcome.content, model: candidate.outcome.step.model, role: candidate.role, messages, options: callOptions };
     run.outputs.set(step.id, candidate.outcome.content);
   };
   if (candidates.length === 1) {
@@ -289,30 +305,39 @@ async function runCompete(run: PipelineRun, step: StepOf<'compete'>): Promise<vo
   }
   const present = candidates.map((candidate) => candidate.letter);
   let reading = readJudgement('', present);
-  const judgement = run.record(
-    await generate(run.context, run.stepIds, {
-      name: 'judge',
-      role: options.judge,
-      kind: 'judge',
-      options: {},
-      messages: [
-        { role: 'system', content: judgeSystemPrompt(present) },
-        {
-          role: 'user',
-          content: judgeUserPrompt(
-            run.requestText,
-            candidates.map((candidate) => ({ letter: candidate.letter, content: candidate.outcome.content })),
-          ),
+  let judgement: GenerateOutcome;
+  try {
+    judgement = run.record(
+      await generate(run.context, run.stepIds, {
+        name: 'judge',
+        role: options.judge,
+        kind: 'judge',
+        options: {},
+        messages: [
+          { role: 'system', content: judgeSystemPrompt(present) },
+          {
+            role: 'user',
+            content: judgeUserPrompt(
+              run.requestText,
+              candidates.map((candidate) => ({ letter: candidate.letter, content: candidate.outcome.content })),
+            ),
+          },
+        ],
+        interpret: (content) => {
+          reading = readJudgement(content, present);
+          return reading.letter === null
+            ? { verdict: 'unparseable', note: `the judgement did not start with ${present.join(' or ')}; fell back to ${present[0]} (the first solution)` }
+            : { verdict: reading.letter, ...(reading.reason && { note: truncate(reading.reason, 500) }) };
         },
-      ],
-      interpret: (content) => {
-        reading = readJudgement(content, present);
-        return reading.letter === null
-          ? { verdict: 'unparseable', note: `the judgement did not start with ${present.join(' or ')}; fell back to ${present[0]} (the first solution)` }
-          : { verdict: reading.letter, ...(reading.reason && { note: truncate(reading.reason, 500) }) };
-      },
-    }),
-  );
+      }),
+    );
+  } catch (error) {
+    // Both solutions are in hand: a failed judge costs the comparison, not the task.
+    if (run.context.signal.aborted) throw abortReason(run.context.signal);
+    run.warn(`the judge failed (${errorMessage(error)}); solution ${present[0]} (the first) was chosen`);
+    choose(candidates[0]!);
+    return;
+  }
   if (reading.letter === null) {
     run.warn(`judgement ${judgement.step.id} was unparseable; solution ${present[0]} (the first) was chosen`, judgement.step.id);
   }
@@ -321,6 +346,8 @@ async function runCompete(run: PipelineRun, step: StepOf<'compete'>): Promise<vo
 
 async function runExtractTools(run: PipelineRun, step: StepOf<'extractTools'>): Promise<void> {
   const { options } = step;
+  if (run.extractionConsidered) return;
+  run.extractionConsidered = true;
   const mode = run.input.options.extractTools ?? options.when;
   if (mode === 'never') return;
   const selection = toolSpecsFor({ tools: run.input.tools, toolChoice: run.input.toolChoice });
@@ -331,13 +358,22 @@ async function runExtractTools(run: PipelineRun, step: StepOf<'extractTools'>): 
     run.warn(`tool extraction skipped: no "${options.role}" role is configured`);
     return;
   }
-  const outcome = await extractTools(run.context, run.stepIds, {
-    role: options.role,
-    request: run.requestText,
-    ...(options.from === 'answer' && run.answer && { answer: run.answer.content }),
-    specs: selection.specs,
-    required: selection.required,
-  });
+  let outcome: Awaited<ReturnType<typeof extractTools>>;
+  try {
+    outcome = await extractTools(run.context, run.stepIds, {
+      role: options.role,
+      request: run.requestText,
+      ...(options.from === 'answer' && run.answer && { answer: run.answer.content }),
+      specs: selection.specs,
+      required: selection.required,
+    });
+  } catch (error) {
+    // With an answer in hand, failed extraction loses the tool calls, not the answer; a
+    // tools-only pipeline has nothing else to give, so there it fails the task.
+    if (run.context.signal.aborted || run.answer === undefined) throw error;
+    run.warn(`tool extraction failed (${errorMessage(error)}); the answer is returned without tool calls`);
+    return;
+  }
   run.steps.push(...outcome.steps);
   run.warnings.push(...outcome.warnings);
   for (const call of outcome.calls) run.toolCalls.push({ ...call, id: `call_${run.toolCalls.length + 1}` });

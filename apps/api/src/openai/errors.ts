@@ -96,7 +96,15 @@ function fromBodyParser(error: unknown): OpenAIFacadeError | undefined {
   if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
     return invalidRequest('The request body encoding is not supported; send UTF-8 JSON.');
   }
+  // Other client errors express raises itself (a path that does not URI-decode, ...).
+  if (clientErrorStatus(error) !== undefined) return invalidRequest('The request URL or body is malformed.');
   return undefined;
+}
+
+/** The 4xx status an HTTP-layer error carries, if it is one. */
+export function clientErrorStatus(error: unknown): number | undefined {
+  const status = (error as { status?: unknown; statusCode?: unknown } | null)?.status ?? (error as { statusCode?: unknown } | null)?.statusCode;
+  return typeof status === 'number' && status >= 400 && status < 500 ? status : undefined;
 }
 
 /**

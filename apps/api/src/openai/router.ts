@@ -112,7 +112,7 @@ async function followForCall(
     options.onShutdown();
     follow?.close();
   });
-  res.once('close', () => {
+  const onClose = () => {
     openChatCalls.delete(res);
     if (res.writableEnded) return;
     clientGone = true;
@@ -121,7 +121,10 @@ async function followForCall(
     cancelTask(services, task.id, 'client disconnected from the chat completion call').catch((error: unknown) =>
       services.logger.warn('could not cancel the task of a departed client', { taskId: task.id, error: String(error) }),
     );
-  });
+  };
+  // The client may have left while the task was being created, before 'close' could be listened for.
+  if (res.destroyed) onClose();
+  else res.once('close', onClose);
   follow = await followTask(services.store, services.bus, task.id, {
     onEvent: options.onEvent,
     onEnd: (reason, error) => {
@@ -140,6 +143,8 @@ async function answerCompletion(services: ApiServices, request: ChatCompletionRe
     res.status(status).json(body);
   };
   const respondError = (error: OpenAIFacadeError) => {
+    // The shutdown answer may have gone out while the task was being read.
+    if (res.headersSent) return;
     if (error.retryable !== undefined) res.setHeader('x-should-retry', String(error.retryable));
     respond(error.status, { error: error.body });
   };
@@ -204,7 +209,8 @@ async function streamCompletion(services: ApiServices, request: ChatCompletionRe
     writeFrames(frames);
     res.end(done ? 'data: [DONE]\n\n' : undefined);
   };
-  res.once('close', () => clearInterval(keepAlive));
+  if (res.destroyed) clearInterval(keepAlive);
+  else res.once('close', () => clearInterval(keepAlive));
   writeFrames([translator.start()]);
 
   await followForCall(services, request, task, res, {

@@ -148,6 +148,10 @@ if not redis.call('ZSCORE', holders, id) then
   end
   redis.call('ZADD', deadlines, nowMs + ttl, id)
   handOut(limit, ttl, ARGV[6], id)
+else
+  -- Granted while this caller missed the grant message: its lease still expires at its old
+  -- heartbeat deadline, but the caller will count a full TTL from now, so make that true.
+  redis.call('ZADD', holders, 'XX', nowMs + ttl, id)
 end
 local granted = 0
 if redis.call('ZSCORE', holders, id) then granted = 1 end

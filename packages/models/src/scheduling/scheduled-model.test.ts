@@ -54,8 +54,8 @@ test('the second of two calls on one host waits for the first and reports how lo
   const model = new ScheduledModel(new SlowModel(host, 100), await bed.scheduler({ [host]: 1 }));
   const [first, second] = await Promise.all([ask(model, 'a'), ask(model, 'b')]);
   const waits = [first.waitMs!, second.waitMs!].sort((a, b) => a - b);
-  expect(waits[0]).toBeLessThan(20);
   expect(waits[1]).toBeGreaterThanOrEqual(90);
+  expect(waits[0]).toBeLessThan(waits[1] - 50);
   expect(first).toMatchObject({ content: 'a', model: 'fake-model' });
 });
 
@@ -73,7 +73,7 @@ test('a call to a host that is down fails fast with MODEL_UNAVAILABLE without re
   const failure = await ask(model, 'x').catch((error: unknown) => error);
   expect(failure).toBeInstanceOf(ModelUnavailableError);
   expect((failure as ModelUnavailableError).message).toMatch(new RegExp(`host ${host} is down .*ECONNREFUSED`));
-  expect(performance.now() - startedAt).toBeLessThan(20);
+  expect(performance.now() - startedAt).toBeLessThan(500);
   expect(inner.calls).toHaveLength(0);
   await health.stop();
 });
@@ -101,7 +101,8 @@ test('a call aborted by its caller ends with the caller\'s error and frees the h
   controller.abort(new CancelledError('task was cancelled'));
   expect(await call).toBeInstanceOf(CancelledError);
   const next = await ask(model, '[[ms=1]] next');
-  expect(next.waitMs).toBeLessThan(20);
+  // The aborted call would have held the host for 5 s.
+  expect(next.waitMs).toBeLessThan(1000);
 });
 
 test('a short call submitted behind three compete-shaped tasks starts before any of them finishes', async () => {
