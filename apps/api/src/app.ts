@@ -1,9 +1,9 @@
 import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
-import { isMageError, NotFoundError, PayloadTooLargeError, toErrorBody, ValidationError } from '@mageagent/core';
+import { isMageError, NotFoundError, toErrorBody } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
 import { openaiFacade } from './openai/router';
 import { hostsRouter } from './hosts';
-import { clientErrorStatus } from './openai/errors';
+import { fromHttpLayer } from './http-errors';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
 import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
@@ -73,22 +73,9 @@ export function createApp(services: ApiServices): express.Express {
   return app;
 }
 
-/** body-parser's errors carry a `type`; map them to the documented shapes. */
-function fromBodyParser(error: unknown): Error | undefined {
-  const type = (error as { type?: unknown }).type;
-  if (type === 'entity.too.large') return new PayloadTooLargeError('request body is larger than the configured limit');
-  if (type === 'entity.parse.failed') return new ValidationError('request body is not valid JSON');
-  if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
-    return new ValidationError('request body encoding is not supported');
-  }
-  // Other client errors express raises itself, e.g. a path segment that does not URI-decode.
-  if (clientErrorStatus(error) !== undefined) return new ValidationError('malformed request URL or body');
-  return undefined;
-}
-
 function errorHandler(services: ApiServices): ErrorRequestHandler {
   return (error: unknown, req, res, _next) => {
-    const mapped = fromBodyParser(error) ?? error;
+    const mapped = fromHttpLayer(error) ?? error;
     const status = isMageError(mapped) ? mapped.httpStatus : 500;
     if (status >= 500) services.logger.error('request failed', { method: req.method, path: req.path, error: String(error), stack: (error as Error).stack });
     if (res.headersSent) {

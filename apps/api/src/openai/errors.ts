@@ -8,6 +8,7 @@ import {
   type TaskErrorInfo,
   type z,
 } from '@mageagent/core';
+import { fromHttpLayer } from '../http-errors';
 
 /** OpenAI's error body: what every OpenAI client knows how to read. */
 export interface OpenAIErrorBody {
@@ -82,31 +83,6 @@ export function fromZodError(error: z.ZodError): OpenAIFacadeError {
   return invalidRequest(`Invalid value for ${where}: ${issue.message}.${others}`, param, code);
 }
 
-/** body-parser marks its errors with a `type`; they become OpenAI's answers to unreadable bodies. */
-function fromBodyParser(error: unknown): OpenAIFacadeError | undefined {
-  const type = (error as { type?: unknown } | null)?.type;
-  if (type === 'entity.too.large') {
-    return new OpenAIFacadeError(413, 'The request body is larger than this server accepts.', { code: 'request_too_large' });
-  }
-  if (type === 'entity.parse.failed') {
-    return invalidRequest(
-      'We could not parse the JSON body of your request. The API expects a JSON payload (content-type: application/json).',
-    );
-  }
-  if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
-    return invalidRequest('The request body encoding is not supported; send UTF-8 JSON.');
-  }
-  // Other client errors express raises itself (a path that does not URI-decode, ...).
-  if (clientErrorStatus(error) !== undefined) return invalidRequest('The request URL or body is malformed.');
-  return undefined;
-}
-
-/** The 4xx status an HTTP-layer error carries, if it is one. */
-export function clientErrorStatus(error: unknown): number | undefined {
-  const status = (error as { status?: unknown; statusCode?: unknown } | null)?.status ?? (error as { statusCode?: unknown } | null)?.statusCode;
-  return typeof status === 'number' && status >= 400 && status < 500 ? status : undefined;
-}
-
 /**
  * The HTTP status of a task error code, read from core's typed errors so the facade answers with
  * the same status the rest of the API would (MODEL_UNAVAILABLE 503, TASK_TIMEOUT 504, ...).
@@ -130,8 +106,11 @@ export function fromTaskError(error: TaskErrorInfo): OpenAIFacadeError {
 /** Any error → the facade's answer; errors the facade does not know become a bare 500 (no message, no stack). */
 export function toOpenAIError(error: unknown): OpenAIFacadeError {
   if (error instanceof OpenAIFacadeError) return error;
-  const bodyParserError = fromBodyParser(error);
-  if (bodyParserError) return bodyParserError;
+  const httpError = fromHttpLayer(error);
+  if (httpError?.code === 'PAYLOAD_TOO_LARGE') {
+    return new OpenAIFacadeError(413, 'The request body is larger than this server accepts.', { code: 'request_too_large' });
+  }
+  if (httpError) return invalidRequest(`The ${httpError.message}.`);
   if (isMageError(error)) {
     return new OpenAIFacadeError(error.httpStatus, error.message, { code: error.code.toLowerCase() }, error.httpStatus >= 500 ? error.retryable : undefined);
   }
