@@ -25,7 +25,7 @@ const HOST_TASKS = Number(process.env.BENCH_HOST_TASKS ?? 400);
 /** Tasks of the utilization run (the stack's models at HOST_SPEEDUP). */
 const HOST_BACKLOG_TASKS = Number(process.env.BENCH_HOST_BACKLOG_TASKS ?? 24);
 const HOST_SPEEDUP = Number(process.env.BENCH_HOST_SPEEDUP ?? 20);
-/** `hosts` runs only the host scheduling table. */
+/** `BENCH_ONLY=hosts` runs only the host scheduling table, `BENCH_ONLY=spine` only the spine table. */
 const ONLY = process.env.BENCH_ONLY;
 const SIM_HOST = 'sim-mac';
 
@@ -228,7 +228,7 @@ async function main(): Promise<void> {
   };
   try {
     if (ONLY !== 'hosts') await spine(prefix);
-    await hostScheduling(prefix);
+    if (ONLY !== 'spine') await hostScheduling(prefix);
   } finally {
     for (const value of prefixes) {
       await deleteKeysWithPrefix(redis, value);

@@ -2,7 +2,7 @@ import express, { type ErrorRequestHandler, type Request, type Response } from '
 import { isMageError, NotFoundError, toErrorBody } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
 import { openaiFacade } from './openai/router';
-import { hostsRouter } from './hosts';
+import { hostsHandler } from './hosts';
 import { fromHttpLayer } from './http-errors';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
@@ -24,6 +24,15 @@ export function createApp(services: ApiServices): express.Express {
   app.set('etag', false);
   app.use(express.json({ limit: services.config.bodyLimitBytes }));
 
+  // The hot path first: express tries routes in order.
+  app.post('/tasks', async (req, res) => {
+    const task = await createTask(services, req.body);
+    res
+      .status(202)
+      .location(`/tasks/${task.id}`)
+      .json({ id: task.id, status: task.status, pattern: task.pattern, createdAt: task.createdAt, links: links(task.id) });
+  });
+
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
@@ -37,15 +46,7 @@ export function createApp(services: ApiServices): express.Express {
     res.json({ default: services.defaultPattern, patterns: services.patterns.list() });
   });
 
-  app.use(hostsRouter(services.hosts));
-
-  app.post('/tasks', async (req, res) => {
-    const task = await createTask(services, req.body);
-    res
-      .status(202)
-      .location(`/tasks/${task.id}`)
-      .json({ id: task.id, status: task.status, pattern: task.pattern, createdAt: task.createdAt, links: links(task.id) });
-  });
+  app.get('/hosts', hostsHandler(services.hosts));
 
   app.get('/tasks/:id', async (req, res) => {
     const task = await services.store.require(requireTaskId(req.params.id));

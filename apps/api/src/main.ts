@@ -4,7 +4,7 @@ import { Server as SocketServer } from 'socket.io';
 import { createLogger, onShutdown } from '@mageagent/core';
 import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { loadPatternRegistry } from '@mageagent/patterns';
-import { CancelChannel, createRedis, TaskEventBus, TaskQueue, TaskStore } from '@mageagent/tasks';
+import { CancelChannel, createRedis, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
 import { createApp } from './app';
 import { loadApiEnv } from './env';
 import { endChatCalls } from './openai/router';
@@ -17,14 +17,16 @@ async function main(): Promise<void> {
   const logger = createLogger({ service: 'api', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
 
   // Two connections per process, whatever the number of clients: commands (auto-pipelined, shared
-  // with BullMQ's queue so a task's record and its job leave in one write) and the one subscriber.
+  // with BullMQ's queue so new tasks' records always precede their jobs) and the one subscriber.
   const redis = createRedis(env.REDIS_URL, 'commands', 'mageagent-api');
   const subscriber = createRedis(env.REDIS_URL, 'subscriber', 'mageagent-api-subscriber');
   const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
+  const queue = new TaskQueue(redis, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS });
   const services: ApiServices = {
     redis,
     store,
-    queue: new TaskQueue(redis, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS }),
+    queue,
+    intake: new TaskIntake(store, queue),
     bus: new TaskEventBus(subscriber, store.keys, logger),
     cancels: new CancelChannel(store.keys),
     patterns: loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN }),

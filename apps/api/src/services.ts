@@ -2,13 +2,15 @@ import type { Redis } from 'ioredis';
 import type { Logger } from '@mageagent/core';
 import type { HostStatsReader } from '@mageagent/models';
 import type { PatternRegistry } from '@mageagent/patterns';
-import type { CancelChannel, TaskEventBus, TaskQueue, TaskStore } from '@mageagent/tasks';
+import type { CancelChannel, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
 
 /** What the HTTP and socket handlers need; built once per process in main.ts. */
 export interface ApiServices {
   redis: Redis;
   store: TaskStore;
   queue: TaskQueue;
+  /** Writes new tasks (record and job), batched per event-loop turn. */
+  intake: TaskIntake;
   bus: TaskEventBus;
   cancels: CancelChannel;
   patterns: PatternRegistry;

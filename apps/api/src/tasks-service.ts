@@ -29,7 +29,7 @@ export function newTaskId(): string {
   return uuidv7({ random });
 }
 
-/** Parses and enqueues a new task; one Redis round trip for the record and the job together. */
+/** Parses and enqueues a new task: its record and its job, written with the other tasks of this turn. */
 export async function createTask(services: ApiServices, body: unknown): Promise<TaskRecord> {
   if (body === undefined || body === null || typeof body !== 'object' || Array.isArray(body)) {
     throw new ValidationError('request body must be a JSON object (content-type: application/json)');
@@ -70,21 +70,7 @@ export async function createTask(services: ApiServices, body: unknown): Promise<
     error: null,
     lastSeq: 1,
   };
-  // Both writes leave in the same tick, so auto-pipelining sends them together.
-  const [created, enqueued] = await Promise.allSettled([
-    services.store.create(task),
-    services.queue.enqueue(task.id, task.priority),
-  ]);
-  if (created.status === 'rejected') {
-    if (enqueued.status === 'fulfilled') await services.queue.remove(task.id).catch(() => undefined);
-    throw created.reason;
-  }
-  if (enqueued.status === 'rejected') {
-    await services.store
-      .fail(task.id, { code: 'INTERNAL', message: 'the task could not be queued', retryable: true })
-      .catch(() => undefined);
-    throw enqueued.reason;
-  }
+  await services.intake.submit(task);
   return task;
 }
 

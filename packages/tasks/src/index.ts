@@ -4,4 +4,5 @@ export * from './task-store';
 export * from './event-bus';
 export * from './task-follower';
 export * from './task-queue';
+export * from './task-intake';
 export * from './cancel-channel';

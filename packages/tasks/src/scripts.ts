@@ -9,10 +9,11 @@
 /** KEYS: task hash, event log. ARGV: ttl, taskId, at, first event body, then field/value pairs. */
 export const CREATE_TASK = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+-- The log first: if it cannot be written (a stray key of another type), no record is left behind.
+redis.call('RPUSH', KEYS[2], '{"taskId":"' .. ARGV[2] .. '","seq":1,"at":"' .. ARGV[3] .. '",' .. string.sub(ARGV[4], 2))
 local fields = {'seq', 1}
 for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('RPUSH', KEYS[2], '{"taskId":"' .. ARGV[2] .. '","seq":1,"at":"' .. ARGV[3] .. '",' .. string.sub(ARGV[4], 2))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[2], ARGV[1])
 return 1

@@ -34,8 +34,17 @@ export class TaskQueue {
     });
   }
 
-  enqueue(taskId: string, priority: TaskPriority): Promise<unknown> {
-    const jobOptions: JobsOptions = {
+  enqueue(taskId: string, priority: TaskPriority): Promise<void> {
+    return this.enqueueAll([{ taskId, priority }]);
+  }
+
+  /** Adds one job per task in one pipelined write (BullMQ's addBulk); rejects if any add failed. */
+  async enqueueAll(tasks: readonly { taskId: string; priority: TaskPriority }[]): Promise<void> {
+    await this.queue.addBulk(tasks.map(({ taskId, priority }) => ({ name: 'run', data: { taskId }, opts: this.jobOptions(taskId, priority) })));
+  }
+
+  private jobOptions(taskId: string, priority: TaskPriority): JobsOptions {
+    return {
       jobId: taskId,
       priority: BULLMQ_PRIORITY[priority],
       attempts: this.options.attempts,
@@ -43,7 +52,6 @@ export class TaskQueue {
       removeOnComplete: true,
       removeOnFail: { age: 24 * 3600, count: 10_000 },
     };
-    return this.queue.add('run', { taskId }, jobOptions);
   }
 
   /** Removes a job that no worker holds; false when it is locked by a worker (or gone). */

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { TaskEvent, TaskRecord } from '@mageagent/core';
+import type { TaskEvent } from '@mageagent/core';
 import { createRedis } from './redis';
 import { TaskStore } from './task-store';
 import { TaskEventBus } from './event-bus';
 import { followTask } from './task-follower';
+import { queuedTask } from './test-tasks';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `test-store-${randomUUID().slice(0, 8)}`;
@@ -13,27 +14,7 @@ let subscriber: Redis;
 let store: TaskStore;
 let bus: TaskEventBus;
 
-function newTask(): TaskRecord {
-  const now = new Date().toISOString();
-  return {
-    id: randomUUID(),
-    status: 'queued',
-    pattern: 'primary',
-    priority: 'normal',
-    input: { messages: [{ role: 'user', content: 'hi' }] },
-    options: {},
-    metadata: { source: 'test' },
-    createdAt: now,
-    startedAt: null,
-    completedAt: null,
-    expiresAt: now,
-    attempt: 0,
-    currentStep: null,
-    result: null,
-    error: null,
-    lastSeq: 1,
-  };
-}
+const newTask = () => queuedTask({ metadata: { source: 'test' } });
 
 beforeAll(() => {
   redis = createRedis(REDIS_URL, 'commands');

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { ChainableCommander, Redis } from 'ioredis';
 import {
   NotFoundError,
   TaskStatuses,
@@ -13,7 +13,6 @@ import { TaskKeys } from './keys';
 import { CREATE_TASK, TRANSITION } from './scripts';
 
 type ScriptedRedis = Redis & {
-  mageCreateTask(hash: string, events: string, ...argv: (string | number)[]): Promise<number>;
   mageTransition(hash: string, events: string, ...argv: (string | number)[]): Promise<[number, string]>;
 };
 
@@ -71,19 +70,40 @@ export class TaskStore {
 
   /** Writes a new task with its first `status: queued` event (seq 1). */
   async create(task: TaskRecord): Promise<void> {
-    const fields: string[] = [];
-    for (const [key, value] of Object.entries(serialise(task))) fields.push(key, value);
-    const firstEvent = JSON.stringify({ type: 'status', status: task.status });
-    const created = await this.redis.mageCreateTask(
-      this.keys.task(task.id),
-      this.keys.events(task.id),
-      this.options.retentionSeconds,
-      task.id,
-      task.createdAt,
-      firstEvent,
-      ...fields,
-    );
-    if (created !== 1) throw new Error(`task ${task.id} exists already`);
+    const [problem] = await this.createAll([task]);
+    if (problem) throw problem;
+  }
+
+  /**
+   * Writes new tasks in one pipelined write; resolves to one entry per task: null when
+   * written, or the error that kept it out. The commands are handed to the connection
+   * before this returns, so anything sent later on the same connection lands after them.
+   */
+  async createAll(tasks: readonly TaskRecord[]): Promise<(Error | null)[]> {
+    const pipeline = this.redis.pipeline() as ChainableCommander & {
+      mageCreateTask(hash: string, events: string, ...argv: (string | number)[]): unknown;
+    };
+    for (const task of tasks) {
+      const argv: (string | number)[] = [
+        this.options.retentionSeconds,
+        task.id,
+        task.createdAt,
+        JSON.stringify({ type: 'status', status: task.status }),
+      ];
+      for (const [key, value] of Object.entries(serialise(task))) argv.push(key, value);
+      pipeline.mageCreateTask(this.keys.task(task.id), this.keys.events(task.id), ...argv);
+    }
+    let replies: [Error | null, unknown][] | null;
+    try {
+      replies = await pipeline.exec();
+    } catch (error) {
+      return tasks.map(() => asError(error));
+    }
+    return tasks.map((task, index) => {
+      const [error, created] = replies?.[index] ?? [new Error('no reply from Redis'), 0];
+      if (error) return error;
+      return created === 1 ? null : new TaskExistsError(task.id);
+    });
   }
 
   async get(taskId: string): Promise<TaskRecord | undefined> {
@@ -226,4 +246,16 @@ function deserialise(hash: Record<string, string>): TaskRecord {
     error: json<TaskErrorInfo | null>('error', null),
     lastSeq: Number(hash.seq ?? 0),
   };
+}
+
+/** A task with this id exists already (its record is left as it was). */
+export class TaskExistsError extends Error {
+  constructor(taskId: string) {
+    super(`task ${taskId} exists already`);
+    this.name = 'TaskExistsError';
+  }
+}
+
+function asError(error: unknown): Error {
+  return error instanceof Error ? error : new Error(String(error));
 }
