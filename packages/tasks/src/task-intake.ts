@@ -33,13 +33,21 @@ export class TaskIntake {
   /** Resolves once the task's record and its job are both in Redis. */
   submit(task: TaskRecord): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      if (this.pending.push({ task, resolve, reject }) === 1) setImmediate(() => void this.flush());
+      if (this.pending.push({ task, resolve, reject }) === 1) setImmediate(() => this.flush());
     });
   }
 
-  private async flush(): Promise<void> {
+  private flush(): void {
     const batch = this.pending;
     this.pending = [];
+    this.write(batch).catch((error: unknown) => {
+      // Not expected (every outcome is handled below), but no submitter may be left waiting.
+      const reason = error instanceof Error ? error : new Error(String(error));
+      for (const { reject } of batch) reject(reason);
+    });
+  }
+
+  private async write(batch: Pending[]): Promise<void> {
     const tasks = batch.map((entry) => entry.task);
     // Records first: createAll hands its write to the connection before addBulk can.
     const created = this.store.createAll(tasks);
