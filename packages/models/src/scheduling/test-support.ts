@@ -3,9 +3,7 @@
  * the real Redis, schedulers that each stand for a worker process, and clean-up.
  */
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
-// Test-only: the shared Redis helpers live in the tasks package.
-import { createRedis, deleteKeysWithPrefix } from '@mageagent/tasks';
+import { Redis } from 'ioredis';
 import { HostLeases } from './host-lease';
 import { HostScheduler, type HostSchedulerOptions } from './host-scheduler';
 
@@ -21,9 +19,14 @@ export async function until(check: () => Promise<boolean> | boolean, what: strin
   }
 }
 
+/** Configured as the worker configures its connections: RESP2; a subscriber retries for ever. */
+function newConnection(role: 'commands' | 'subscriber'): Redis {
+  return new Redis(REDIS_URL, { protocol: 2, enableAutoPipelining: role === 'commands', maxRetriesPerRequest: role === 'commands' ? 3 : null });
+}
+
 export class SchedulingTestBed {
   readonly prefix = `test-hosts-${randomUUID().slice(0, 8)}`;
-  readonly admin: Redis = createRedis(REDIS_URL, 'commands');
+  readonly admin: Redis = newConnection('commands');
   readonly leases = new HostLeases(this.admin, this.prefix);
   private readonly connections: Redis[] = [];
   private readonly schedulers: HostScheduler[] = [];
@@ -35,7 +38,7 @@ export class SchedulingTestBed {
   }
 
   connection(role: 'commands' | 'subscriber' = 'commands'): Redis {
-    const redis = createRedis(REDIS_URL, role);
+    const redis = newConnection(role);
     this.connections.push(redis);
     return redis;
   }
@@ -69,8 +72,8 @@ export class SchedulingTestBed {
   /** Deletes every key of the prefix (and the health probe's `mutex:` locks) and closes every connection. */
   async close(): Promise<void> {
     await this.closeSchedulers();
-    await deleteKeysWithPrefix(this.admin, this.prefix);
-    await deleteKeysWithPrefix(this.admin, `mutex:${this.prefix}`);
+    const keys = [...(await this.admin.keys(`${this.prefix}:*`)), ...(await this.admin.keys(`mutex:${this.prefix}:*`))];
+    if (keys.length > 0) await this.admin.unlink(...keys);
     await Promise.all([...this.connections, this.admin].map((connection) => connection.quit().catch(() => undefined)));
   }
 }
