@@ -57,20 +57,22 @@ test('20 mixed tasks from 4 workers × 4 all complete, with never more than one 
 }, 60_000);
 
 test('a high-priority task queued last gets the host first; each priority is served in arrival order', async () => {
-  const blocker = await createTask(service.api, { prompt: 'hold the host [[sim: ttft=400]]', priority: 'low' });
+  // The blocker holds the host until it is cancelled, however long queueing the others takes.
+  const blocker = await createTask(service.api, { prompt: 'hold the host [[sim: hang]]', priority: 'low' });
   await eventually(async () => ((await hostsOf(service.api))[0]!.leases[0]?.owner === blocker ? true : undefined), 5000, 'the blocker to hold the host');
   const queued: Array<{ id: string; priority: 'low' | 'normal' | 'high' }> = [];
   for (const priority of ['low', 'normal', 'low', 'normal', 'high'] as const) {
     queued.push({ id: await createTask(service.api, { prompt: `queued ${priority} [[sim: ttft=10]]`, priority }), priority });
     await waitersReach(queued.length);
   }
+  await postJson(`${service.api}/tasks/${blocker}/cancel`, {});
   const tasks = await Promise.all(queued.map(({ id }) => waitForTask(service.api, id)));
   const order = tasks
     .map((task, index) => ({ label: `${queued[index]!.priority}-${index}`, at: grantedAt(task) }))
     .sort((a, b) => a.at - b.at)
     .map(({ label }) => label);
   expect(order).toEqual(['high-4', 'normal-1', 'normal-3', 'low-0', 'low-2']);
-  expect((await waitForTask(service.api, blocker)).status).toBe('completed');
+  expect((await waitForTask(service.api, blocker)).status).toBe('cancelled');
 });
 
 test('a tools task behind three running compete tasks starts its call before they finish', async () => {
