@@ -34,10 +34,6 @@ export class TaskQueue {
     });
   }
 
-  enqueue(taskId: string, priority: TaskPriority): Promise<void> {
-    return this.enqueueAll([{ taskId, priority }]);
-  }
-
   /** Adds one job per task in one pipelined write (BullMQ's addBulk); rejects if any add failed. */
   async enqueueAll(tasks: readonly { taskId: string; priority: TaskPriority }[]): Promise<void> {
     await this.queue.addBulk(tasks.map(({ taskId, priority }) => ({ name: 'run', data: { taskId }, opts: this.jobOptions(taskId, priority) })));
