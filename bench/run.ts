@@ -80,7 +80,7 @@ function summarise(results: autocannon.Result[]): LoadSummary {
 
 /** Plain BullMQ: `queue.add` with the api's job options, CONNECTIONS adds in flight. */
 async function queueCeiling(prefix: string): Promise<{ perSecond: number }> {
-  const connection = createRedis(REDIS_URL, 'commands', 'bench-queue');
+  const connection = createRedis(REDIS_URL, 'requests', { connectionName: 'bench-queue' });
   const queue = new Queue(TASK_QUEUE_NAME, { connection, prefix, streams: { events: { maxLen: 100 } } });
   const options = { priority: BULLMQ_PRIORITY.normal, attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: true, removeOnFail: { age: 86400, count: 10000 } };
   const run = async (seconds: number) => {

@@ -1,9 +1,9 @@
 import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
-import { isMageError, NotFoundError, toErrorBody } from '@mageagent/core';
+import { isMageError, NotFoundError, quote, ServiceUnavailableError, toErrorBody } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
 import { openaiFacade } from './openai/router';
 import { hostsHandler } from './hosts';
-import { fromHttpLayer } from './http-errors';
+import { asClientError } from './http-errors';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
 import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
@@ -69,20 +69,24 @@ export function createApp(services: ApiServices): express.Express {
 
   app.use('/v1', ...openaiFacade(services));
 
-  app.use((req, _res, next) => next(new NotFoundError(`no route for ${req.method} ${req.path}`)));
+  app.use((req, _res, next) => next(new NotFoundError(`no route for ${quote(req.method, 16)} ${quote(req.path)}`)));
   app.use(errorHandler(services));
   return app;
 }
 
 function errorHandler(services: ApiServices): ErrorRequestHandler {
   return (error: unknown, req, res, _next) => {
-    const mapped = fromHttpLayer(error) ?? error;
+    const mapped = asClientError(error);
     const status = isMageError(mapped) ? mapped.httpStatus : 500;
-    if (status >= 500) services.logger.error('request failed', { method: req.method, path: req.path, error: String(error), stack: (error as Error).stack });
+    // An outage is logged once by the connection, not once per request it costs.
+    if (status >= 500 && !(mapped instanceof ServiceUnavailableError)) {
+      services.logger.error('request failed', { method: req.method, path: quote(req.path), error: String(error), stack: (error as Error).stack });
+    }
     if (res.headersSent) {
       res.end();
       return;
     }
+    if (mapped instanceof ServiceUnavailableError) res.setHeader('retry-after', String(mapped.retryAfterSeconds));
     res.status(status).json({ error: toErrorBody(mapped) });
   };
 }

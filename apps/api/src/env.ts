@@ -24,6 +24,17 @@ export const ApiEnvSchema = z.object({
   MODELS_CONFIG: z.string().optional(),
   /** Socket.io: most tasks one socket may follow at once. */
   SOCKET_MAX_SUBSCRIPTIONS: intEnv(100, 1),
+  /**
+   * A Redis command of a request that has no answer after this long fails, and the request is
+   * answered 503 with Retry-After: while Redis hangs or is unreachable, clients hear so at once
+   * instead of waiting until they give up. (An unreachable Redis fails commands at once anyway.)
+   */
+  REDIS_COMMAND_TIMEOUT_MS: intEnv(750, 50, 60_000),
+  /**
+   * On SIGTERM: how long requests in flight get to finish after the api stops accepting and has
+   * told open streams to reconnect, before it exits anyway.
+   */
+  SHUTDOWN_GRACE_MS: intEnv(10_000, 0),
 });
 export type ApiEnv = z.infer<typeof ApiEnvSchema>;
 

@@ -1,4 +1,5 @@
-import { PayloadTooLargeError, ValidationError, type MageError } from '@mageagent/core';
+import { PayloadTooLargeError, ServiceUnavailableError, ValidationError, type MageError } from '@mageagent/core';
+import { isRedisUnavailable, redisUnavailable, TaskNotQueuedError } from '@mageagent/tasks';
 
 /**
  * Errors the HTTP layer raises before a handler runs, as typed errors: body-parser marks its own
@@ -15,4 +16,19 @@ export function fromHttpLayer(error: unknown): MageError | undefined {
   const code = status ?? statusCode;
   if (typeof code === 'number' && code >= 400 && code < 500) return new ValidationError('malformed request URL or body');
   return undefined;
+}
+
+/**
+ * A dependency that is down, as the client should hear it: Redis unreachable (or a task that
+ * could not be queued because of it) is a 503 with Retry-After, not a 500.
+ */
+export function fromDependency(error: unknown): ServiceUnavailableError | undefined {
+  if (error instanceof ServiceUnavailableError) return error;
+  const cause = error instanceof TaskNotQueuedError ? error.cause : error;
+  return isRedisUnavailable(cause) ? redisUnavailable(error) : undefined;
+}
+
+/** Any error as the typed error a client is answered with (anything unknown stays as it is: a 500). */
+export function asClientError(error: unknown): unknown {
+  return fromHttpLayer(error) ?? fromDependency(error) ?? error;
 }

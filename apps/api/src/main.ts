@@ -4,7 +4,7 @@ import { Server as SocketServer } from 'socket.io';
 import { createLogger, onShutdown } from '@mageagent/core';
 import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { loadPatternRegistry } from '@mageagent/patterns';
-import { CancelChannel, createRedis, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
+import { CancelChannel, createRedis, redisReady, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
 import { createApp } from './app';
 import { loadApiEnv } from './env';
 import { endChatCalls } from './openai/router';
@@ -12,16 +12,26 @@ import type { ApiServices } from './services';
 import { attachSocketHandlers } from './socket';
 import { openStreams } from './sse';
 
+/** How long start-up waits for Redis before serving anyway (answering 503 until Redis is there). */
+const REDIS_STARTUP_WAIT_MS = 5_000;
+
 async function main(): Promise<void> {
   const env = loadApiEnv();
   const logger = createLogger({ service: 'api', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
 
   // Two connections per process, whatever the number of clients: commands (auto-pipelined, shared
-  // with BullMQ's queue so new tasks' records always precede their jobs) and the one subscriber.
-  const redis = createRedis(env.REDIS_URL, 'commands', 'mageagent-api');
-  const subscriber = createRedis(env.REDIS_URL, 'subscriber', 'mageagent-api-subscriber');
+  // with BullMQ's queue so new tasks' records always precede their jobs, failing fast while Redis
+  // is unreachable) and the one subscriber.
+  const redis = createRedis(env.REDIS_URL, 'requests', {
+    connectionName: 'mageagent-api',
+    logger,
+    commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
+  });
+  const subscriber = createRedis(env.REDIS_URL, 'subscriber', { connectionName: 'mageagent-api-subscriber', logger });
   const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
   const queue = new TaskQueue(redis, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS });
+  // BullMQ reports connection errors as 'error' events; the connection's own watcher logs outages.
+  queue.queue.on('error', () => undefined);
   const services: ApiServices = {
     redis,
     store,
@@ -41,6 +51,10 @@ async function main(): Promise<void> {
     },
   };
 
+  if (!(await redisReady(redis, REDIS_STARTUP_WAIT_MS))) {
+    logger.warn('redis is not reachable yet; serving anyway: task routes answer 503 until it is', { waitedMs: REDIS_STARTUP_WAIT_MS });
+  }
+
   const server = createServer(createApp(services));
   // Long-lived SSE responses must not be cut by Node's request timeout.
   server.requestTimeout = 0;
@@ -56,20 +70,42 @@ async function main(): Promise<void> {
   logger.info('api listening', { port });
   process.send?.({ type: 'ready', service: 'api', port });
 
-  onShutdown(logger, [
-    { name: 'stop accepting connections', run: async () => void server.close() },
-    {
-      name: 'tell streams to reconnect',
-      run: async () => {
-        for (const stream of openStreams) stream.end();
-        endChatCalls();
-        io.disconnectSockets(true);
+  let closed: Promise<void> = Promise.resolve();
+  onShutdown(
+    logger,
+    [
+      {
+        name: 'stop accepting connections',
+        run: async () => {
+          closed = new Promise<void>((resolve) => server.close(() => resolve()));
+          server.closeIdleConnections();
+        },
       },
-    },
-    { name: 'close socket.io', run: () => new Promise<void>((resolve) => void io.close(() => resolve())) },
-    { name: 'close queue', run: () => services.queue.close() },
-    { name: 'close redis', run: async () => void (await Promise.allSettled([redis.quit(), subscriber.quit()])) },
-  ]);
+      {
+        name: 'tell streams to reconnect',
+        run: async () => {
+          for (const stream of [...openStreams]) stream.endWithReconnect('the server is shutting down');
+          endChatCalls();
+          // Sockets hear why, then lose their transport (not a server-side disconnect, which
+          // would tell socket.io clients not to reconnect): they reconnect to another api.
+          io.emit('server-shutdown', { reason: 'the server is shutting down', reconnect: true });
+          io.engine.close();
+        },
+      },
+      {
+        name: 'let requests in flight finish',
+        run: async () => {
+          // Keep-alive connections turn idle as their last request finishes; close them as they do.
+          const sweep = setInterval(() => server.closeIdleConnections(), 100);
+          await closed;
+          clearInterval(sweep);
+        },
+      },
+      { name: 'close queue', run: () => services.queue.close() },
+      { name: 'close redis', run: async () => void (await Promise.allSettled([redis.quit(), subscriber.quit()])) },
+    ],
+    { deadlineMs: env.SHUTDOWN_GRACE_MS },
+  );
 }
 
 main().catch((error: unknown) => {

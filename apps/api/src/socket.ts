@@ -1,14 +1,15 @@
 import type { Server, Socket } from 'socket.io';
 import { toErrorBody, ValidationError, z, zodIssuesToDetails } from '@mageagent/core';
 import { followTask, type TaskFollow } from '@mageagent/tasks';
+import { asClientError } from './http-errors';
 import type { ApiServices } from './services';
 import { requireTaskId } from './tasks-service';
 
 const SubscribeSchema = z.strictObject({
-  taskId: z.string(),
-  after: z.number().int().min(0).optional(),
+  taskId: z.string().max(64),
+  after: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
 });
-const UnsubscribeSchema = z.strictObject({ taskId: z.string() });
+const UnsubscribeSchema = z.strictObject({ taskId: z.string().max(64) });
 
 type Ack = (answer: unknown) => void;
 
@@ -18,13 +19,19 @@ function parse<T>(schema: z.ZodType<T>, payload: unknown): T {
   return parsed.data;
 }
 
+/** The error a socket client is acked with: the documented shape, whatever went wrong. */
+const errorAnswer = (error: unknown) => ({ error: toErrorBody(asClientError(error)) });
+
 /**
  * Socket.io: `subscribe-task {taskId, after?}` acks with the task snapshot (or an error) and then
  * emits the task's events as `task-update`, the same objects SSE sends; `unsubscribe-task` stops.
+ * A subscription the server has to drop before the task ends (the task expired) is announced
+ * with `task-unsubscribed {taskId, after, reason}`: subscribe again with that `after` to resume.
+ * A Redis outage drops nothing: the events resume when Redis is back.
  */
 export function attachSocketHandlers(io: Server, services: ApiServices): void {
   io.on('connection', (socket: Socket) => {
-    const follows = new Map<string, Promise<TaskFollow>>();
+    const follows = new Map<string, TaskFollow>();
 
     const reply = (ack: unknown, answer: unknown) => {
       if (typeof ack === 'function') (ack as Ack)(answer);
@@ -35,36 +42,42 @@ export function attachSocketHandlers(io: Server, services: ApiServices): void {
         const { taskId: rawId, after } = parse(SubscribeSchema, payload);
         const taskId = requireTaskId(rawId);
         const task = await services.store.require(taskId);
+        if (socket.disconnected) return;
         if (!follows.has(taskId) && follows.size >= services.config.socketMaxSubscriptions) {
           throw new ValidationError(`a socket may follow at most ${services.config.socketMaxSubscriptions} tasks`);
         }
-        await follows.get(taskId)?.then((follow) => follow.close());
+        follows.get(taskId)?.close();
         reply(ack, { task });
         const follow = followTask(services.store, services.bus, taskId, {
           afterSeq: after ?? 0,
           onEvent: (event) => socket.emit('task-update', event),
-          onEnd: () => follows.delete(taskId),
+          onEnd: (reason, error) => {
+            if (follows.get(taskId) === follow) follows.delete(taskId);
+            if (reason !== 'error') return;
+            services.logger.warn('socket subscription ended on error', { taskId, error: String(error) });
+            socket.emit('task-unsubscribed', { taskId, after: follow.lastSeq, reason: 'the server could not go on following the task' });
+          },
         });
         follows.set(taskId, follow);
       } catch (error) {
-        reply(ack, { error: toErrorBody(error) });
+        reply(ack, errorAnswer(error));
       }
     });
 
-    socket.on('unsubscribe-task', async (payload: unknown, ack?: unknown) => {
+    socket.on('unsubscribe-task', (payload: unknown, ack?: unknown) => {
       try {
         const { taskId } = parse(UnsubscribeSchema, payload);
         const follow = follows.get(taskId);
         follows.delete(taskId);
-        (await follow)?.close();
+        follow?.close();
         reply(ack, { ok: true });
       } catch (error) {
-        reply(ack, { error: toErrorBody(error) });
+        reply(ack, errorAnswer(error));
       }
     });
 
     socket.on('disconnect', () => {
-      for (const follow of follows.values()) void follow.then((active) => active.close());
+      for (const follow of follows.values()) follow.close();
       follows.clear();
     });
   });

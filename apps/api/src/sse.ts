@@ -4,21 +4,48 @@ import { followTask } from '@mageagent/tasks';
 import type { ApiServices } from './services';
 import { parseResumePoint, requireTaskId } from './tasks-service';
 
+/** An open SSE response, as shutdown sees it. */
+export interface OpenStream {
+  /** Ends the stream with a `reconnect` event: the client should reconnect with Last-Event-ID. */
+  endWithReconnect(reason: string): void;
+}
+
 /** Open SSE responses, so shutdown can tell them to reconnect elsewhere. */
-export const openStreams = new Set<Response>();
+export const openStreams = new Set<OpenStream>();
+
+/** How soon an EventSource reconnects after the server ends a stream (the `retry:` field). */
+const RECONNECT_AFTER_MS = 1000;
 
 function formatEvent(event: TaskEvent): string {
   return `id: ${event.seq}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`;
 }
 
 /**
+ * The last frame of a stream the server ends before the task did. It carries no `id:`, so the
+ * client's Last-Event-ID stays the last task event it received and a reconnect resumes there.
+ */
+function formatReconnect(taskId: string, lastEventId: number, reason: string): string {
+  return `event: reconnect\ndata: ${JSON.stringify({ taskId, lastEventId, retryMs: RECONNECT_AFTER_MS, reason })}\n\n`;
+}
+
+/**
  * `GET /tasks/:id/stream`: the task's events as SSE. Resumes after `Last-Event-ID` or
- * `?after=`, replays a finished task's log and closes after the terminal status.
+ * `?after=`, replays a finished task's log and closes after the terminal status. A Redis outage
+ * does not end the stream (pings go on; the events resume when Redis is back); a stream the
+ * server must end early (shutdown, the task expired) ends with a `reconnect` event.
  */
 export async function streamTask(services: ApiServices, req: Request, res: Response): Promise<void> {
+  // The client may leave while the task is being looked up: note it now, act once following.
+  let clientGone = false;
+  const onEarlyClose = () => {
+    clientGone = true;
+  };
+  res.once('close', onEarlyClose);
   const taskId = requireTaskId(req.params.id);
   const afterSeq = parseResumePoint(req.get('last-event-id') ?? req.query.after);
   await services.store.require(taskId);
+  res.off('close', onEarlyClose);
+  if (clientGone) return;
 
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
@@ -26,26 +53,31 @@ export async function streamTask(services: ApiServices, req: Request, res: Respo
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
   });
-  // Tells EventSource how soon to reconnect after the server ends a stream on shutdown.
-  res.write('retry: 1000\n\n');
-  openStreams.add(res);
+  // Tells EventSource how soon to reconnect after the server ends a stream.
+  res.write(`retry: ${RECONNECT_AFTER_MS}\n\n`);
 
   const ping = setInterval(() => res.write(': ping\n\n'), services.config.ssePingMs);
-  // The client may leave while the log is being replayed: note it now, act once following.
-  let clientGone = false;
-  res.once('close', () => {
-    clientGone = true;
-  });
-  const follow = await followTask(services.store, services.bus, taskId, {
+  let finalFrame = '';
+  const stream: OpenStream = {
+    endWithReconnect: (reason) => {
+      finalFrame = formatReconnect(taskId, follow.lastSeq, reason);
+      follow.close();
+    },
+  };
+  openStreams.add(stream);
+  const follow = followTask(services.store, services.bus, taskId, {
     afterSeq,
+    resyncMs: services.config.ssePingMs,
     onEvent: (event) => res.write(formatEvent(event)),
     onEnd: (reason, error) => {
       clearInterval(ping);
-      openStreams.delete(res);
-      if (reason === 'error') services.logger.warn('stream ended on error', { taskId, error: String(error) });
-      res.end();
+      openStreams.delete(stream);
+      if (reason === 'error') {
+        services.logger.warn('stream ended on error', { taskId, error: String(error) });
+        finalFrame = formatReconnect(taskId, follow.lastSeq, 'the server could not go on following the task');
+      }
+      res.end(finalFrame);
     },
   });
-  if (clientGone) follow.close();
-  else res.once('close', () => follow.close());
+  res.once('close', () => follow.close());
 }

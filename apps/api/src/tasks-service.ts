@@ -4,6 +4,7 @@ import {
   CreateTaskRequestSchema,
   NotFoundError,
   normaliseMessage,
+  quote,
   ValidationError,
   zodIssuesToDetails,
   type TaskRecord,
@@ -41,7 +42,7 @@ export async function createTask(services: ApiServices, body: unknown): Promise<
   if (toolProblems.length > 0) throw new ValidationError('invalid tools', toolProblems);
   const pattern = request.pattern ?? services.defaultPattern;
   if (!services.patterns.has(pattern)) {
-    throw new ValidationError(`unknown pattern "${pattern}"`, [
+    throw new ValidationError(`unknown pattern "${quote(pattern)}"`, [
       { path: 'pattern', message: `must be one of: ${services.patterns.names().join(', ')}` },
     ]);
   }
@@ -76,7 +77,7 @@ export async function createTask(services: ApiServices, body: unknown): Promise<
 
 /** A task id from a URL or payload: anything that is not a uuid cannot exist. */
 export function requireTaskId(value: unknown): string {
-  if (typeof value !== 'string' || !isUuid(value)) throw new NotFoundError(`task ${String(value)} not found`);
+  if (typeof value !== 'string' || !isUuid(value)) throw new NotFoundError(`task ${quote(value)} not found`);
   return value;
 }
 
@@ -100,7 +101,7 @@ export function parseResumePoint(value: unknown): number {
   if (value === undefined || value === '') return 0;
   const text = String(value);
   if (!/^\d{1,15}$/.test(text)) {
-    throw new ValidationError('resume point must be a non-negative integer', [{ path: 'after', message: `got "${text}"` }]);
+    throw new ValidationError('resume point must be a non-negative integer', [{ path: 'after', message: `got "${quote(text)}"` }]);
   }
   return Number(text);
 }

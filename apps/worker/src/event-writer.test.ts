@@ -8,7 +8,7 @@ let redis: Redis;
 let store: TaskStore;
 
 beforeAll(() => {
-  redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', 'commands');
+  redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', 'worker');
   store = new TaskStore(redis, prefix, { retentionSeconds: 60 });
 });
 
@@ -24,13 +24,13 @@ async function runningTask(): Promise<string> {
     id, status: 'queued', pattern: 'primary', priority: 'normal', input: { messages: [] }, options: {}, metadata: {},
     createdAt: now, startedAt: null, completedAt: null, expiresAt: now, attempt: 0, currentStep: null, result: null, error: null, lastSeq: 1,
   });
-  await store.transition(id, { from: ['queued'], to: 'processing' });
+  await store.transition(id, { from: ['queued'], to: 'processing', fields: { attempt: '1' } });
   return id;
 }
 
 test('deltas of one step are coalesced; other events flush at once and keep their order', async () => {
   const id = await runningTask();
-  const writer = new TaskEventWriter(store, id, 50, () => undefined);
+  const writer = new TaskEventWriter(store, id, 50, 1, () => undefined);
   writer.emit({ type: 'step.started', step: { id: 's-1', name: 's', role: 'primary', model: 'm', host: 'h', attempt: 1 } });
   for (const text of ['a', 'b', 'c']) writer.emit({ type: 'delta', stepId: 's-1', text });
   writer.emit({ type: 'step.completed', stepId: 's-1', durationMs: 1, usage: { promptTokens: 1, completionTokens: 3, totalTokens: 4 } });
@@ -45,9 +45,47 @@ test('a task that ended under the writer (cancelled) is reported, and nothing mo
   const id = await runningTask();
   await store.cancel(id);
   let ended = 0;
-  const writer = new TaskEventWriter(store, id, 10, () => (ended += 1));
+  const writer = new TaskEventWriter(store, id, 10, 1, () => (ended += 1));
   writer.emit({ type: 'warning', message: 'late' });
   await writer.flush();
   expect(ended).toBe(1);
   expect((await store.readEvents(id)).map((event) => event.type)).toEqual(['status', 'status', 'status']);
+});
+
+test('a worker whose task was taken over (another attempt) is told so, and its events are refused', async () => {
+  const id = await runningTask();
+  // Another worker restarts the task: attempt 2.
+  await store.transition(id, { from: ['processing'], to: 'processing', fence: 1, fields: { attempt: '2' } });
+  let ended = 0;
+  const stale = new TaskEventWriter(store, id, 10, 1, () => (ended += 1));
+  stale.emit({ type: 'warning', message: 'from the worker that lost the task' });
+  await stale.flush();
+  expect(ended).toBe(1);
+  const current = new TaskEventWriter(store, id, 10, 2, () => (ended += 1));
+  current.emit({ type: 'warning', message: 'from the worker that owns it' });
+  await current.flush();
+  expect(ended).toBe(1);
+  const warnings = (await store.readEvents(id)).filter((event) => event.type === 'warning');
+  expect(warnings).toEqual([expect.objectContaining({ message: 'from the worker that owns it' })]);
+});
+
+test('a write Redis refuses is reported by flush(), never as an unhandled rejection', async () => {
+  const id = await runningTask();
+  // A stray key of the wrong type where the log goes: the append script fails.
+  await redis.del(store.keys.events(id));
+  await redis.set(store.keys.events(id), 'not a list');
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const writer = new TaskEventWriter(store, id, 5, 1, () => undefined);
+    writer.emit({ type: 'warning', message: 'refused' });
+    writer.emit({ type: 'delta', stepId: 's-1', text: 'also refused' });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await expect(writer.flush()).rejects.toThrow(/WRONGTYPE/);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(unhandled).toEqual([]);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
 });

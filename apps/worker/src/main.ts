@@ -11,9 +11,12 @@ import {
   scheduledModelFactory,
 } from '@mageagent/models';
 import { loadPatternRegistry } from '@mageagent/patterns';
-import { CancelChannel, createRedis, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
+import { CancelChannel, createRedis, isRedisUnavailable, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
 import { loadWorkerEnv } from './env';
 import { createTaskProcessor } from './processor';
+
+/** After the grace: time to hand running tasks back and close connections before exiting anyway. */
+const SHUTDOWN_HAND_BACK_MS = 5_000;
 
 async function main(): Promise<void> {
   const env = loadWorkerEnv();
@@ -21,10 +24,11 @@ async function main(): Promise<void> {
   const workerName = `${hostname()}:${process.pid}`;
   const modelsConfig = loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH);
 
-  const commands = createRedis(env.REDIS_URL, 'commands', 'mageagent-worker');
-  const blocking = createRedis(env.REDIS_URL, 'bullmq', 'mageagent-worker-bullmq');
+  // Every connection of a worker waits out a Redis outage: running tasks pause and go on.
+  const commands = createRedis(env.REDIS_URL, 'worker', { connectionName: 'mageagent-worker', logger });
+  const blocking = createRedis(env.REDIS_URL, 'bullmq', { connectionName: 'mageagent-worker-bullmq', logger });
   // One subscriber per process: cancel requests and host-lease grants share it.
-  const subscriber = createRedis(env.REDIS_URL, 'subscriber', 'mageagent-worker-subscriber');
+  const subscriber = createRedis(env.REDIS_URL, 'subscriber', { connectionName: 'mageagent-worker-subscriber', logger });
   const store = new TaskStore(commands, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
   const health = new HostHealth({
     redis: commands,
@@ -93,7 +97,10 @@ async function main(): Promise<void> {
       })
       .catch((failure: unknown) => logger.error('could not record a failed job', { error: String(failure) }));
   });
-  worker.on('error', (error) => logger.error('worker error', { error: String(error) }));
+  // BullMQ reports every failed reconnect attempt here; an outage is logged once by the connections.
+  worker.on('error', (error) => {
+    if (!isRedisUnavailable(error)) logger.error('worker error', { error: String(error) });
+  });
 
   await new CancelChannel(store.keys).listen(subscriber, (taskId, reason) => {
     if (worker.cancelJob(taskId, reason)) logger.info('cancelled a running task', { taskId });
@@ -101,9 +108,11 @@ async function main(): Promise<void> {
   await scheduler.start();
   await health.start();
 
-  onShutdown(logger, [
+  onShutdown(
+    logger,
+    [
     {
-      name: 'stop taking jobs and finish running ones',
+      name: 'stop taking jobs and finish running ones, handing back what does not finish in time',
       run: async () => {
         shuttingDown = true;
         const grace = setTimeout(() => worker.cancelAllJobs('worker shutting down'), env.SHUTDOWN_GRACE_MS);
@@ -113,7 +122,11 @@ async function main(): Promise<void> {
     },
     { name: 'stop host scheduling', run: async () => void (await Promise.all([health.stop(), scheduler.close()])) },
     { name: 'close redis', run: async () => void (await Promise.allSettled([commands.quit(), blocking.quit(), subscriber.quit()])) },
-  ]);
+    ],
+    // The grace, then time to hand back what is still running; past that, BullMQ's stalled-job
+    // check hands the jobs on (as after a crash).
+    { deadlineMs: env.SHUTDOWN_GRACE_MS + SHUTDOWN_HAND_BACK_MS },
+  );
 
   void worker.run();
   await worker.waitUntilReady();

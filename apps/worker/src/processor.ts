@@ -1,10 +1,11 @@
-import type { Job } from 'bullmq';
+import { WaitingError, type Job } from 'bullmq';
 import {
   CancelledError,
   isMageError,
   TaskTimeoutError,
   type Logger,
   type TaskErrorInfo,
+  type TaskRecord,
 } from '@mageagent/core';
 import { runPattern, type ModelProvider, type PatternRegistry, type RetryPolicy } from '@mageagent/patterns';
 import type { TaskJobData, TaskStore } from '@mageagent/tasks';
@@ -24,18 +25,24 @@ export interface ProcessorDependencies {
   isShuttingDown: () => boolean;
 }
 
-/** Thrown to hand a job back to BullMQ (it will be retried), leaving the task `processing`. */
-export class HandBackError extends Error {
-  override readonly name = 'HandBackError';
+/** Why a task is being started: the `reason` of its `processing` status event. */
+function startReason(task: TaskRecord): string | undefined {
+  if (task.attempt === 0) return undefined;
+  return task.status === 'queued'
+    ? 'started again after its previous worker handed it back'
+    : 'restarted after its previous worker stopped';
 }
 
 /**
  * The BullMQ processor: runs one task's pattern and records its outcome in the task store.
  * The task record, not the job, is the source of truth: a job whose task is already
  * terminal (cancelled while queued) is finished without running.
+ *
+ * Every write of a run is fenced by the attempt it started: if this worker stalls and another
+ * takes the task over, this one's late events and result are refused and it stops.
  */
 export function createTaskProcessor(deps: ProcessorDependencies) {
-  return async (job: Job<TaskJobData>, _token?: string, bullSignal?: AbortSignal): Promise<void> => {
+  return async (job: Job<TaskJobData>, token?: string, bullSignal?: AbortSignal): Promise<void> => {
     const { taskId } = job.data;
     const logger = deps.logger.child({ taskId, jobId: job.id });
     const task = await deps.store.get(taskId);
@@ -44,14 +51,14 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
       return;
     }
     const attempt = task.attempt + 1;
+    const reason = startReason(task);
     const started = await deps.store.transition(taskId, {
       from: ['queued', 'processing'],
       to: 'processing',
+      // Compare-and-set: of two workers starting the same task, only one gets this attempt.
+      fence: task.attempt,
       fields: { attempt: String(attempt), startedAt: task.startedAt ?? new Date().toISOString() },
-      statusEvent:
-        attempt > 1
-          ? { attempt, worker: deps.workerName, reason: 'restarted after its previous worker stopped' }
-          : { attempt, worker: deps.workerName },
+      statusEvent: { attempt, worker: deps.workerName, ...(reason !== undefined && { reason }) },
     });
     if (!started?.applied) {
       logger.info('task is no longer runnable, skipping', { status: started?.applied === false ? started.currentStatus : 'missing' });
@@ -62,8 +69,8 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
     const local = new AbortController();
     const timer = setTimeout(() => local.abort(new TaskTimeoutError(timeoutMs)), timeoutMs);
     const signal = bullSignal ? AbortSignal.any([local.signal, bullSignal]) : local.signal;
-    const events = new TaskEventWriter(deps.store, taskId, deps.deltaFlushMs, () =>
-      local.abort(new CancelledError('task ended while running')),
+    const events = new TaskEventWriter(deps.store, taskId, deps.deltaFlushMs, attempt, () =>
+      local.abort(new CancelledError('task ended or was taken over while running')),
     );
 
     try {
@@ -77,36 +84,56 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
         owner: taskId,
       });
       await events.flush();
-      const completed = await deps.store.complete(taskId, result);
+      const completed = await deps.store.complete(taskId, result, attempt);
       logger.info(completed?.applied ? 'task completed' : 'task ended before its result landed', {
         steps: result.steps.length,
       });
     } catch (error) {
       await events.flush().catch(() => undefined);
-      const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       if (signal.aborted && !(signal.reason instanceof TaskTimeoutError)) {
         const endedByStore = local.signal.aborted && local.signal.reason instanceof CancelledError;
         if (!endedByStore && deps.isShuttingDown()) {
-          if (!lastAttempt) throw new HandBackError('worker is shutting down; the task will run again');
-          await deps.store.fail(taskId, { code: 'INTERNAL', message: 'worker stopped during the last attempt', retryable: true });
+          await handBack(deps, job, token, attempt, logger);
           return;
         }
         logger.info('task cancelled while running');
         return;
       }
-      const reason = signal.aborted ? signal.reason : error;
-      if (!isMageError(reason)) {
-        // Redis blips and bugs: let BullMQ retry the job, unless this was its last attempt.
-        if (!lastAttempt) throw reason;
-        logger.error('task failed with an unexpected error', { error: String(reason) });
-        await deps.store.fail(taskId, { code: 'INTERNAL', message: 'internal error while running the task', retryable: false });
+      const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const failure = signal.aborted ? signal.reason : error;
+      if (!isMageError(failure)) {
+        // Bugs and Redis errors other than an outage (which the connection waits out): let
+        // BullMQ retry the job, unless this was its last attempt.
+        if (!lastAttempt) throw failure;
+        logger.error('task failed with an unexpected error', { error: String(failure) });
+        await deps.store.fail(taskId, { code: 'INTERNAL', message: 'internal error while running the task', retryable: false }, attempt);
         return;
       }
-      const info: TaskErrorInfo = { code: reason.code, message: reason.message, retryable: reason.retryable };
-      logger.warn('task failed', { code: reason.code });
-      await deps.store.fail(taskId, info);
+      const info: TaskErrorInfo = { code: failure.code, message: failure.message, retryable: failure.retryable };
+      logger.warn('task failed', { code: failure.code });
+      await deps.store.fail(taskId, info, attempt);
     } finally {
       clearTimeout(timer);
     }
   };
+}
+
+/**
+ * Gives a task back to the queue because this worker is stopping: the record goes back to
+ * `queued` (saying why), and the job back to waiting, in front of its priority, without using
+ * one of its attempts. Another worker starts it from the beginning. If the process dies before
+ * this is done, BullMQ's stalled-job check hands the job on instead, as after a crash.
+ */
+async function handBack(deps: ProcessorDependencies, job: Job<TaskJobData>, token: string | undefined, attempt: number, logger: Logger): Promise<never> {
+  await deps.store.transition(job.data.taskId, {
+    from: ['processing'],
+    to: 'queued',
+    fence: attempt,
+    fields: { currentStep: '' },
+    statusEvent: { attempt, worker: deps.workerName, reason: 'handed back to the queue: its worker is shutting down' },
+  });
+  await job.moveToWait(token);
+  logger.info('task handed back to the queue');
+  // Tells BullMQ the job has been moved already: not a failure, no attempt used.
+  throw new WaitingError();
 }

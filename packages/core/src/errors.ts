@@ -1,3 +1,5 @@
+import { boundDetails, quote } from './quote';
+
 /**
  * Typed errors with stable codes. Every error a client can see is one of these;
  * anything else is reported as INTERNAL without its message or stack.
@@ -9,6 +11,7 @@ export const ErrorCodes = [
   'PAYLOAD_TOO_LARGE',
   'UNAUTHORIZED',
   'RATE_LIMITED',
+  'UNAVAILABLE',
   'MODEL_UNAVAILABLE',
   'MODEL_TIMEOUT',
   'MODEL_ERROR',
@@ -48,12 +51,17 @@ export class MageError extends Error {
     this.retryable = options.retryable ?? false;
   }
 
+  /** The client-facing body; details and message are bounded so input is never echoed at full size. */
   toBody(): ErrorBody {
+    const message = quote(this.message, MESSAGE_MAX_CHARS);
     return this.details === undefined
-      ? { code: this.code, message: this.message }
-      : { code: this.code, message: this.message, details: this.details };
+      ? { code: this.code, message }
+      : { code: this.code, message, details: boundDetails(this.details) };
   }
 }
+
+/** Longest error message a client is sent; messages quote input only in short excerpts anyway. */
+const MESSAGE_MAX_CHARS = 1024;
 
 export class ValidationError extends MageError {
   override readonly name = 'ValidationError';
@@ -80,6 +88,22 @@ export class PayloadTooLargeError extends MageError {
   override readonly name = 'PayloadTooLargeError';
   constructor(message: string) {
     super('PAYLOAD_TOO_LARGE', message, 413);
+  }
+}
+
+/**
+ * A dependency of this service (Redis) cannot be reached right now: answered at once, with a
+ * `Retry-After`, rather than after hanging until the client gives up. Retrying later will work.
+ */
+export class ServiceUnavailableError extends MageError {
+  override readonly name = 'ServiceUnavailableError';
+  constructor(
+    message: string,
+    /** Seconds after which a retry may succeed; sent as the `Retry-After` header. */
+    readonly retryAfterSeconds = 1,
+    options: MageErrorOptions = {},
+  ) {
+    super('UNAVAILABLE', message, 503, { retryable: true, ...options });
   }
 }
 

@@ -4,3 +4,5 @@ export * from './logger';
 export * from './env';
 export { z } from 'zod';
 export * from './shutdown';
+export * from './quote';
+export * from './json-bounds';

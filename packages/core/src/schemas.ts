@@ -1,11 +1,16 @@
 import { z } from 'zod';
+import { boundedJson, JSON_SCHEMA_BOUNDS, METADATA_BOUNDS } from './json-bounds';
+import { quote } from './quote';
+
+/** Most content parts one message may have; the text parts are joined into one string. */
+export const MAX_CONTENT_PARTS = 256;
 
 /** A chat message as OpenAI-compatible clients send it; multi-part text content is accepted. */
 export const ChatMessageSchema = z.object({
   role: z.enum(['system', 'user', 'assistant', 'tool']),
   content: z.union([
     z.string(),
-    z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1),
+    z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1).max(MAX_CONTENT_PARTS),
     z.null(),
   ]),
   name: z.string().max(128).optional(),
@@ -49,8 +54,11 @@ export const TaskOptionsSchema = z.strictObject({
 });
 export type TaskOptions = z.infer<typeof TaskOptionsSchema>;
 
-/** A JSON Schema object, as OpenAI function definitions carry them. */
-export const JsonSchemaObject = z.record(z.string(), z.unknown());
+/** A JSON Schema object, as OpenAI function definitions carry them; bounded in depth and size. */
+export const JsonSchemaObject = boundedJson(z.record(z.string(), z.unknown()), JSON_SCHEMA_BOUNDS);
+
+/** Free-form metadata stored and returned with a task; bounded in depth and size. */
+export const MetadataSchema = boundedJson(z.record(z.string().max(64), z.unknown()), METADATA_BOUNDS);
 
 /** A tool the request allows, in OpenAI's function-definition form. */
 export const ToolDefinitionSchema = z.strictObject({
@@ -103,7 +111,7 @@ export const CreateTaskRequestSchema = z
     tools: z.array(ToolDefinitionSchema).max(128).optional(),
     toolChoice: ToolChoiceSchema.optional(),
     responseFormat: ResponseFormatSchema.optional(),
-    metadata: z.record(z.string().max(64), z.unknown()).optional(),
+    metadata: MetadataSchema.optional(),
   })
   .refine((body) => (body.prompt === undefined) !== (body.messages === undefined), {
     message: 'exactly one of prompt or messages is required',
@@ -270,10 +278,20 @@ export type TaskEventType = TaskEventPayload['type'];
 
 export type TaskEvent = TaskEventPayload & { taskId: string; seq: number; at: string };
 
-/** zod issues → `details` entries a client can act on. */
+/** Most problems listed in one answer: enough to fix a request, never a copy of it. */
+const MAX_DETAILS = 20;
+
+/**
+ * zod issues → `details` entries a client can act on. Path segments and messages are quoted
+ * briefly (a key of a megabyte is named by its first characters), and at most 20 are listed.
+ */
 export function zodIssuesToDetails(error: z.ZodError): Array<{ path: string; message: string }> {
-  return error.issues.map((issue) => ({
-    path: issue.path.map(String).join('.') || '(root)',
-    message: issue.message,
+  const details = error.issues.slice(0, MAX_DETAILS).map((issue) => ({
+    path: issue.path.map((segment) => quote(String(segment))).join('.') || '(root)',
+    message: quote(issue.message, 256),
   }));
+  if (error.issues.length > MAX_DETAILS) {
+    details.push({ path: '(root)', message: `…and ${error.issues.length - MAX_DETAILS} more problems` });
+  }
+  return details;
 }

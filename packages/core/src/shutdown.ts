@@ -5,11 +5,22 @@ export interface ShutdownStep {
   run: () => Promise<void>;
 }
 
+export interface ShutdownOptions {
+  /**
+   * The process exits (code 1) this long after the signal even if a step still hangs (a
+   * dependency that is down, a client that does not let go), so a deploy is never held up
+   * without end. Unset: no deadline.
+   */
+  deadlineMs?: number;
+  exit?: (code: number) => void;
+}
+
 /**
  * Named shutdown steps run in order on SIGTERM/SIGINT, each in its own try/catch so one
  * failing step does not skip the rest. A second signal exits at once.
  */
-export function onShutdown(logger: Logger, steps: ShutdownStep[], exit: (code: number) => void = process.exit): void {
+export function onShutdown(logger: Logger, steps: ShutdownStep[], options: ShutdownOptions = {}): void {
+  const exit = options.exit ?? ((code: number) => process.exit(code));
   let stopping = false;
   const handler = (signal: NodeJS.Signals) => {
     if (stopping) {
@@ -18,6 +29,13 @@ export function onShutdown(logger: Logger, steps: ShutdownStep[], exit: (code: n
     }
     stopping = true;
     logger.info('shutting down', { signal });
+    if (options.deadlineMs !== undefined) {
+      const deadline = setTimeout(() => {
+        logger.error('shutdown did not finish in time; exiting', { deadlineMs: options.deadlineMs });
+        exit(1);
+      }, options.deadlineMs);
+      deadline.unref();
+    }
     void (async () => {
       for (const step of steps) {
         try {

@@ -1,23 +1,99 @@
 import { Redis, type RedisOptions } from 'ioredis';
-
-export type RedisRole = 'commands' | 'subscriber' | 'bullmq';
+import { ServiceUnavailableError, type Logger } from '@mageagent/core';
 
 /**
- * One place that knows how each kind of connection must be configured:
- * - `commands`: auto-pipelining, so concurrent requests share round trips;
- * - `subscriber`: pub/sub only, retries forever;
- * - `bullmq`: BullMQ requires `maxRetriesPerRequest: null` for blocking connections.
+ * What a connection is for, which decides how it behaves while Redis is unreachable:
+ * - `requests`: commands on behalf of a client's HTTP or socket request (the api). They fail at
+ *   once while Redis is down (no offline queue, in-flight commands rejected when the connection
+ *   drops) and after `commandTimeoutMs` when it hangs, so the client gets a quick 503 instead of
+ *   a request that hangs until it gives up. Auto-pipelined, so concurrent requests share round trips.
+ * - `worker`: a worker's commands (task store, host leases, health). They wait out an outage and
+ *   go on when Redis returns: a running task pauses instead of failing. Writes that could be
+ *   resent after a reconnect are idempotent (see TaskStore's write ids).
+ * - `subscriber`: pub/sub only; re-subscribes by itself after a reconnect.
+ * - `bullmq`: a BullMQ Worker's connection, which BullMQ requires to have
+ *   `maxRetriesPerRequest: null` (it blocks, and retries on its own).
+ *
+ * ioredis 6's defaults (offline queue on, 20 retries per request, about 10 s before a command
+ * fails during an outage) suit none of these, so every option that matters is set here.
  */
-export function createRedis(url: string, role: RedisRole, connectionName?: string): Redis {
-  const options: RedisOptions = {
+export type RedisRole = 'requests' | 'worker' | 'subscriber' | 'bullmq';
+
+export interface RedisConnectionOptions {
+  /** CLIENT SETNAME, so `CLIENT LIST` shows who is connected. */
+  connectionName?: string;
+  /** Logs when the connection is lost (once per outage) and when it is back, with how long it took. */
+  logger?: Logger;
+  /** `requests` only: a command that has no reply after this long fails (Redis hung or unreachable). */
+  commandTimeoutMs?: number;
+}
+
+/** Default deadline of a `requests` command: well inside the 1 s an api route may take to answer 503. */
+export const DEFAULT_COMMAND_TIMEOUT_MS = 750;
+
+/** One place that knows how each kind of connection must be configured; see RedisRole. */
+export function createRedis(url: string, role: RedisRole, options: RedisConnectionOptions = {}): Redis {
+  const { connectionName, logger, commandTimeoutMs } = options;
+  const failFast = role === 'requests';
+  const redisOptions: RedisOptions = {
     connectionName,
     // RESP2 replies (HGETALL → object, no push frames) are what the scripts here and BullMQ expect.
     protocol: 2,
-    enableAutoPipelining: role === 'commands',
-    maxRetriesPerRequest: role === 'commands' ? 3 : null,
+    enableAutoPipelining: failFast,
+    enableOfflineQueue: !failFast,
+    // 0: commands in flight when the connection drops are rejected at once (not resent later);
+    // null: they wait for the reconnect and are resent.
+    maxRetriesPerRequest: failFast ? 0 : null,
+    ...(failFast && { commandTimeout: commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS }),
+    // Reconnect quickly at first, then every 2 s at most, forever: recovery needs no restart.
     retryStrategy: (times) => Math.min(50 * 2 ** times, 2000),
   };
-  return new Redis(url, options);
+  const redis = new Redis(url, redisOptions);
+  watchConnection(redis, role, connectionName ?? role, logger);
+  return redis;
+}
+
+/**
+ * Every connection gets an `error` listener (without one, ioredis prints each failed reconnect
+ * attempt), and the outage is logged once when it starts and once when it ends.
+ */
+function watchConnection(redis: Redis, role: RedisRole, name: string, logger: Logger | undefined): void {
+  let downSince: number | undefined;
+  const lost = (why: string) => {
+    if (downSince !== undefined) return;
+    downSince = Date.now();
+    logger?.warn('redis connection lost; reconnecting', { connection: name, role, error: why });
+  };
+  redis.on('error', (error: Error) => lost(error.message));
+  redis.on('close', () => {
+    // 'close' also ends a deliberate quit(); only a connection that is coming back was lost.
+    if (redis.status === 'reconnecting') lost('connection closed');
+  });
+  redis.on('ready', () => {
+    if (downSince !== undefined) logger?.info('redis connection back', { connection: name, role, downMs: Date.now() - downSince });
+    downSince = undefined;
+  });
+}
+
+/** Reply errors Redis gives while it cannot serve writes for a while: loading, out of memory, read-only. */
+const UNAVAILABLE_REPLIES = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|MISCONF|OOM)\b/;
+/** ioredis's own messages for a connection that is down, closed or not answering. */
+const CONNECTION_MESSAGES = /Stream isn't writeable|Connection is closed|Command timed out|max retries per request|connect ETIMEDOUT/i;
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+/** Whether an error means "Redis cannot be reached or cannot serve right now" (worth a retry), rather than a bug. */
+export function isRedisUnavailable(error: unknown): boolean {
+  if (typeof error !== 'object' || error === null) return false;
+  const { name, message, code } = error as { name?: unknown; message?: unknown; code?: unknown };
+  if (name === 'MaxRetriesPerRequestError') return true;
+  if (typeof code === 'string' && CONNECTION_CODES.has(code)) return true;
+  if (typeof message !== 'string') return false;
+  return CONNECTION_MESSAGES.test(message) || UNAVAILABLE_REPLIES.test(message);
+}
+
+/** The error a client is answered when Redis is unavailable: 503 UNAVAILABLE with Retry-After. */
+export function redisUnavailable(cause?: unknown): ServiceUnavailableError {
+  return new ServiceUnavailableError('the task store (Redis) is unavailable; retry shortly', 1, { cause });
 }
 
 /** Ping with a deadline, for readiness probes. */
@@ -46,4 +122,23 @@ export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promis
     cursor = next;
     if (keys.length > 0) await redis.unlink(...keys);
   } while (cursor !== '0');
+}
+
+/**
+ * Resolves true once the connection is ready, false if it is not within `timeoutMs`. A `requests`
+ * connection refuses commands until then (it has no offline queue), so processes wait for it at
+ * start-up, briefly, before they serve.
+ */
+export function redisReady(redis: Redis, timeoutMs: number): Promise<boolean> {
+  if (redis.status === 'ready') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (ready: boolean) => {
+      clearTimeout(timer);
+      redis.off('ready', onReady);
+      resolve(ready);
+    };
+    const onReady = () => done(true);
+    const timer = setTimeout(() => done(false), timeoutMs);
+    redis.on('ready', onReady);
+  });
 }

@@ -23,23 +23,40 @@ return 1
  * Guarded transition and/or event append.
  * KEYS: task hash, event log.
  * ARGV: channel, taskId, at, allowed current statuses as ",a,b,", new status or "",
- *       ttl seconds (0 = leave), field-pair count n, n field/value pairs, then event bodies.
+ *       ttl seconds (0 = leave), fence ("" = none), write id ("" = none),
+ *       field-pair count n, n field/value pairs, then event bodies.
+ *
+ * - fence: the attempt the writer runs under. The write is refused unless the record's `attempt`
+ *   is still that one, so a worker whose task was taken over by another (after a stall) cannot
+ *   write into it any more.
+ * - write id: a write resent after a reconnect (the first send may have been applied and only
+ *   its reply lost) is recognised by its id and answered as before, without being applied twice.
+ *   One writer writes a task's events in sequence, so remembering the last id is enough.
+ *
  * Returns {lastSeq, previousStatus}; {-1, ""} when the task does not exist;
- * {0, currentStatus} when the current status is not allowed (nothing written).
+ * {0, currentStatus} when the current status (or attempt) is not allowed (nothing written).
  */
 export const TRANSITION = `
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return {-1, ''} end
+if ARGV[8] ~= '' and redis.call('HGET', KEYS[1], 'lastWrite') == ARGV[8] then
+  return {tonumber(redis.call('HGET', KEYS[1], 'seq')), redis.call('HGET', KEYS[1], 'lastWriteFrom')}
+end
 if not string.find(ARGV[4], ',' .. status .. ',', 1, true) then return {0, status} end
-local pairCount = tonumber(ARGV[7])
+if ARGV[7] ~= '' and (redis.call('HGET', KEYS[1], 'attempt') or '0') ~= ARGV[7] then return {0, status} end
+local pairCount = tonumber(ARGV[9])
 local fields = {}
 if ARGV[5] ~= '' then fields[1] = 'status'; fields[2] = ARGV[5] end
-for i = 8, 7 + 2 * pairCount do fields[#fields + 1] = ARGV[i] end
+if ARGV[8] ~= '' then
+  fields[#fields + 1] = 'lastWrite'; fields[#fields + 1] = ARGV[8]
+  fields[#fields + 1] = 'lastWriteFrom'; fields[#fields + 1] = status
+end
+for i = 10, 9 + 2 * pairCount do fields[#fields + 1] = ARGV[i] end
 if #fields > 0 then redis.call('HSET', KEYS[1], unpack(fields)) end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq'))
 local head = '{"taskId":"' .. ARGV[2] .. '","seq":'
 local tail = ',"at":"' .. ARGV[3] .. '",'
-for i = 8 + 2 * pairCount, #ARGV do
+for i = 10 + 2 * pairCount, #ARGV do
   seq = seq + 1
   local event = head .. seq .. tail .. string.sub(ARGV[i], 2)
   redis.call('RPUSH', KEYS[2], event)

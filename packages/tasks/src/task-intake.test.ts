@@ -1,17 +1,18 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { createRedis, deleteKeysWithPrefix } from './redis';
-import { TaskIntake } from './task-intake';
+import { createRedis, deleteKeysWithPrefix, redisReady } from './redis';
+import { TaskIntake, TaskNotQueuedError } from './task-intake';
 import { BULLMQ_PRIORITY, TaskQueue } from './task-queue';
-import { TaskExistsError, TaskStore } from './task-store';
+import { TaskExistsError, TaskNotStorableError, TaskStore } from './task-store';
 import { queuedTask } from './test-tasks';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefixes: string[] = [];
 let redis: Redis;
 
-beforeAll(() => {
-  redis = createRedis(REDIS_URL, 'commands', 'test-intake');
+beforeAll(async () => {
+  redis = createRedis(REDIS_URL, 'requests', { connectionName: 'test-intake' });
+  await redisReady(redis, 5000);
 });
 
 afterAll(async () => {
@@ -72,7 +73,7 @@ test('a record that cannot be written takes its job back out; nothing of it is l
   await queue.close();
 });
 
-test('when the jobs cannot be added, every task of the batch is rejected and its record marked failed', async () => {
+test('when the jobs cannot be added, every task of the batch is rejected, its record is gone and no job of it can run', async () => {
   const { prefix, store, queue, intake } = setup();
   await intake.submit(queuedTask()); // the queue's keys exist
   // A stray key of the wrong type where BullMQ keeps prioritised jobs makes every add fail.
@@ -80,11 +81,38 @@ test('when the jobs cannot be added, every task of the batch is rejected and its
   await redis.set(`${prefix}:tasks:prioritized`, 'not a sorted set');
   const tasks = [queuedTask(), queuedTask(), queuedTask()];
   const outcomes = await Promise.allSettled(tasks.map((task) => intake.submit(task)));
-  expect(outcomes.map((outcome) => outcome.status)).toEqual(['rejected', 'rejected', 'rejected']);
+  expect(outcomes).toEqual(tasks.map(() => ({ status: 'rejected', reason: expect.any(TaskNotQueuedError) })));
+  await redis.del(`${prefix}:tasks:prioritized`);
   for (const task of tasks) {
-    const stored = await store.get(task.id);
-    expect(stored).toMatchObject({ status: 'failed', error: { code: 'INTERNAL', retryable: true } });
-    expect((await store.readEvents(task.id)).at(-1)).toMatchObject({ type: 'status', status: 'failed' });
+    expect(await store.get(task.id)).toBeUndefined();
+    expect(await store.readEvents(task.id)).toEqual([]);
+    // The refused add may leave BullMQ's job hash behind, in no list a worker takes jobs from.
+    expect(await queue.queue.getJobState(task.id)).toBe('unknown');
+  }
+  await queue.close();
+});
+
+test('a task that cannot be serialised fails alone: the rest of its batch lands, and it gets no job', async () => {
+  const { store, queue, intake } = setup();
+  // Nesting deep enough to overflow JSON.stringify's stack (the api refuses such input earlier;
+  // the store must still never let one task's failure reach its batch).
+  const metadata: Record<string, unknown> = {};
+  let innermost = metadata;
+  for (let level = 0; level < 20_000; level += 1) {
+    const next: Record<string, unknown> = {};
+    innermost.a = next;
+    innermost = next;
+  }
+  const poisoned = queuedTask({ metadata });
+  const neighbours = Array.from({ length: 5 }, () => queuedTask());
+  const outcomes = await Promise.allSettled([...neighbours.slice(0, 2), poisoned, ...neighbours.slice(2)].map((task) => intake.submit(task)));
+  expect(outcomes[2]).toMatchObject({ status: 'rejected', reason: expect.any(TaskNotStorableError) });
+  expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(5);
+  expect(await store.get(poisoned.id)).toBeUndefined();
+  expect(await queue.queue.getJob(poisoned.id)).toBeUndefined();
+  for (const task of neighbours) {
+    expect(await store.get(task.id)).toMatchObject({ status: 'queued' });
+    expect(await queue.queue.getJob(task.id)).toBeDefined();
   }
   await queue.close();
 });

@@ -1,6 +1,6 @@
-import type { TaskErrorInfo, TaskRecord } from '@mageagent/core';
+import type { TaskRecord } from '@mageagent/core';
 import type { TaskQueue } from './task-queue';
-import { TaskExistsError, type TaskStore } from './task-store';
+import type { TaskStore } from './task-store';
 
 interface Pending {
   task: TaskRecord;
@@ -8,19 +8,27 @@ interface Pending {
   reject: (error: Error) => void;
 }
 
-const NOT_QUEUED: TaskErrorInfo = { code: 'INTERNAL', message: 'the task could not be queued', retryable: true };
+/** Something the intake could not do, with what it was doing; the api maps it to an answer. */
+export class TaskNotQueuedError extends Error {
+  constructor(cause: unknown) {
+    super(`the task could not be queued: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'TaskNotQueuedError';
+  }
+}
 
 /**
  * Group commit for new tasks. Tasks submitted during one turn of the event loop are
  * written together when it ends (setImmediate): their records in one pipelined write,
- * then their jobs in one BullMQ `addBulk`, on the same connection, so every record
- * reaches Redis before its job and a worker never sees a job without its task.
+ * then the jobs of the records that were written in one BullMQ `addBulk`. Under load this
+ * turns two Redis writes per request into two per batch, with no timer: a lone request is
+ * written as soon as the current turn ends.
  *
- * Under load this turns two Redis writes per request into two per batch, with no timer
- * and no added wait: a lone request is written as soon as the current turn ends.
- *
- * Each task still gets its own outcome: a record that could not be written takes its
- * job back out; a job that could not be added marks its record failed.
+ * Every task gets its own outcome, and one task's failure is never its batch's:
+ * - a record that cannot be serialised or written fails that task alone, and it gets no job;
+ * - so a job never exists without its record, and a worker never meets a job it cannot run;
+ * - if the jobs cannot be added, the batch's records are deleted again (best effort, and any job
+ *   of the batch that did land is removed): the clients are told the tasks were not accepted,
+ *   so nothing of them may run.
  */
 export class TaskIntake {
   private pending: Pending[] = [];
@@ -48,29 +56,35 @@ export class TaskIntake {
   }
 
   private async write(batch: Pending[]): Promise<void> {
-    const tasks = batch.map((entry) => entry.task);
-    // Records first: createAll hands its write to the connection before addBulk can.
-    const created = this.store.createAll(tasks);
-    const enqueued = this.queue.enqueueAll(tasks.map((task) => ({ taskId: task.id, priority: task.priority }))).then(
-      () => null,
-      (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
-    );
-    const [problems, enqueueError] = await Promise.all([created, enqueued]);
-    await Promise.all(
-      batch.map(async ({ task, resolve, reject }, index) => {
-        const problem = problems[index];
-        if (problem) {
-          // The job id is the task id: when the record existed already, the job is that task's.
-          if (!enqueueError && !(problem instanceof TaskExistsError)) await this.queue.remove(task.id).catch(() => undefined);
-          reject(problem);
-        } else if (enqueueError) {
-          // Some jobs of a failed batch may exist: a worker skips a task that is not queued.
-          await this.store.fail(task.id, NOT_QUEUED).catch(() => undefined);
-          reject(enqueueError);
-        } else {
-          resolve();
-        }
-      }),
-    );
+    const problems = await this.store.createAll(batch.map((entry) => entry.task));
+    const written: Pending[] = [];
+    batch.forEach((entry, index) => {
+      const problem = problems[index];
+      if (problem) entry.reject(problem);
+      else written.push(entry);
+    });
+    if (written.length === 0) return;
+    const tasks = written.map(({ task }) => task);
+    try {
+      await this.queue.enqueueAll(tasks.map((task) => ({ taskId: task.id, priority: task.priority })));
+    } catch (error) {
+      // Undone before the clients hear of it, so a client told "not accepted" finds nothing.
+      await this.abandon(tasks.map((task) => task.id));
+      const notQueued = new TaskNotQueuedError(error);
+      for (const { reject } of written) reject(notQueued);
+      return;
+    }
+    for (const { resolve } of written) resolve();
+  }
+
+  /**
+   * Undoes the batch's writes after its jobs could not be added. When Redis is unreachable this
+   * fails as well; the records then stay `queued` without a job, invisible (nobody has their ids)
+   * and deleted when their retention ends, and no worker ever runs them.
+   */
+  private async abandon(taskIds: string[]): Promise<void> {
+    // Jobs first: a worker that finds a job without its record drops it.
+    await Promise.allSettled(taskIds.map((taskId) => this.queue.remove(taskId)));
+    await this.store.discard(taskIds).catch(() => undefined);
   }
 }

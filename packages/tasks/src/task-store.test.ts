@@ -17,7 +17,7 @@ let bus: TaskEventBus;
 const newTask = () => queuedTask({ metadata: { source: 'test' } });
 
 beforeAll(() => {
-  redis = createRedis(REDIS_URL, 'commands');
+  redis = createRedis(REDIS_URL, 'worker');
   subscriber = createRedis(REDIS_URL, 'subscriber');
   store = new TaskStore(redis, prefix, { retentionSeconds: 60 });
   bus = new TaskEventBus(subscriber, store.keys);
@@ -117,10 +117,54 @@ test('a follower resumed at the last event of a finished task ends at once', asy
 test('many followers of one task share one channel subscription', async () => {
   const task = newTask();
   await store.create(task);
-  const follows = await Promise.all(
-    Array.from({ length: 20 }, () => followTask(store, bus, task.id, { onEvent: () => undefined })),
-  );
+  const follows = Array.from({ length: 20 }, () => followTask(store, bus, task.id, { onEvent: () => undefined }));
+  await Promise.all(follows.map((follow) => follow.ready));
   expect(bus.subscribedChannels).toBe(1);
+  expect(bus.listenerCount).toBe(20);
   follows.forEach((follow) => follow.close());
   expect(bus.subscribedChannels).toBe(0);
+});
+
+test('a follower closed before its subscription is confirmed leaves nothing subscribed', async () => {
+  const task = newTask();
+  await store.create(task);
+  const ends: string[] = [];
+  const follow = followTask(store, bus, task.id, { onEvent: () => undefined, onEnd: (reason) => ends.push(reason) });
+  follow.close();
+  await follow.ready;
+  expect(ends).toEqual(['closed']);
+  expect(bus.subscribedChannels).toBe(0);
+  expect(bus.listenerCount).toBe(0);
+});
+
+test('a follower of an unknown task ends with an error instead of waiting', async () => {
+  const reason = await new Promise<string>((resolve) => {
+    followTask(store, bus, randomUUID(), { onEvent: () => undefined, onEnd: resolve });
+  });
+  expect(reason).toBe('error');
+  expect(bus.subscribedChannels).toBe(0);
+});
+
+test('a follower fetches what pub/sub never delivered: the periodic check catches up from the log', async () => {
+  const task = newTask();
+  await store.create(task);
+  await store.transition(task.id, { from: ['queued'], to: 'processing' });
+  const received: number[] = [];
+  let ended: string | undefined;
+  const follow = followTask(store, bus, task.id, {
+    resyncMs: 50,
+    onEvent: (event) => received.push(event.seq),
+    onEnd: (reason) => {
+      ended = reason;
+    },
+  });
+  await follow.ready;
+  // Events written to the log without being published, as when a publish is lost.
+  const at = new Date().toISOString();
+  await redis.rpush(store.keys.events(task.id), JSON.stringify({ taskId: task.id, seq: 3, at, type: 'warning', message: 'unpublished' }));
+  await redis.rpush(store.keys.events(task.id), JSON.stringify({ taskId: task.id, seq: 4, at, type: 'status', status: 'cancelled' }));
+  await redis.hset(store.keys.task(task.id), 'seq', '4', 'status', 'cancelled');
+  for (let waited = 0; ended === undefined && waited < 2000; waited += 25) await new Promise((resolve) => setTimeout(resolve, 25));
+  expect(ended).toBe('terminal');
+  expect(received).toEqual([1, 2, 3, 4]);
 });

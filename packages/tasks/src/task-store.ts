@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import {
   NotFoundError,
@@ -37,6 +38,11 @@ export interface TransitionRequest {
   events?: TaskEventPayload[];
   /** Extra fields on the automatic `status` event (attempt, reason). */
   statusEvent?: { attempt?: number; reason?: string; worker?: string };
+  /**
+   * Applies only while the record's `attempt` is this one: a worker passes the attempt it runs,
+   * so once another worker has taken the task over, the first one's writes are refused.
+   */
+  fence?: number;
 }
 
 const NON_TERMINAL: readonly TaskStatus[] = ['queued', 'processing'];
@@ -83,27 +89,42 @@ export class TaskStore {
     const pipeline = this.redis.pipeline() as ChainableCommander & {
       mageCreateTask(hash: string, events: string, ...argv: (string | number)[]): unknown;
     };
-    for (const task of tasks) {
-      const argv: (string | number)[] = [
-        this.options.retentionSeconds,
-        task.id,
-        task.createdAt,
-        JSON.stringify({ type: 'status', status: task.status }),
-      ];
-      for (const [key, value] of Object.entries(serialise(task))) argv.push(key, value);
-      pipeline.mageCreateTask(this.keys.task(task.id), this.keys.events(task.id), ...argv);
-    }
+    // Each task is prepared on its own: one that cannot be serialised fails alone, never its batch.
+    const outcomes: (Error | null | 'sent')[] = tasks.map((task) => {
+      try {
+        const argv: (string | number)[] = [
+          this.options.retentionSeconds,
+          task.id,
+          task.createdAt,
+          JSON.stringify({ type: 'status', status: task.status }),
+        ];
+        for (const [key, value] of Object.entries(serialise(task))) argv.push(key, value);
+        pipeline.mageCreateTask(this.keys.task(task.id), this.keys.events(task.id), ...argv);
+        return 'sent';
+      } catch (error) {
+        return new TaskNotStorableError(task.id, error);
+      }
+    });
+    if (pipeline.length === 0) return outcomes.map((outcome) => (outcome === 'sent' ? null : outcome));
     let replies: [Error | null, unknown][] | null;
     try {
       replies = await pipeline.exec();
     } catch (error) {
-      return tasks.map(() => asError(error));
+      return outcomes.map((outcome) => (outcome === 'sent' ? asError(error) : outcome));
     }
-    return tasks.map((task, index) => {
-      const [error, created] = replies?.[index] ?? [new Error('no reply from Redis'), 0];
+    let reply = 0;
+    return outcomes.map((outcome, index) => {
+      if (outcome !== 'sent') return outcome;
+      const [error, created] = replies?.[reply++] ?? [new Error('no reply from Redis'), 0];
       if (error) return error;
-      return created === 1 ? null : new TaskExistsError(task.id);
+      return created === 1 ? null : new TaskExistsError(tasks[index]?.id ?? '');
     });
+  }
+
+  /** Deletes tasks whose creation was abandoned (their jobs could not be queued); nobody was told their ids. */
+  async discard(taskIds: readonly string[]): Promise<void> {
+    if (taskIds.length === 0) return;
+    await this.redis.unlink(...taskIds.flatMap((taskId) => [this.keys.task(taskId), this.keys.events(taskId)]));
   }
 
   async get(taskId: string): Promise<TaskRecord | undefined> {
@@ -157,6 +178,9 @@ export class TaskStore {
       `,${request.from.join(',')},`,
       request.to ?? '',
       ttl,
+      request.fence === undefined ? '' : String(request.fence),
+      // Every write carries an id, so a resend after a reconnect is never applied twice.
+      randomUUID(),
       Object.keys(fields).length,
     ];
     for (const [key, value] of Object.entries(fields)) argv.push(key, value);
@@ -172,19 +196,22 @@ export class TaskStore {
     return this.transition(taskId, { from: NON_TERMINAL, events });
   }
 
-  complete(taskId: string, result: TaskResult): Promise<TransitionOutcome | undefined> {
+  /** Stores the result; with `fence`, only while the task is still the given attempt's. */
+  complete(taskId: string, result: TaskResult, fence?: number): Promise<TransitionOutcome | undefined> {
     return this.transition(taskId, {
       from: ['processing'],
       to: 'completed',
+      fence,
       fields: { result: JSON.stringify(result), completedAt: new Date().toISOString(), currentStep: '' },
       events: [{ type: 'result', result }],
     });
   }
 
-  fail(taskId: string, error: TaskErrorInfo): Promise<TransitionOutcome | undefined> {
+  fail(taskId: string, error: TaskErrorInfo, fence?: number): Promise<TransitionOutcome | undefined> {
     return this.transition(taskId, {
       from: NON_TERMINAL,
       to: 'failed',
+      fence,
       fields: { error: JSON.stringify(error), completedAt: new Date().toISOString(), currentStep: '' },
       events: [{ type: 'error', error }],
     });
@@ -246,6 +273,14 @@ function deserialise(hash: Record<string, string>): TaskRecord {
     error: json<TaskErrorInfo | null>('error', null),
     lastSeq: Number(hash.seq ?? 0),
   };
+}
+
+/** A task that could not be written in its stored form (it never reached Redis). */
+export class TaskNotStorableError extends Error {
+  constructor(taskId: string, cause: unknown) {
+    super(`task ${taskId} could not be stored: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'TaskNotStorableError';
+  }
 }
 
 /** A task with this id exists already (its record is left as it was). */

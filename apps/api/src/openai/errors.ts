@@ -4,11 +4,12 @@ import {
   ModelResponseError,
   ModelTimeoutError,
   ModelUnavailableError,
+  quote,
   TaskTimeoutError,
   type TaskErrorInfo,
   type z,
 } from '@mageagent/core';
-import { fromHttpLayer } from '../http-errors';
+import { fromDependency, fromHttpLayer } from '../http-errors';
 
 /** OpenAI's error body: what every OpenAI client knows how to read. */
 export interface OpenAIErrorBody {
@@ -35,9 +36,17 @@ export class OpenAIFacadeError extends Error {
     message: string,
     fields: { param?: string | null; code?: string | null; type?: string } = {},
     readonly retryable?: boolean,
+    /** Seconds after which a retry may succeed, sent as `Retry-After` (a dependency that is down). */
+    readonly retryAfterSeconds?: number,
   ) {
     super(message);
-    this.body = { message, type: fields.type ?? errorTypeOf(status), param: fields.param ?? null, code: fields.code ?? null };
+    // Messages and params may quote the request: bounded, so an error never echoes it whole.
+    this.body = {
+      message: quote(message, 1024),
+      type: fields.type ?? errorTypeOf(status),
+      param: fields.param == null ? null : quote(fields.param, 256),
+      code: fields.code ?? null,
+    };
   }
 }
 
@@ -55,7 +64,7 @@ export const invalidRequest = (message: string, param: string | null = null, cod
 
 /** OpenAI's answer to an unknown model (404 `model_not_found`), listing the models that do exist. */
 export function modelNotFound(model: string, available: string[], param: string | null = 'model'): OpenAIFacadeError {
-  return new OpenAIFacadeError(404, `The model \`${model}\` does not exist. Available models: ${available.join(', ')}.`, {
+  return new OpenAIFacadeError(404, `The model \`${quote(model)}\` does not exist. Available models: ${available.join(', ')}.`, {
     param,
     code: 'model_not_found',
   });
@@ -65,7 +74,7 @@ export function modelNotFound(model: string, available: string[], param: string 
 export function paramPath(path: ReadonlyArray<PropertyKey>): string {
   return path.reduce<string>((joined, key) => {
     if (typeof key === 'number') return `${joined}[${key}]`;
-    return joined === '' ? String(key) : `${joined}.${String(key)}`;
+    return joined === '' ? quote(String(key)) : `${joined}.${quote(String(key))}`;
   }, '');
 }
 
@@ -80,7 +89,7 @@ export function fromZodError(error: z.ZodError): OpenAIFacadeError {
   }
   const where = param === null ? 'the request body' : `'${param}'`;
   const code = issue.code === 'invalid_type' ? 'invalid_type' : 'invalid_value';
-  return invalidRequest(`Invalid value for ${where}: ${issue.message}.${others}`, param, code);
+  return invalidRequest(`Invalid value for ${where}: ${quote(issue.message, 256)}.${others}`, param, code);
 }
 
 /**
@@ -111,6 +120,8 @@ export function toOpenAIError(error: unknown): OpenAIFacadeError {
     return new OpenAIFacadeError(413, 'The request body is larger than this server accepts.', { code: 'request_too_large' });
   }
   if (httpError) return invalidRequest(`The ${httpError.message}.`);
+  const unavailable = fromDependency(error);
+  if (unavailable) return new OpenAIFacadeError(503, unavailable.message, { code: 'unavailable' }, true, unavailable.retryAfterSeconds);
   if (isMageError(error)) {
     return new OpenAIFacadeError(error.httpStatus, error.message, { code: error.code.toLowerCase() }, error.httpStatus >= 500 ? error.retryable : undefined);
   }

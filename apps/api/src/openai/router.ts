@@ -71,7 +71,7 @@ export function openaiFacade(services: ApiServices): [RequestHandler, ErrorReque
 
   const errorHandler: ErrorRequestHandler = (error: unknown, req, res, _next) => {
     const answer = toOpenAIError(error);
-    if (answer.status >= 500 && !(error instanceof OpenAIFacadeError)) {
+    if (answer.status >= 500 && answer.retryAfterSeconds === undefined && !(error instanceof OpenAIFacadeError)) {
       services.logger.error('openai facade request failed', { method: req.method, path: req.path, error: String(error), stack: (error as Error).stack });
     }
     if (res.headersSent) {
@@ -79,6 +79,7 @@ export function openaiFacade(services: ApiServices): [RequestHandler, ErrorReque
       return;
     }
     if (answer.retryable !== undefined) res.setHeader('x-should-retry', String(answer.retryable));
+    if (answer.retryAfterSeconds !== undefined) res.setHeader('retry-after', String(answer.retryAfterSeconds));
     res.status(answer.status).json({ error: answer.body });
   };
 
@@ -107,15 +108,19 @@ async function followForCall(
   options: CallFollowOptions,
 ): Promise<void> {
   let follow: TaskFollow | undefined;
-  let clientGone = false;
   openChatCalls.set(res, () => {
     options.onShutdown();
     follow?.close();
   });
+  follow = followTask(services.store, services.bus, task.id, {
+    onEvent: options.onEvent,
+    onEnd: (reason, error) => {
+      if (reason !== 'closed') options.onEnd(reason, error);
+    },
+  });
   const onClose = () => {
     openChatCalls.delete(res);
     if (res.writableEnded) return;
-    clientGone = true;
     follow?.close();
     if (runsInBackground(request)) return;
     cancelTask(services, task.id, 'client disconnected from the chat completion call').catch((error: unknown) =>
@@ -125,14 +130,7 @@ async function followForCall(
   // The client may have left while the task was being created, before 'close' could be listened for.
   if (res.destroyed) onClose();
   else res.once('close', onClose);
-  follow = await followTask(services.store, services.bus, task.id, {
-    onEvent: options.onEvent,
-    onEnd: (reason, error) => {
-      if (reason !== 'closed') options.onEnd(reason, error);
-    },
-  });
-  // The client may have left while the log was being replayed.
-  if (clientGone) follow.close();
+  await follow.ready;
 }
 
 /** `stream: false`: waits for the task, then answers the completion or the task's error. */
