@@ -8,11 +8,10 @@ export const MAX_CONTENT_PARTS = 256;
 /** A chat message as OpenAI-compatible clients send it; multi-part text content is accepted. */
 export const ChatMessageSchema = z.object({
   role: z.enum(['system', 'user', 'assistant', 'tool']),
-  content: z.union([
-    z.string(),
-    z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1).max(MAX_CONTENT_PARTS),
-    z.null(),
-  ]),
+  content: z.union(
+    [z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1).max(MAX_CONTENT_PARTS), z.null()],
+    { error: `must be a string, null, or 1 to ${MAX_CONTENT_PARTS} parts {type: "text", text}` },
+  ),
   name: z.string().max(128).optional(),
   tool_call_id: z.string().max(256).optional(),
 });

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { TaskEvent } from '@mageagent/core';
 import { createRedis } from './redis';
-import { TaskStore } from './task-store';
+import { TaskStore, type TransitionRequest } from './task-store';
 import { TaskEventBus } from './event-bus';
 import { followTask } from './task-follower';
 import { queuedTask } from './test-tasks';
@@ -167,4 +167,29 @@ test('a follower fetches what pub/sub never delivered: the periodic check catche
   for (let waited = 0; ended === undefined && waited < 2000; waited += 25) await new Promise((resolve) => setTimeout(resolve, 25));
   expect(ended).toBe('terminal');
   expect(received).toEqual([1, 2, 3, 4]);
+});
+
+test('a write sent twice with one write id (a resend after a reconnect) is applied once', async () => {
+  const task = newTask();
+  await store.create(task);
+  await store.transition(task.id, { from: ['queued'], to: 'processing' });
+  const write: TransitionRequest = { from: ['processing'], events: [{ type: 'delta', stepId: 's1', text: 'once' }], writeId: randomUUID() };
+  const first = await store.transition(task.id, write);
+  const again = await store.transition(task.id, write);
+  expect(first).toEqual({ applied: true, lastSeq: 3, previousStatus: 'processing' });
+  expect(again).toEqual(first);
+  expect((await store.readEvents(task.id)).map((event) => event.type)).toEqual(['status', 'status', 'delta']);
+});
+
+test('a fenced write applies only while the record is at that attempt', async () => {
+  const task = newTask();
+  await store.create(task);
+  expect(await store.transition(task.id, { from: ['queued'], to: 'processing', fence: 0, fields: { attempt: '1' } })).toMatchObject({ applied: true });
+  // A second start that read attempt 0 too loses the race.
+  expect(await store.transition(task.id, { from: ['queued', 'processing'], to: 'processing', fence: 0, fields: { attempt: '1' } })).toEqual({
+    applied: false,
+    currentStatus: 'processing',
+  });
+  expect(await store.complete(task.id, result, 2)).toEqual({ applied: false, currentStatus: 'processing' });
+  expect(await store.complete(task.id, result, 1)).toMatchObject({ applied: true });
 });

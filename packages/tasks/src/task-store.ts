@@ -43,6 +43,12 @@ export interface TransitionRequest {
    * so once another worker has taken the task over, the first one's writes are refused.
    */
   fence?: number;
+  /**
+   * Identifies this write, so that a resend (after a reconnect, when the first send may have been
+   * applied and only its reply lost) is not applied twice. Generated when omitted; callers that
+   * retry a write themselves pass the same id each time.
+   */
+  writeId?: string;
 }
 
 const NON_TERMINAL: readonly TaskStatus[] = ['queued', 'processing'];
@@ -180,7 +186,7 @@ export class TaskStore {
       ttl,
       request.fence === undefined ? '' : String(request.fence),
       // Every write carries an id, so a resend after a reconnect is never applied twice.
-      randomUUID(),
+      request.writeId ?? randomUUID(),
       Object.keys(fields).length,
     ];
     for (const [key, value] of Object.entries(fields)) argv.push(key, value);
