@@ -1,0 +1,526 @@
+/**
+ * The fault suite's harness: a stack on a Redis of its own (so Redis can be stopped), clients that
+ * behave as real ones do (an SSE reader that reconnects with Last-Event-ID like EventSource, a
+ * Socket.io client that re-subscribes after a reconnect), a submitter that records every answer
+ * and how long it took, and the checks every scenario reports: tasks lost, events lost or
+ * duplicated per client, requests that hung, 5xx answers to client mistakes.
+ */
+import path from 'node:path';
+import { io, type Socket } from 'socket.io-client';
+import type { TaskEvent, TaskRecord } from '@mageagent/core';
+import { Stack, type StackOptions } from '../../apps/launcher/src/stack';
+import { RedisServer } from '../support/redis-server';
+
+export const FAULT_MODELS_CONFIG = path.join(__dirname, 'models.faults.yaml');
+/** A request that takes longer than this to answer counts as hung (the api promises 503 within 1 s). */
+export const HANG_BOUND_MS = 1000;
+const TERMINAL = new Set(['completed', 'failed', 'cancelled']);
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export interface FaultStack {
+  redis: RedisServer;
+  stack: Stack;
+  api: string;
+  sim: string;
+  output: string[];
+  stop(): Promise<void>;
+}
+
+/** Simulator, api and workers on a private redis-server with AOF; the models of models.faults.yaml. */
+export async function startFaultStack(options: Partial<StackOptions> = {}): Promise<FaultStack> {
+  const redis = await RedisServer.start();
+  const output: string[] = [];
+  const stack = new Stack({
+    redisUrl: redis.url,
+    prefix: 'faults',
+    apiPort: 0,
+    simPort: 0,
+    workers: 2,
+    workerConcurrency: 4,
+    simulatedModelsConfig: FAULT_MODELS_CONFIG,
+    sink: (name, line) => {
+      output.push(`[${name}] ${line}`);
+      if (process.env.TEST_LOGS === '1') process.stdout.write(`[${name}] ${line}\n`);
+    },
+    ...options,
+    env: {
+      LOG_LEVEL: 'warn',
+      SIM_SPEEDUP: '1',
+      MODEL_RETRY_BASE_MS: '50',
+      HOST_HEALTH_INTERVAL_MS: '500',
+      HOST_HEALTH_TIMEOUT_MS: '1000',
+      ...options.env,
+    },
+  });
+  try {
+    await stack.start();
+  } catch (error) {
+    await redis.close();
+    throw error;
+  }
+  return {
+    redis,
+    stack,
+    api: stack.apiUrl,
+    sim: stack.simUrl ?? '',
+    output,
+    async stop() {
+      await stack.stop();
+      await redis.close();
+    },
+  };
+}
+
+/** One HTTP exchange as a client saw it. */
+export interface Exchange {
+  method: string;
+  route: string;
+  status: number;
+  ms: number;
+  body: unknown;
+  retryAfter: string | null;
+  /** The request was the client's mistake (bad input), so any 5xx answer to it is a defect. */
+  clientMistake: boolean;
+}
+
+export class ExchangeLog {
+  readonly exchanges: Exchange[] = [];
+
+  async request(url: string, init: RequestInit & { route: string; clientMistake?: boolean }): Promise<Exchange> {
+    const started = performance.now();
+    let status = 0;
+    let body: unknown;
+    let retryAfter: string | null = null;
+    try {
+      const response = await fetch(url, { ...init, signal: AbortSignal.timeout(15_000) });
+      status = response.status;
+      retryAfter = response.headers.get('retry-after');
+      const text = await response.text();
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = text;
+      }
+    } catch (error) {
+      body = String(error);
+    }
+    const exchange: Exchange = {
+      method: init.method ?? 'GET',
+      route: init.route,
+      status,
+      ms: performance.now() - started,
+      body,
+      retryAfter,
+      clientMistake: init.clientMistake ?? false,
+    };
+    this.exchanges.push(exchange);
+    return exchange;
+  }
+
+  post(api: string, route: string, body: unknown, clientMistake = false): Promise<Exchange> {
+    return this.request(`${api}${route}`, {
+      method: 'POST',
+      route,
+      headers: { 'content-type': 'application/json' },
+      body: typeof body === 'string' ? body : JSON.stringify(body),
+      clientMistake,
+    });
+  }
+
+  /** Requests that took longer than the bound, streams excluded. */
+  get hung(): Exchange[] {
+    return this.exchanges.filter((exchange) => exchange.ms > HANG_BOUND_MS);
+  }
+
+  /** 5xx answers other than an honest 503 with Retry-After. */
+  get serverErrors(): Exchange[] {
+    return this.exchanges.filter((exchange) => exchange.status >= 500 && !(exchange.status === 503 && exchange.retryAfter !== null));
+  }
+
+  /** 5xx (or no answer) to requests that were the client's mistake. */
+  get serverErrorsToClientMistakes(): Exchange[] {
+    return this.exchanges.filter((exchange) => exchange.clientMistake && (exchange.status >= 500 || exchange.status === 0));
+  }
+
+  get unavailable(): Exchange[] {
+    return this.exchanges.filter((exchange) => exchange.status === 503);
+  }
+
+  /** Exchanges that got no HTTP answer at all (connection refused or reset, timeout). */
+  get unanswered(): Exchange[] {
+    return this.exchanges.filter((exchange) => exchange.status === 0);
+  }
+}
+
+/** What a client following one task saw. */
+export interface FollowRecord {
+  taskId: string;
+  /** Every seq delivered, in delivery order (duplicates included). */
+  seqs: number[];
+  duplicates: number;
+  gaps: number;
+  reconnects: number;
+  /** `reconnect` events (SSE) or `task-unsubscribed`/`server-shutdown` (Socket.io) the server sent. */
+  hints: number;
+  terminal: boolean;
+  /** The highest seq delivered: where a reconnect resumes. */
+  lastSeq: number;
+}
+
+function newRecord(taskId: string): FollowRecord {
+  return { taskId, seqs: [], duplicates: 0, gaps: 0, reconnects: 0, hints: 0, terminal: false, lastSeq: 0 };
+}
+
+function accept(record: FollowRecord, event: TaskEvent): void {
+  if (event.seq <= record.lastSeq) record.duplicates += 1;
+  else if (event.seq > record.lastSeq + 1) record.gaps += 1;
+  record.seqs.push(event.seq);
+  record.lastSeq = Math.max(record.lastSeq, event.seq);
+  if (event.type === 'status' && TERMINAL.has(event.status)) record.terminal = true;
+}
+
+const lastSeqOf = (record: FollowRecord) => record.lastSeq;
+
+/**
+ * Follows a task over SSE the way EventSource does: when the stream ends before the terminal
+ * event, or cannot be opened (503 during an outage, the api restarting), it reconnects with
+ * Last-Event-ID after a short wait.
+ */
+export function followSse(api: string, taskId: string, timeoutMs = 120_000): { record: FollowRecord; done: Promise<FollowRecord> } {
+  const record = newRecord(taskId);
+  const deadline = Date.now() + timeoutMs;
+  const done = (async () => {
+    let first = true;
+    while (!record.terminal && Date.now() < deadline) {
+      if (!first) {
+        record.reconnects += 1;
+        await sleep(100);
+      }
+      first = false;
+      const lastSeq = lastSeqOf(record);
+      try {
+        const response = await fetch(`${api}/tasks/${taskId}/stream`, {
+          headers: lastSeq > 0 ? { 'last-event-id': String(lastSeq) } : {},
+          signal: AbortSignal.timeout(Math.max(1, deadline - Date.now())),
+        });
+        if (response.status !== 200 || !response.body) {
+          await response.body?.cancel();
+          continue;
+        }
+        const decoder = new TextDecoder();
+        let buffer = '';
+        for await (const chunk of response.body) {
+          buffer += decoder.decode(chunk as Uint8Array, { stream: true });
+          let boundary: number;
+          while ((boundary = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, boundary);
+            buffer = buffer.slice(boundary + 2);
+            let type: string | undefined;
+            let data: string | undefined;
+            for (const line of block.split('\n')) {
+              if (line.startsWith('event: ')) type = line.slice(7);
+              else if (line.startsWith('data: ')) data = line.slice(6);
+            }
+            if (data === undefined) continue;
+            if (type === 'reconnect') record.hints += 1;
+            else accept(record, JSON.parse(data) as TaskEvent);
+          }
+        }
+      } catch {
+        // The connection dropped or the api is restarting: reconnect, as EventSource would.
+      }
+    }
+    return record;
+  })();
+  return { record, done };
+}
+
+/**
+ * One Socket.io client following several tasks. After a reconnect (or a `task-unsubscribed`) it
+ * subscribes again from the last seq it has; a subscribe answered with an error (503 during an
+ * outage) is retried.
+ */
+export class SocketFollower {
+  readonly records = new Map<string, FollowRecord>();
+  private readonly socket: Socket;
+  private readonly waiting = new Map<string, () => void>();
+
+  constructor(api: string) {
+    this.socket = io(api, { transports: ['websocket'], reconnectionDelay: 100, reconnectionDelayMax: 500 });
+    this.socket.on('task-update', (event: TaskEvent) => {
+      const record = this.records.get(event.taskId);
+      if (!record) return;
+      accept(record, event);
+      if (record.terminal) this.waiting.get(event.taskId)?.();
+    });
+    this.socket.on('task-unsubscribed', ({ taskId }: { taskId: string }) => {
+      const record = this.records.get(taskId);
+      if (!record) return;
+      record.hints += 1;
+      void this.subscribe(record);
+    });
+    this.socket.on('server-shutdown', () => {
+      for (const record of this.records.values()) record.hints += 1;
+    });
+    this.socket.io.on('reconnect', () => {
+      for (const record of this.records.values()) {
+        if (record.terminal) continue;
+        record.reconnects += 1;
+        void this.subscribe(record);
+      }
+    });
+  }
+
+  /** Starts following a task; resolves with what was seen once its terminal event arrived. */
+  follow(taskId: string, timeoutMs = 120_000): Promise<FollowRecord> {
+    const record = newRecord(taskId);
+    this.records.set(taskId, record);
+    const done = new Promise<FollowRecord>((resolve) => {
+      const timer = setTimeout(() => resolve(record), timeoutMs);
+      this.waiting.set(taskId, () => {
+        clearTimeout(timer);
+        resolve(record);
+      });
+    });
+    void this.subscribe(record);
+    return done;
+  }
+
+  private async subscribe(record: FollowRecord): Promise<void> {
+    for (let tries = 0; tries < 600 && !record.terminal; tries += 1) {
+      if (this.socket.connected) {
+        const answer = (await this.socket
+          .timeout(2000)
+          .emitWithAck('subscribe-task', { taskId: record.taskId, after: lastSeqOf(record) })
+          .catch(() => ({ error: 'no ack' }))) as { task?: TaskRecord; error?: unknown };
+        if (answer.task) return;
+      }
+      await sleep(200);
+    }
+  }
+
+  close(): void {
+    this.socket.disconnect();
+  }
+}
+
+/** Polls the tasks until each is terminal (or the time is up); answers the final records. */
+export async function settle(api: string, taskIds: string[], timeoutMs = 120_000): Promise<Map<string, TaskRecord>> {
+  const finished = new Map<string, TaskRecord>();
+  const deadline = Date.now() + timeoutMs;
+  while (finished.size < taskIds.length && Date.now() < deadline) {
+    const open = taskIds.filter((id) => !finished.has(id));
+    for (let start = 0; start < open.length; start += 50) {
+      await Promise.all(
+        open.slice(start, start + 50).map(async (id) => {
+          try {
+            const response = await fetch(`${api}/tasks/${id}`);
+            if (response.status !== 200) return;
+            const task = (await response.json()) as TaskRecord;
+            if (TERMINAL.has(task.status)) finished.set(id, task);
+          } catch {
+            // The api may be restarting; try again on the next round.
+          }
+        }),
+      );
+    }
+    if (finished.size < taskIds.length) await sleep(250);
+  }
+  return finished;
+}
+
+/** The task's authoritative log. */
+export async function eventLog(api: string, taskId: string): Promise<TaskEvent[]> {
+  const response = await fetch(`${api}/tasks/${taskId}/events`);
+  return ((await response.json()) as { events: TaskEvent[] }).events;
+}
+
+/** Events a follower missed or got twice, against the task's log (which must itself be 1..N without gaps). */
+export async function compareWithLog(api: string, record: FollowRecord): Promise<{ lost: number; duplicated: number; logGaps: number }> {
+  const log = await eventLog(api, record.taskId);
+  const logSeqs = log.map((event) => event.seq);
+  const logGaps = logSeqs.filter((seq, index) => seq !== index + 1).length;
+  const seen = new Set(record.seqs);
+  const lost = logSeqs.filter((seq) => !seen.has(seq)).length;
+  return { lost, duplicated: record.duplicates, logGaps };
+}
+
+export interface Row {
+  metric: string;
+  value: string | number;
+  target?: string;
+}
+
+/** Prints a scenario's measurements as a markdown table (to stdout, outside jest's console capture). */
+export function printTable(title: string, rows: Row[]): void {
+  const lines = [`\n### ${title}\n`, '| metric | measured | target |', '|---|---|---|'];
+  for (const row of rows) lines.push(`| ${row.metric} | ${row.value} | ${row.target ?? ''} |`);
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+export const percentile = (values: number[], p: number): number => {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? 0;
+};
+
+export const ms = (value: number) => `${Math.round(value)} ms`;
+
+export { sleep };
+
+export interface LoadRunOptions {
+  /** The task body every submission posts. */
+  body?: Record<string, unknown>;
+  /** How long traffic runs. */
+  durationMs?: number;
+  /** When the disruption starts, from the start of the traffic. */
+  disruptAfterMs?: number;
+  /** The fault; resolves when it is over (Redis back, worker restarted…), answering that moment. */
+  disrupt: () => Promise<void>;
+  /** Follow every n-th accepted task over SSE / Socket.io. */
+  sseEvery?: number;
+  socketEvery?: number;
+  /** How long accepted tasks get to finish after the traffic. */
+  settleMs?: number;
+}
+
+/** What a run under load measured, for the table and the assertions. */
+export interface LoadRun {
+  log: ExchangeLog;
+  accepted: string[];
+  finished: Map<string, TaskRecord>;
+  /** Accepted tasks that did not complete. */
+  lost: string[];
+  sse: FollowRecord[];
+  sockets: FollowRecord[];
+  /** Per follower: events missing from what it saw, and events it got twice, against the log. */
+  comparisons: Array<{ lost: number; duplicated: number; logGaps: number }>;
+  disruptedAt: number;
+  recoveredAt: number;
+  /** From the end of the fault to the first task accepted after it. */
+  firstAcceptedAfterMs: number | undefined;
+  /** From the end of the fault to the first task accepted after it having completed. */
+  firstCompletedAfterMs: number | undefined;
+}
+
+/**
+ * Submits tasks at a steady pace, follows some over SSE and Socket.io, reads and polls known
+ * tasks throughout (timing every answer), runs the fault part-way, then waits for every accepted
+ * task and compares every follower with the task's log.
+ */
+export async function runUnderLoad(fault: FaultStack, options: LoadRunOptions): Promise<LoadRun> {
+  const { api } = fault;
+  const log = new ExchangeLog();
+  const accepted: string[] = [];
+  const acceptedAt = new Map<string, number>();
+  const sse: Array<Promise<FollowRecord>> = [];
+  const sockets = [new SocketFollower(api), new SocketFollower(api)];
+  const socketFollows: Array<Promise<FollowRecord>> = [];
+  const body = options.body ?? { prompt: 'fault suite task [[sim: tokens=16; tps=40; ttft=60]]', pattern: 'primary' };
+  const trafficEnds = Date.now() + (options.durationMs ?? 6000);
+  let disruptedAt = Number.POSITIVE_INFINITY;
+  let recoveredAt = Number.POSITIVE_INFINITY;
+
+  const traffic = (async () => {
+    for (let index = 0; Date.now() < trafficEnds; index += 1) {
+      const exchange = await log.post(api, '/tasks', body);
+      if (exchange.status === 202) {
+        const id = (exchange.body as { id: string }).id;
+        accepted.push(id);
+        acceptedAt.set(id, Date.now());
+        if (index % (options.sseEvery ?? 2) === 0) sse.push(followSse(api, id).done);
+        if (index % (options.socketEvery ?? 3) === 0) socketFollows.push(sockets[index % 2]!.follow(id));
+      }
+      await sleep(40);
+    }
+  })();
+  const probes = (async () => {
+    while (Date.now() < trafficEnds) {
+      const id = accepted[Math.floor(Math.random() * accepted.length)];
+      if (id !== undefined) {
+        await Promise.all([
+          log.request(`${api}/tasks/${id}`, { route: 'GET /tasks/:id' }),
+          log.request(`${api}/tasks/${id}/events?after=1`, { route: 'GET /tasks/:id/events' }),
+        ]);
+      }
+      await sleep(60);
+    }
+  })();
+  const fault_ = (async () => {
+    await sleep(options.disruptAfterMs ?? 2000);
+    disruptedAt = Date.now();
+    await options.disrupt();
+    recoveredAt = Date.now();
+  })();
+  await Promise.all([traffic, probes, fault_]);
+
+  const finished = await settle(api, accepted, options.settleMs ?? 90_000);
+  const sseRecords = await Promise.all(sse);
+  const socketRecords = await Promise.all(socketFollows);
+  sockets.forEach((socket) => socket.close());
+  const comparisons = await Promise.all([...sseRecords, ...socketRecords].map((record) => compareWithLog(api, record)));
+  const after = accepted.filter((id) => (acceptedAt.get(id) ?? 0) > recoveredAt);
+  const completedAfter = after
+    .map((id) => finished.get(id))
+    .filter((task): task is TaskRecord => task?.status === 'completed' && task.completedAt !== null)
+    .map((task) => Date.parse(task.completedAt as string));
+  return {
+    log,
+    accepted,
+    finished,
+    lost: accepted.filter((id) => finished.get(id)?.status !== 'completed'),
+    sse: sseRecords,
+    sockets: socketRecords,
+    comparisons,
+    disruptedAt,
+    recoveredAt,
+    firstAcceptedAfterMs: after.length === 0 ? undefined : (acceptedAt.get(after[0]!) ?? 0) - recoveredAt,
+    firstCompletedAfterMs: completedAfter.length === 0 ? undefined : Math.min(...completedAfter) - recoveredAt,
+  };
+}
+
+const sum = (values: number[]) => values.reduce((total, value) => total + value, 0);
+
+/** The rows every scenario reports. */
+export function standardRows(run: LoadRun): Row[] {
+  const sseComparisons = run.comparisons.slice(0, run.sse.length);
+  const socketComparisons = run.comparisons.slice(run.sse.length);
+  const unavailable = run.log.unavailable;
+  return [
+    { metric: 'tasks accepted (202)', value: run.accepted.length },
+    { metric: 'tasks lost (accepted, not completed)', value: run.lost.length, target: '0' },
+    {
+      metric: 'SSE clients: events lost / duplicated',
+      value: `${sum(sseComparisons.map((c) => c.lost))} / ${sum(sseComparisons.map((c) => c.duplicated))} (${run.sse.length} clients, ${sum(run.sse.map((r) => r.reconnects))} reconnects)`,
+      target: '0 / 0',
+    },
+    {
+      metric: 'Socket.io clients: events lost / duplicated',
+      value: `${sum(socketComparisons.map((c) => c.lost))} / ${sum(socketComparisons.map((c) => c.duplicated))} (${run.sockets.length} subscriptions, ${sum(run.sockets.map((r) => r.reconnects))} re-subscribes)`,
+      target: '0 / 0',
+    },
+    {
+      metric: '503 + Retry-After answers',
+      value: unavailable.length === 0 ? '0' : `${unavailable.length}, p50 ${ms(percentile(unavailable.map((e) => e.ms), 50))}, max ${ms(Math.max(...unavailable.map((e) => e.ms)))}`,
+      target: `each ≤ ${HANG_BOUND_MS} ms`,
+    },
+    { metric: 'requests that hung past the bound', value: run.log.hung.length, target: '0' },
+    { metric: '5xx other than 503 + Retry-After', value: run.log.serverErrors.length, target: '0' },
+    { metric: 'fault → over', value: ms(run.recoveredAt - run.disruptedAt) },
+    { metric: 'time to recovery: over → first task accepted', value: run.firstAcceptedAfterMs === undefined ? 'none' : ms(run.firstAcceptedAfterMs) },
+    { metric: 'time to recovery: over → first new task completed', value: run.firstCompletedAfterMs === undefined ? 'none' : ms(run.firstCompletedAfterMs) },
+  ];
+}
+
+/** The assertions every scenario makes. */
+export function expectNothingLost(run: LoadRun): void {
+  expect(run.lost).toEqual([]);
+  expect(run.log.hung).toEqual([]);
+  expect(run.log.serverErrors).toEqual([]);
+  expect(run.log.unanswered).toEqual([]);
+  expect(run.firstAcceptedAfterMs).toBeDefined();
+  expect(run.firstCompletedAfterMs).toBeDefined();
+  for (const comparison of run.comparisons) expect(comparison).toEqual({ lost: 0, duplicated: 0, logGaps: 0 });
+  expect([...run.sse, ...run.sockets].filter((record) => !record.terminal || record.gaps > 0)).toEqual([]);
+}
