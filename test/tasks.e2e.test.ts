@@ -201,6 +201,29 @@ test('a model that answers 500 is retried with backoff, then the task fails with
   expect(shapeOf(events).slice(-2)).toEqual(['error', 'status:failed']);
 });
 
+test('a model that answers 500 twice and then recovers costs the task nothing but retries', async () => {
+  const id = await createTask(service.api, { prompt: 'flaky, then fine [[sim: error=500; fail-times=2]]', pattern: 'primary' });
+  const task = await waitForTask(service.api, id);
+  expect(task.status).toBe('completed');
+  expect(task.result?.steps.map((step) => step.attempt)).toEqual([3]);
+  const events = (await requestJson<{ events: TaskEvent[] }>(`${service.api}/tasks/${id}/events`)).body.events;
+  expect(events.filter((event) => event.type === 'warning')).toHaveLength(2);
+});
+
+test('a Retry-After is waited out within MODEL_RETRY_AFTER_MAX_MS, and a longer one fails the task at once', async () => {
+  const waited = await createTask(service.api, { prompt: 'busy a moment [[sim: error=429; retry-after-ms=300; fail-times=1]]', pattern: 'primary' });
+  expect(await waitForTask(service.api, waited)).toMatchObject({ status: 'completed' });
+  const events = (await requestJson<{ events: TaskEvent[] }>(`${service.api}/tasks/${waited}/events`)).body.events;
+  const warnings = events.flatMap((event) => (event.type === 'warning' ? [event.message] : []));
+  expect(warnings).toEqual([expect.stringMatching(/retry 1 of 2 in 300 ms as the server asked \(Retry-After\)$/)]);
+
+  const startedAt = Date.now();
+  const refused = await waitForTask(service.api, await createTask(service.api, { prompt: 'busy for long [[sim: error=503; retry-after=120]]', pattern: 'primary' }));
+  expect(refused).toMatchObject({ status: 'failed', error: { code: 'MODEL_UNAVAILABLE', retryable: true } });
+  expect(refused.error?.message).toContain('asked for a wait of 120000 ms (Retry-After), longer than the 30000 ms');
+  expect(Date.now() - startedAt).toBeLessThan(5000);
+});
+
 test('a task that outlives its timeout fails with TASK_TIMEOUT and its model request is aborted', async () => {
   const before = (await requestJson(`${service.sim}/sim/stats`)).body;
   const id = await createTask(service.api, { prompt: 'never answers [[sim: hang]]', options: { timeoutMs: 400 } });

@@ -5,8 +5,11 @@ import {
   ModelResponseError,
   ModelTimeoutError,
   ModelUnavailableError,
+  type TaskEventPayload,
 } from '@mageagent/core';
 import { OpenAICompatibleModel, loadModelsConfig } from '@mageagent/models';
+import { generate, StepIds, type PatternContext } from '@mageagent/patterns';
+import { FailTimesCounter } from './fail-times';
 import {
   SIMULATOR_OWNER,
   createSimulator,
@@ -325,6 +328,88 @@ describe('model simulator HTTP', () => {
   });
 });
 
+describe('fault directives', () => {
+  /** Status and hint headers of one non-streaming call, its body read to the end. */
+  async function answerTo(prompt: string, model = 'fast') {
+    const response = await chat({ model, messages: userMessage(prompt) });
+    await response.text();
+    return { status: response.status, retryAfter: response.headers.get('retry-after'), retryAfterMs: response.headers.get('retry-after-ms') };
+  }
+
+  /** The `data:` payloads of an SSE body as raw text, so a broken one can be looked at. */
+  const dataLines = (text: string) => text.split('\n').filter((line) => line.startsWith('data: ')).map((line) => line.slice(6));
+
+  it('answers any 4xx/5xx error= status, with retry-after= and retry-after-ms= sent verbatim as headers', async () => {
+    await start();
+    expect(await answerTo('[[sim: error=503; retry-after=2]]')).toEqual({ status: 503, retryAfter: '2', retryAfterMs: null });
+    expect(await answerTo('[[sim: error=429; retry-after=7]]')).toEqual({ status: 429, retryAfter: '7', retryAfterMs: null });
+    expect(await answerTo('[[sim: error=500; retry-after-ms=250]]')).toEqual({ status: 500, retryAfter: null, retryAfterMs: '250' });
+    expect(await answerTo('[[sim: error=503; retry-after=Sun, 06 Nov 2094 08:49:37 GMT]]')).toMatchObject({ retryAfter: 'Sun, 06 Nov 2094 08:49:37 GMT' });
+    expect(await answerTo('[[sim: error=503; retry-after=soon]]')).toMatchObject({ retryAfter: 'soon' });
+    expect(await answerTo('[[sim: error=503]]')).toEqual({ status: 503, retryAfter: null, retryAfterMs: null });
+    expect(await answerTo('[[sim: error=418]]')).toMatchObject({ status: 418 });
+    expect(await answerTo('[[sim: error=599]]')).toMatchObject({ status: 599 });
+    expect(simulator.stats()).toMatchObject({ requests: 8, errors: 8 });
+  });
+
+  it('malformed-after=N streams N good tokens, then a data: line that is not JSON, and ends the body', async () => {
+    await start();
+    const text = await (await chat({ model: 'fast', messages: userMessage('[[sim: malformed-after=3]]'), stream: true })).text();
+    const data = dataLines(text);
+    expect(data).toHaveLength(5); // the role chunk, three tokens, the broken chunk
+    const good = data.slice(0, 4).map((line) => JSON.parse(line) as { choices: Array<{ delta: Record<string, string> }> });
+    expect(good.slice(1).every((chunk) => typeof chunk.choices[0]?.delta.content === 'string')).toBe(true);
+    expect(() => JSON.parse(data[4]!)).toThrow();
+    expect(text).not.toContain('[DONE]');
+    const flag = dataLines(await (await chat({ model: 'fast', messages: userMessage('[[sim: malformed]]'), stream: true })).text());
+    expect(flag).toHaveLength(2);
+    expect(() => JSON.parse(flag[1]!)).toThrow();
+    expect(simulator.stats()).toMatchObject({ malformed: 2, aborted: 0, disconnects: 0, inFlight: 0 });
+  });
+
+  it('malformed answers a non-streaming call with a 200 JSON body that does not parse', async () => {
+    await start();
+    const response = await chat({ model: 'fast', messages: userMessage('[[sim: malformed-after=2]]') });
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-type')).toBe('application/json');
+    const body = await response.text();
+    expect(body.startsWith('{"id":"chatcmpl-sim-')).toBe(true);
+    expect(() => JSON.parse(body)).toThrow();
+    expect(simulator.stats().malformed).toBe(1);
+  });
+
+  it('fail-times=N: the first N identical calls obey the fault, later ones are answered; reset forgets', async () => {
+    await start();
+    const flaky = '[[sim: error=500; fail-times=2]] flaky';
+    const statuses = [];
+    for (let call = 0; call < 4; call += 1) statuses.push((await answerTo(flaky)).status);
+    expect(statuses).toEqual([500, 500, 200, 200]);
+    // Other messages, or the same ones to another model, are another request with its own count.
+    expect((await answerTo('[[sim: error=500; fail-times=2]] other')).status).toBe(500);
+    expect((await answerTo(flaky, 'slow')).status).toBe(500);
+    expect((await answerTo('[[sim: error=500; fail-times=0]] never')).status).toBe(200);
+    await fetch(`${baseUrl}/sim/reset`, { method: 'POST' });
+    expect((await answerTo(flaky)).status).toBe(500);
+  });
+
+  it('fail-times applies to every fault: a disconnect, then a whole answer', async () => {
+    await start();
+    const body = { model: 'fast', messages: userMessage('[[sim: disconnect-after=1; fail-times=1]]'), stream: true };
+    await expect((await chat(body)).text()).rejects.toThrow();
+    expect(dataLines(await (await chat(body)).text()).at(-1)).toBe('[DONE]');
+    expect((await waitFor((stats) => stats.inFlight === 0)).disconnects).toBe(1);
+  });
+
+  it('remembers a bounded number of requests for fail-times, forgetting the oldest first', () => {
+    const counter = new FailTimesCounter(2);
+    const fails = (content: string) => counter.apply({ error: '500', 'fail-times': '1' }, 'm', [{ role: 'user', content }]).error !== undefined;
+    expect([fails('a'), fails('b'), fails('a')]).toEqual([true, true, false]);
+    expect(fails('c')).toBe(true); // full: "a" is forgotten
+    expect(fails('a')).toBe(true); // new again ("b" is forgotten)
+    expect(fails('c')).toBe(false);
+  });
+});
+
 describe('OpenAICompatibleModel against the simulator', () => {
   const client = (modelId: string, endpoint = `${baseUrl}/v1`, timeouts = { firstTokenMs: 2000, totalMs: 5000 }) =>
     new OpenAICompatibleModel({ id: modelId, host: 'gpu-a', endpoint, timeouts });
@@ -366,6 +451,70 @@ describe('OpenAICompatibleModel against the simulator', () => {
     ).rejects.toBeInstanceOf(ModelTimeoutError);
     const stats = await waitFor((current) => current.inFlight === 0);
     expect(stats).toMatchObject({ errors: 2, disconnects: 1, aborted: 1 });
+  });
+
+  it('carries the Retry-After of a simulated 429/503 onto the error, and ignores a garbage one', async () => {
+    await start();
+    const call = (prompt: string) => client('fast').chat(request(prompt));
+    await expect(call('[[sim: error=429; retry-after=2]]')).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', retryAfterMs: 2000 });
+    await expect(call('[[sim: error=503; retry-after-ms=250]]')).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', retryAfterMs: 250 });
+    await expect(call('[[sim: error=503; retry-after=soon]]')).rejects.toMatchObject({ code: 'MODEL_UNAVAILABLE', retryAfterMs: undefined });
+  });
+
+  it('classifies malformed chunks and bodies as a final MODEL_ERROR, at once', async () => {
+    await start();
+    const started = performance.now();
+    const deltas: string[] = [];
+    await expect(
+      client('fast').chat(request('[[sim: malformed-after=2]]'), { onDelta: (text) => deltas.push(text) }),
+    ).rejects.toMatchObject({ name: ModelResponseError.name, code: 'MODEL_ERROR', retryable: false });
+    expect(deltas).toHaveLength(2);
+    await expect(client('fast').chat(request('[[sim: malformed]]'))).rejects.toMatchObject({ code: 'MODEL_ERROR' });
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(await waitFor((stats) => stats.inFlight === 0)).toMatchObject({ malformed: 2 });
+  });
+
+  it('hang-after=N: a stream that goes silent mid-answer ends in MODEL_TIMEOUT at totalMs', async () => {
+    await start();
+    const deltas: string[] = [];
+    const started = performance.now();
+    await expect(
+      client('fast', undefined, { firstTokenMs: 100, totalMs: 300 }).chat(request('[[sim: hang-after=2]]'), {
+        onDelta: (text) => deltas.push(text),
+      }),
+    ).rejects.toMatchObject({ name: ModelTimeoutError.name, details: { kind: 'total' } });
+    expect(deltas).toHaveLength(2);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(295);
+    expect((await waitFor((stats) => stats.inFlight === 0)).aborted).toBe(1);
+  });
+
+  it('a role pointed at a closed port fails with a retryable MODEL_UNAVAILABLE (ECONNREFUSED)', async () => {
+    await start();
+    const endpoint = `${baseUrl}/v1`;
+    await simulator.close();
+    await expect(client('fast', endpoint).chat(request('x'))).rejects.toMatchObject({
+      name: ModelUnavailableError.name,
+      retryable: true,
+      details: { code: 'ECONNREFUSED' },
+    });
+  });
+
+  it('a server that answers 500 twice and then recovers costs a step nothing but retries', async () => {
+    await start();
+    const events: TaskEventPayload[] = [];
+    const context: PatternContext = {
+      models: { role: () => client('fast'), has: () => true },
+      events: { emit: (event) => events.push(event) },
+      signal: new AbortController().signal,
+      retry: { retries: 2, baseDelayMs: 1, retryAfterMaxMs: 30_000 },
+    };
+    const prompt = 'Summarise the queue design. [[sim: error=500; fail-times=2]]';
+    const outcome = await generate(context, new StepIds(), { name: 'primary', role: 'primary', messages: [{ role: 'user', content: prompt }], options: {} });
+    expect(outcome.step.attempt).toBe(3);
+    expect(events.filter((event) => event.type === 'warning')).toHaveLength(2);
+    // The answer is the one the same request gets from a healthy server.
+    expect(outcome.content).toBe((await client('fast').chat(request(prompt))).content);
+    expect(simulator.stats()).toMatchObject({ requests: 4, errors: 2 });
   });
 
   it('cancels mid-stream, and the simulator sees the call aborted', async () => {

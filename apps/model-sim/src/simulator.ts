@@ -4,6 +4,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from '@mageagent/core';
 import type { ModelsConfig } from '@mageagent/models';
 import { directivesForRoles, numericDirective, parseDirectives, type Directives } from './directives';
+import { FailTimesCounter } from './fail-times';
 import { generateInRole } from './roles';
 import { splitIntoTokens } from './text';
 
@@ -101,6 +102,8 @@ export interface SimulatorStats {
   errors: number;
   /** Connections the simulator cut on purpose (`disconnect-after=`). */
   disconnects: number;
+  /** Answers broken on purpose with a chunk or body that is not JSON (`malformed`, `malformed-after=`). */
+  malformed: number;
   /** Per host, milliseconds during which at least one call was in flight. */
   busyMsByHost: Record<string, number>;
   /** The last 10 000 finished calls, oldest first; only when asked for. */
@@ -114,6 +117,7 @@ export interface Simulator {
   /** Ends in-flight calls (including hung ones) and stops the server. */
   close(): Promise<void>;
   stats(options?: { includeCalls?: boolean }): SimulatorStats;
+  /** Zeroes the statistics and forgets every `fail-times=` count (as `POST /sim/reset` does). */
   reset(): void;
 }
 
@@ -189,6 +193,7 @@ class SimulatorStatistics {
   private aborted = 0;
   private errors = 0;
   private disconnects = 0;
+  private malformed = 0;
   private inFlight = 0;
   private maxInFlight = 0;
   private readonly hosts = new Map<string, HostCounters>();
@@ -240,6 +245,10 @@ class SimulatorStatistics {
     this.disconnects += 1;
   }
 
+  countMalformed(): void {
+    this.malformed += 1;
+  }
+
   /** Zeroes counters; live in-flight gauges stay, and the maxima restart from them. */
   reset(): void {
     this.generation += 1;
@@ -247,6 +256,7 @@ class SimulatorStatistics {
     this.aborted = 0;
     this.errors = 0;
     this.disconnects = 0;
+    this.malformed = 0;
     this.maxInFlight = this.inFlight;
     this.requestsByModel = new Map();
     this.calls = [];
@@ -279,6 +289,7 @@ class SimulatorStatistics {
       aborted: this.aborted,
       errors: this.errors,
       disconnects: this.disconnects,
+      malformed: this.malformed,
       busyMsByHost: byHost((counters) =>
         Math.round(counters.busyMs + (counters.busySince === undefined ? 0 : now - counters.busySince)),
       ),
@@ -327,13 +338,57 @@ interface OpenAIErrorFields {
 }
 
 function sendJson(response: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  const text = JSON.stringify(body);
+  sendJsonText(response, status, JSON.stringify(body), headers);
+}
+
+/** Sends text labelled as JSON: valid JSON, or, for `malformed`, a body that only claims to be. */
+function sendJsonText(response: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
   response.writeHead(status, {
     'content-type': 'application/json',
     'content-length': Buffer.byteLength(text),
     ...headers,
   });
   response.end(text);
+}
+
+/**
+ * Printable ASCII: what a directive value must be to go out verbatim as a header, so a test can
+ * send delay-seconds, an HTTP-date or garbage it wants the client to ignore.
+ */
+const HEADER_VALUE = /^[\x20-\x7e]+$/;
+
+/** The hint headers of an `error=` answer: `retry-after=` and `retry-after-ms=` as given. */
+function errorHeaders(directives: Directives, status: number): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const key of ['retry-after', 'retry-after-ms']) {
+    const value = directives[key];
+    if (typeof value === 'string' && HEADER_VALUE.test(value)) headers[key] = value;
+  }
+  // Real rate limiters say when to come back; a 429 without any hint would be the odd one out.
+  if (status === 429 && headers['retry-after'] === undefined) headers['retry-after'] = '1';
+  return headers;
+}
+
+/** How a call is cut short after some tokens. */
+interface TokenFault {
+  /** disconnect: the connection is dropped; malformed: a broken chunk (or body) ends the answer; hang: it goes silent. */
+  kind: 'disconnect' | 'malformed' | 'hang';
+  /** Content tokens sent (streaming) or waited for (not streaming) before the fault. */
+  afterTokens: number;
+}
+
+/** `disconnect-after=N`, `malformed-after=N` (`malformed` is N=0) or `hang-after=N`; the first given wins. */
+function tokenFault(directives: Directives): TokenFault | undefined {
+  const keys = [
+    ['disconnect', 'disconnect-after'],
+    ['malformed', 'malformed-after'],
+    ['hang', 'hang-after'],
+  ] as const;
+  for (const [kind, key] of keys) {
+    const after = numericDirective(directives, key);
+    if (after !== undefined) return { kind, afterTokens: Math.floor(after) };
+  }
+  return directives.malformed === true ? { kind: 'malformed', afterTokens: 0 } : undefined;
 }
 
 function sendError(response: ServerResponse, status: number, fields: OpenAIErrorFields, headers?: Record<string, string>): void {
@@ -446,6 +501,11 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
   for (const input of options.models ?? []) models.set(input.id, completeModel(input));
 
   const statistics = new SimulatorStatistics();
+  const failTimes = new FailTimesCounter();
+  const reset = (): void => {
+    statistics.reset();
+    failTimes.reset();
+  };
   /** Cleanups of calls still running, so close() can end hung and slow calls at once. */
   const activeCalls = new Set<() => void>();
   let responseCounter = 0;
@@ -498,9 +558,10 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
 
   function runCall(response: ServerResponse, request: SimulatedChatRequest, model: SimulatedModel, host: string): void {
     // Every message is read: pattern steps quote the user's request, directives and all, inside their own prompts.
-    const directives = directivesForRoles(
-      parseDirectives(request.messages.map((message) => message.content).join('\n')),
-      model.roles,
+    const directives = failTimes.apply(
+      directivesForRoles(parseDirectives(request.messages.map((message) => message.content).join('\n')), model.roles),
+      model.id,
+      request.messages,
     );
     const call = statistics.begin(host, model.id);
     const startedAt = performance.now();
@@ -534,7 +595,7 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
         response,
         errorStatus,
         { message: `simulated HTTP ${errorStatus} (model simulator directive error=${errorStatus})` },
-        errorStatus === 429 ? { 'retry-after': '1' } : {},
+        errorHeaders(directives, errorStatus),
       );
       return;
     }
@@ -551,8 +612,7 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
     const ttftMs = effectiveTtftMs(numericDirective(directives, 'ttft') ?? model.ttftMs / speedup);
     const tokensPerSecond = numericDirective(directives, 'tps') ?? model.tokensPerSecond * speedup;
     const tokenIntervalMs = tokensPerSecond === 0 || tokensPerSecond >= INSTANT_TOKENS_PER_SECOND ? 0 : 1000 / tokensPerSecond;
-    const disconnectAfterValue = numericDirective(directives, 'disconnect-after');
-    const disconnectAfter = disconnectAfterValue === undefined ? undefined : Math.floor(disconnectAfterValue);
+    const fault = tokenFault(directives);
     const promptTokens = Math.ceil(
       request.messages.reduce((sum, message) => sum + message.content.length, 0) / CHARS_PER_TOKEN,
     );
@@ -579,10 +639,19 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
     };
 
     if (!request.stream) {
-      const tokensBeforeCut = disconnectAfter === undefined ? undefined : Math.min(disconnectAfter, tokens.length);
+      const tokensToWaitFor = fault === undefined ? tokens.length : Math.min(fault.afterTokens, tokens.length);
       const answerNow = (): void => {
-        if (tokensBeforeCut !== undefined) {
+        if (fault?.kind === 'disconnect') {
           cutConnection('');
+          return;
+        }
+        // The answer is never sent: the call stays in flight until the client gives up.
+        if (fault?.kind === 'hang') return;
+        if (fault?.kind === 'malformed') {
+          statistics.countMalformed();
+          // Cut inside the content string, as a server dying mid-write would leave it.
+          const content = JSON.stringify(tokens.slice(0, tokensToWaitFor).join('')).slice(0, -1);
+          sendJsonText(response, 200, `{"id":"${id}","object":"chat.completion","created":${created},"choices":[{"index":0,"message":{"role":"assistant","content":${content}`);
           return;
         }
         sendJson(response, 200, {
@@ -597,7 +666,6 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
           usage: usage(tokens.length),
         });
       };
-      const tokensToWaitFor = tokensBeforeCut ?? tokens.length;
       const waitMs = tokensToWaitFor === 0 ? ttftMs : dueAt(tokensToWaitFor - 1);
       if (waitMs <= 0) answerNow();
       else timer = setTimeout(answerNow, waitMs);
@@ -639,13 +707,22 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
         out += roleChunk;
         roleSent = true;
       }
-      const limit = disconnectAfter === undefined ? tokens.length : Math.min(disconnectAfter, tokens.length);
+      const limit = fault === undefined ? tokens.length : Math.min(fault.afterTokens, tokens.length);
       while (sent < limit && (tokenIntervalMs === 0 || dueAt(sent) <= now)) {
         out += contentChunk(tokens[sent] ?? '');
         sent += 1;
       }
-      if (disconnectAfter !== undefined && sent >= limit) {
-        cutConnection(out);
+      if (fault !== undefined && sent >= limit) {
+        if (fault.kind === 'disconnect') {
+          cutConnection(out);
+        } else if (fault.kind === 'malformed') {
+          statistics.countMalformed();
+          // The next token's chunk, cut inside its content string; then the body ends as if all were well.
+          response.end(`${out}${chunkPrefix}{"index":0,"delta":{"content":${JSON.stringify(tokens[sent] ?? '').slice(0, -1)}\n\n`);
+        } else if (out !== '') {
+          // hang-after: no further token and no end; the call stays in flight until the client gives up.
+          response.write(out);
+        }
         return;
       }
       if (sent >= tokens.length) {
@@ -678,7 +755,7 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
         return sendJson(response, 200, statistics.snapshot(query.get('calls') === '1' || query.get('calls') === 'true'));
       }
       if (path === '/sim/reset' && method === 'POST') {
-        statistics.reset();
+        reset();
         return sendJson(response, 200, { reset: true });
       }
     }
@@ -712,7 +789,7 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
       });
     },
     stats: (statsOptions = {}) => statistics.snapshot(statsOptions.includeCalls === true),
-    reset: () => statistics.reset(),
+    reset,
   };
 }
 

@@ -13,6 +13,12 @@ export const WorkerEnvSchema = z.object({
   MODEL_RETRIES: intEnv(2, 0, 10),
   /** First backoff between model-call retries; doubles each time. */
   MODEL_RETRY_BASE_MS: intEnv(500, 0),
+  /**
+   * Longest Retry-After from a model server that a retry waits out (the wait is the larger of it and
+   * the backoff). A server asking for longer fails the step at once, still retryable, so a rate-limited
+   * or restarting server cannot park a task for the length of its own TASK_TIMEOUT_MS.
+   */
+  MODEL_RETRY_AFTER_MAX_MS: intEnv(30_000, 0),
   /** How long a task record and its events are kept after their last change. */
   TASK_RETENTION_SECONDS: intEnv(86_400, 60),
   /** How long token deltas are coalesced before they are written as one event. */

@@ -66,7 +66,7 @@ async function main(): Promise<void> {
       store,
       patterns,
       models,
-      retry: { retries: env.MODEL_RETRIES, baseDelayMs: env.MODEL_RETRY_BASE_MS },
+      retry: { retries: env.MODEL_RETRIES, baseDelayMs: env.MODEL_RETRY_BASE_MS, retryAfterMaxMs: env.MODEL_RETRY_AFTER_MAX_MS },
       defaultTimeoutMs: env.TASK_TIMEOUT_MS,
       deltaFlushMs: env.DELTA_FLUSH_MS,
       logger,

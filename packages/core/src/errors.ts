@@ -107,11 +107,25 @@ export class ServiceUnavailableError extends MageError {
   }
 }
 
+export interface ModelUnavailableErrorOptions extends MageErrorOptions {
+  /** See ModelUnavailableError.retryAfterMs. */
+  retryAfterMs?: number;
+}
+
 /** The model server could not be reached, or answered 5xx/429: worth retrying. */
 export class ModelUnavailableError extends MageError {
   override readonly name = 'ModelUnavailableError';
-  constructor(message: string, options: MageErrorOptions = {}) {
-    super('MODEL_UNAVAILABLE', message, 503, { retryable: true, ...options });
+  /**
+   * How long the server asked to be left alone before the next try, in milliseconds (0 = retry at
+   * once), from its `retry-after-ms` or `Retry-After` header; undefined when it sent neither or
+   * sent something unreadable. A lower bound on the caller's wait: retry loops wait at least this.
+   */
+  readonly retryAfterMs?: number;
+
+  constructor(message: string, options: ModelUnavailableErrorOptions = {}) {
+    const { retryAfterMs, ...rest } = options;
+    super('MODEL_UNAVAILABLE', message, 503, { retryable: true, ...rest });
+    this.retryAfterMs = retryAfterMs;
   }
 }
 

@@ -330,6 +330,67 @@ describe('OpenAICompatibleModel HTTP and network errors', () => {
   });
 });
 
+describe('OpenAICompatibleModel Retry-After', () => {
+  /** The error of one streaming call to a server that answers `status` with `headers`. */
+  async function failureWith(status: number, headers: Record<string, string>): Promise<MageError> {
+    const server = await startServer((_incoming, response) => {
+      response.writeHead(status, { 'content-type': 'application/json', ...headers });
+      response.end(JSON.stringify({ error: { message: 'busy', type: 'server_error' } }));
+    });
+    return expectRejection(model(server.endpoint).chat(request, { onDelta: () => undefined }));
+  }
+
+  it.each([
+    [429, { 'retry-after': '2' }, 2000],
+    [503, { 'retry-after': '0' }, 0],
+    [500, { 'retry-after': ' 1.5 ' }, 1500],
+    [503, { 'retry-after-ms': '1500.2' }, 1501],
+    [429, { 'retry-after-ms': '250', 'retry-after': '7' }, 250],
+    [503, { 'retry-after-ms': 'soon', 'retry-after': '3' }, 3000],
+  ])('HTTP %i with %j: the error carries retryAfterMs %i, in details too', async (status, headers, expected) => {
+    const error = await failureWith(status, headers);
+    expect(error).toBeInstanceOf(ModelUnavailableError);
+    expect(error.retryable).toBe(true);
+    expect((error as ModelUnavailableError).retryAfterMs).toBe(expected);
+    expect(error.details).toMatchObject({ status, retryAfterMs: expected });
+  });
+
+  it('reads an HTTP-date as the time left until it, and a date already past as 0', async () => {
+    // HTTP-dates have whole seconds, so "3 s from now" is between 2 and 3 s away once truncated.
+    const soon = new Date(Date.now() + 3000).toUTCString();
+    const future = (await failureWith(503, { 'retry-after': soon })) as ModelUnavailableError;
+    expect(future.retryAfterMs).toBeGreaterThan(1000);
+    expect(future.retryAfterMs).toBeLessThanOrEqual(3000);
+    const past = (await failureWith(429, { 'retry-after': 'Sun, 06 Nov 1994 08:49:37 GMT' })) as ModelUnavailableError;
+    expect(past.retryAfterMs).toBe(0);
+  });
+
+  it.each([
+    ['IMF-fixdate', 'Sat, 01 Jan 2060 00:00:00 GMT'],
+    ['RFC 850 (two-digit year: 60 is 2060, not more than 50 years ahead)', 'Saturday, 01-Jan-60 00:00:00 GMT'],
+    ['asctime', 'Sat Jan  1 00:00:00 2060'],
+  ])('reads the %s format', async (_format, date) => {
+    const error = (await failureWith(503, { 'retry-after': date })) as ModelUnavailableError;
+    expect(Math.abs(error.retryAfterMs! - (Date.UTC(2060, 0, 1) - Date.now()))).toBeLessThan(5000);
+  });
+
+  it.each(['soon', '-5', '1e3', '0x10', '1,5', 'Sun, 31 Feb 2100 00:00:00 GMT', 'Sun, 06 Nov 1994 25:00:00 GMT', '5 apples'])(
+    'ignores the garbage Retry-After %j',
+    async (value) => {
+      const error = (await failureWith(503, { 'retry-after': value, 'retry-after-ms': value })) as ModelUnavailableError;
+      expect(error).toBeInstanceOf(ModelUnavailableError);
+      expect(error.retryAfterMs).toBeUndefined();
+      expect(error.details).not.toHaveProperty('retryAfterMs');
+    },
+  );
+
+  it('leaves a final 4xx final, whatever Retry-After it carries', async () => {
+    const error = await failureWith(400, { 'retry-after': '1' });
+    expect(error).toBeInstanceOf(ModelResponseError);
+    expect(error).not.toHaveProperty('retryAfterMs');
+  });
+});
+
 describe('OpenAICompatibleModel timeouts and cancellation', () => {
   it('times out when the server never answers within firstTokenMs', async () => {
     const server = await startServer(() => undefined);

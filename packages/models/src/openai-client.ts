@@ -9,6 +9,7 @@ import {
   type TokenUsage,
 } from '@mageagent/core';
 import type { RoleConfig } from './config';
+import { retryAfterMs } from './retry-after';
 import type { ChatCallOptions, ChatModel, ChatRequest, ChatResponse } from './types';
 
 export interface ModelTimeouts {
@@ -170,12 +171,19 @@ export class OpenAICompatibleModel implements ChatModel {
     });
   }
 
-  /** 5xx and 429 may pass (overload, restart, model loading); other statuses will not. */
+  /**
+   * 5xx and 429 may pass (overload, restart, model loading); other statuses will not. A passing
+   * failure carries the server's Retry-After, if any, so the retry loop can wait as long as asked.
+   */
   private async httpError(response: Response): Promise<Error> {
     const text = await response.text();
     const details = { status: response.status, body: text.slice(0, ERROR_BODY_EXCERPT_CHARS) };
     const message = `${this.label}: server answered HTTP ${response.status}`;
-    if (response.status >= 500 || response.status === 429) return new ModelUnavailableError(message, { details });
+    if (response.status >= 500 || response.status === 429) {
+      const retryAfter = retryAfterMs(response.headers);
+      if (retryAfter === undefined) return new ModelUnavailableError(message, { details });
+      return new ModelUnavailableError(message, { details: { ...details, retryAfterMs: retryAfter }, retryAfterMs: retryAfter });
+    }
     return new ModelResponseError(message, { details });
   }
 

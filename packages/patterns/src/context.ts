@@ -26,6 +26,12 @@ export interface RetryPolicy {
   retries: number;
   /** First backoff; doubles each retry, with up to 20 % jitter. */
   baseDelayMs: number;
+  /**
+   * Longest server-requested wait (Retry-After) a retry honours. A server asking for longer is
+   * taken at its word that it will not serve us soon: the step fails at once, still retryable,
+   * rather than park a task (and its worker slot) for minutes.
+   */
+  retryAfterMaxMs: number;
 }
 
 /** Everything a pattern may use: no Redis, no BullMQ, so patterns run in-process in tests. */

@@ -2,6 +2,7 @@ import {
   CancelledError,
   isMageError,
   isRetryable,
+  ModelUnavailableError,
   type ChatMessage,
   type StepKind,
   type StepRecord,
@@ -39,9 +40,11 @@ export class StepIds {
 
 /**
  * One model call as a pattern step: `step.started`, streamed `delta`s, `step.completed`,
- * and a StepRecord. Retryable model errors are retried with exponential backoff; each
- * retry announces itself with a new `step.started` (attempt > 1) for the same step id,
- * which tells clients to drop that step's earlier deltas.
+ * and a StepRecord. Retryable model errors are retried with exponential backoff, or after the
+ * server's Retry-After when that is longer (up to `retry.retryAfterMaxMs`; beyond it the step
+ * fails at once); each retry is preceded by a `warning` naming the wait and announces itself
+ * with a new `step.started` (attempt > 1) for the same step id, which tells clients to drop
+ * that step's earlier deltas.
  */
 export async function generate(context: PatternContext, stepIds: StepIds, step: GenerateStep): Promise<GenerateOutcome> {
   const model = context.models.role(step.role);
@@ -108,12 +111,25 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
     } catch (error) {
       if (context.signal.aborted) throw abortReason(context.signal);
       if (!isRetryable(error) || !isMageError(error) || attempt > context.retry.retries) throw error;
-      const delayMs = backoffDelay(context.retry.baseDelayMs, attempt);
-      context.logger?.warn('model call failed, retrying', { step: stepId, attempt, code: error.code, delayMs });
+      const retryAfterMs = error instanceof ModelUnavailableError ? error.retryAfterMs : undefined;
+      if (retryAfterMs !== undefined && retryAfterMs > context.retry.retryAfterMaxMs) {
+        throw new ModelUnavailableError(
+          `${error.message}; not retried: the server asked for a wait of ${retryAfterMs} ms (Retry-After), longer than the ${context.retry.retryAfterMaxMs} ms a step waits`,
+          { details: error.details, retryAfterMs, cause: error },
+        );
+      }
+      const backoffMs = backoffDelay(context.retry.baseDelayMs, attempt);
+      // The server knows its own load better than our backoff guesses it; the wait happens here,
+      // after the call has given its host lease back, so other tasks use the host meanwhile.
+      const serverAsked = retryAfterMs !== undefined && retryAfterMs > backoffMs;
+      const delayMs = serverAsked ? retryAfterMs : backoffMs;
+      context.logger?.warn('model call failed, retrying', { step: stepId, attempt, code: error.code, delayMs, retryAfterMs });
       context.events.emit({
         type: 'warning',
         stepId,
-        message: `${error.code}: ${error.message}; retry ${attempt} of ${context.retry.retries} in ${delayMs} ms`,
+        message:
+          `${error.code}: ${error.message}; retry ${attempt} of ${context.retry.retries} in ${delayMs} ms` +
+          (serverAsked ? ' as the server asked (Retry-After)' : ''),
       });
       await sleep(delayMs, context.signal);
     }

@@ -66,7 +66,7 @@ export function fakeContext(models: Record<string, ChatModel>, signal: AbortSign
     },
     events: { emit: (event) => events.push(event) },
     signal,
-    retry: { retries: 1, baseDelayMs: 1 },
+    retry: { retries: 1, baseDelayMs: 1, retryAfterMaxMs: 30_000 },
   };
   return { context, events };
 }

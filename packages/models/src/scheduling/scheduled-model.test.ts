@@ -105,6 +105,22 @@ test('a call aborted by its caller ends with the caller\'s error and frees the h
   expect(next.waitMs).toBeLessThan(1000);
 });
 
+test('a call refused with a Retry-After gives the host back before its caller sees the error', async () => {
+  const host = bed.newHost();
+  const busy: ChatModel = {
+    id: 'fake-model',
+    host,
+    chat: async () => {
+      throw new ModelUnavailableError('server answered HTTP 429', { retryAfterMs: 60_000 });
+    },
+  };
+  const model = new ScheduledModel(busy, await bed.scheduler({ [host]: 1 }));
+  const failure = await ask(model, 'x').catch((error: unknown) => error);
+  expect(failure).toMatchObject({ code: 'MODEL_UNAVAILABLE', retryAfterMs: 60_000 });
+  // The retry loop waits out the Retry-After after this point: the host must already be free for others.
+  expect((await bed.leases.inspect(host, 1)).leases).toEqual([]);
+});
+
 test('a short call submitted behind three compete-shaped tasks starts before any of them finishes', async () => {
   const host = bed.newHost();
   const inner = new SlowModel(host, 40);

@@ -38,7 +38,7 @@ function run(model: ScriptedToolsModel, options: { specs?: ToolSpec[]; required?
     },
     events: { emit: (event) => events.push(event) },
     signal: new AbortController().signal,
-    retry: { retries: 0, baseDelayMs: 1 },
+    retry: { retries: 0, baseDelayMs: 1, retryAfterMaxMs: 30_000 },
   };
   const result = extractTools(context, new StepIds(), {
     request: 'Show me src/app.ts and run the tests',
