@@ -57,12 +57,13 @@ export async function startTestStack(options: Partial<StackOptions> = {}): Promi
     output,
     async stop() {
       await stack.stop();
-      await deleteKeys(prefix);
+      await deleteTestKeys(prefix);
     },
   };
 }
 
-async function deleteKeys(prefix: string): Promise<void> {
+/** Deletes every key a test stack (or a launcher given REDIS_PREFIX) wrote under `prefix`. */
+export async function deleteTestKeys(prefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL);
   try {
     await deleteKeysWithPrefix(redis, prefix);

@@ -1,25 +1,42 @@
-import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { parseEnv } from '@mageagent/core';
-import { LauncherEnvSchema } from './env';
-import { findExecutable, redisAnswers, startPrivateRedis } from './redis-probe';
-import { printPrefixed, Stack } from './stack';
+import { LauncherEnvSchema, type LauncherEnv } from './env';
+import { PrivateRedis } from './private-redis';
+import { findExecutable, redisAnswers } from './redis-probe';
+import { printPrefixed } from './service-process';
+import { Stack } from './stack';
+import { describeExit, type SupervisionEvent, type SupervisionOptions } from './supervisor';
 
 const say = (line: string) => printPrefixed('mageagent', line);
 
-async function resolveRedis(configured: string | undefined): Promise<{ url: string; child?: ChildProcess }> {
-  if (configured) return { url: configured };
-  if (await redisAnswers('127.0.0.1', 6379)) return { url: 'redis://127.0.0.1:6379' };
+/** A private redis-server when no Redis is configured and none answers on the default port. */
+async function privateRedisIfNeeded(env: LauncherEnv, supervise: SupervisionOptions): Promise<PrivateRedis | undefined> {
+  if (env.REDIS_URL || (await redisAnswers('127.0.0.1', 6379))) return undefined;
   const binary = findExecutable('redis-server');
   if (!binary) {
     throw new Error(
       'no Redis answers on 127.0.0.1:6379 and no redis-server binary is on PATH: install Redis (apt-get install redis-server, brew install redis) or set REDIS_URL',
     );
   }
-  const redis = await startPrivateRedis(binary);
-  say(`nothing answered on 127.0.0.1:6379, so started a private, non-persistent redis-server at ${redis.url} (set REDIS_URL to use your own)`);
-  return redis;
+  return new PrivateRedis({ binary, dataDir: path.resolve(env.REDIS_DATA_DIR), supervise });
+}
+
+function describe(event: SupervisionEvent, env: LauncherEnv): string {
+  switch (event.type) {
+    case 'restarting':
+      return (
+        `${event.service} ${event.beforeReady ? 'failed to start again' : 'exited'} (${describeExit(event.exit)}); ` +
+        `restart ${event.restart} (${event.restartsInWindow} of ${env.RESTART_MAX} allowed in ${env.RESTART_WINDOW_MS} ms) in ${event.delayMs} ms`
+      );
+    case 'restarted':
+      return `${event.service} restarted (pid ${event.pid}, restart ${event.restart})`;
+    case 'crash-loop':
+      return (
+        `${event.service} ${event.beforeReady ? 'failed to start again' : 'exited'} (${describeExit(event.exit)}) after ` +
+        `${event.restartsInWindow} restart(s) within ${event.windowMs} ms (RESTART_MAX ${env.RESTART_MAX}): a crash loop; stopping everything`
+      );
+  }
 }
 
 async function main(): Promise<void> {
@@ -27,43 +44,66 @@ async function main(): Promise<void> {
   if (env.MODELS_CONFIG && !existsSync(path.resolve(env.MODELS_CONFIG))) {
     throw new Error(`MODELS_CONFIG points at ${env.MODELS_CONFIG}, which does not exist`);
   }
-  const redis = await resolveRedis(env.REDIS_URL);
-  const stack = new Stack({
-    redisUrl: redis.url,
-    apiPort: env.PORT,
-    simPort: env.SIM_PORT,
-    modelsConfig: env.MODELS_CONFIG ? path.resolve(env.MODELS_CONFIG) : undefined,
-    workers: env.WORKERS,
-    workerConcurrency: env.WORKER_CONCURRENCY,
-  });
-
-  let stopping = false;
-  const shutdown = async (code: number) => {
-    if (stopping) return;
-    stopping = true;
-    say('stopping: api, then workers, then the simulator');
-    await stack.stop();
-    redis.child?.kill('SIGTERM');
-    say('stopped');
-    process.exit(code);
+  let redis: PrivateRedis | undefined;
+  let stack: Stack | undefined;
+  let stopping: Promise<void> | undefined;
+  const shutdown = (code: number) => {
+    stopping ??= (async () => {
+      say(`stopping: api, then workers, then the simulator${redis ? ', then the private Redis' : ''}`);
+      await stack?.stop();
+      await redis?.stop();
+      say('stopped');
+      process.exit(code);
+    })();
+    return stopping;
   };
   process.on('SIGINT', () => void shutdown(0));
   process.on('SIGTERM', () => void shutdown(0));
 
-  await stack.start();
+  // The service is the default a user runs: a service that ends on its own is started again, and only
+  // a crash loop (or a signal) stops everything. RESTART_MAX=0 hands restarting to an outer supervisor.
+  const supervise: SupervisionOptions = {
+    backoffMs: env.RESTART_BACKOFF_MS,
+    backoffMaxMs: env.RESTART_BACKOFF_MAX_MS,
+    maxRestarts: env.RESTART_MAX,
+    windowMs: env.RESTART_WINDOW_MS,
+    stableAfterMs: env.RESTART_STABLE_MS,
+    onEvent: (event) => {
+      say(describe(event, env));
+      if (event.type === 'crash-loop') void shutdown(1);
+    },
+  };
+
+  try {
+    redis = await privateRedisIfNeeded(env, supervise);
+    if (redis) {
+      await redis.start();
+      say(
+        `nothing answered on 127.0.0.1:6379, so started a private redis-server at ${redis.url}, ` +
+          `persistent: its data (append-only file) is in ${path.resolve(env.REDIS_DATA_DIR)} (set REDIS_URL to use your own)`,
+      );
+    }
+    if (stopping) return;
+    stack = new Stack({
+      redisUrl: redis?.url ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+      apiPort: env.PORT,
+      simPort: env.SIM_PORT,
+      modelsConfig: env.MODELS_CONFIG ? path.resolve(env.MODELS_CONFIG) : undefined,
+      workers: env.WORKERS,
+      workerConcurrency: env.WORKER_CONCURRENCY,
+      supervise,
+    });
+    await stack.start();
+  } catch (error) {
+    if (stopping) return;
+    // Redis is a process group of its own: it would outlive the launcher.
+    await redis?.stop();
+    throw error;
+  }
   say(
     `ready: api on ${stack.apiUrl}, ${env.WORKERS} worker(s) x ${env.WORKER_CONCURRENCY}, ` +
       (stack.simUrl ? `models SIMULATED by ${stack.simUrl} (set MODELS_CONFIG for real model servers)` : `models from ${env.MODELS_CONFIG}`),
   );
-  // A service that dies on its own takes the whole stack down, loudly: a supervisor
-  // (systemd, Compose, Kubernetes) restarts it.
-  for (const service of [stack.api, stack.sim, ...stack.workers]) {
-    void service?.exited.then((code) => {
-      if (stopping) return;
-      say(`${service.name} exited unexpectedly (${code}); stopping`);
-      void shutdown(1);
-    });
-  }
 }
 
 main().catch((error: unknown) => {

@@ -1,21 +1,29 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
-/** Whether something answering PING listens at host:port. */
-export function redisAnswers(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+/**
+ * Sends one command to a Redis at host:port and resolves with the start of its raw reply, or
+ * undefined when nothing answers within `timeoutMs`. Enough to probe without a client library.
+ */
+export function redisReply(host: string, port: number, command: string[], timeoutMs = 500): Promise<string | undefined> {
   return new Promise((resolve) => {
     const socket = net.connect({ host, port });
-    const done = (answer: boolean) => {
+    const done = (reply: string | undefined) => {
       socket.destroy();
-      resolve(answer);
+      resolve(reply);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (data) => done(data.toString().startsWith('+PONG')));
+    socket.setTimeout(timeoutMs, () => done(undefined));
+    socket.once('error', () => done(undefined));
+    socket.once('close', () => done(undefined));
+    socket.once('connect', () => socket.write(`*${command.length}\r\n${command.map((part) => `$${Buffer.byteLength(part)}\r\n${part}\r\n`).join('')}`));
+    socket.once('data', (data) => done(data.toString()));
   });
+}
+
+/** Whether something answering PING listens at host:port. */
+export async function redisAnswers(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+  return (await redisReply(host, port, ['PING'], timeoutMs))?.startsWith('+PONG') ?? false;
 }
 
 /** Finds an executable on PATH. */
@@ -42,19 +50,4 @@ export function freePort(): Promise<number> {
       server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
     });
   });
-}
-
-/** Starts a private, non-persistent redis-server on a free port and waits until it answers. */
-export async function startPrivateRedis(binary: string): Promise<{ child: ChildProcess; url: string }> {
-  const port = await freePort();
-  const child = spawn(binary, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  for (let tries = 0; tries < 100; tries += 1) {
-    if (child.exitCode !== null) throw new Error(`redis-server exited with code ${child.exitCode}`);
-    if (await redisAnswers('127.0.0.1', port)) return { child, url: `redis://127.0.0.1:${port}` };
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  child.kill('SIGKILL');
-  throw new Error('redis-server did not answer within 5 s');
 }

@@ -1,91 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
-import readline from 'node:readline';
+import { printPrefixed, startService, stopService, type LineSink, type ServiceKind, type ServiceProcess } from './service-process';
+import { supervisorFor, type SupervisionOptions, type Supervisor } from './supervisor';
 
-const ROOT = path.resolve(__dirname, '../../..');
-export const ENTRIES = {
-  'model-sim': path.join(ROOT, 'apps/model-sim/src/main.ts'),
-  api: path.join(ROOT, 'apps/api/src/main.ts'),
-  worker: path.join(ROOT, 'apps/worker/src/main.ts'),
-} as const;
-export type ServiceKind = keyof typeof ENTRIES;
-
-interface ReadyMessage {
-  type: 'ready';
-  service: string;
-  port?: number;
-}
-
-export interface ServiceProcess {
-  name: string;
-  kind: ServiceKind;
-  child: ChildProcess;
-  /** The port the service reported when ready (api, model-sim). */
-  port?: number;
-  /** Resolves with the exit code (or signal name) when the process ends. */
-  exited: Promise<number | string>;
-}
-
-export type LineSink = (name: string, line: string) => void;
-
-export const printPrefixed: LineSink = (name, line) => process.stdout.write(`[${name}] ${line}\n`);
-
-/**
- * Starts one service as a child process running its TypeScript entry through tsx, with
- * its output prefixed, and resolves once it reports `ready` over IPC.
- */
-export async function startService(
-  kind: ServiceKind,
-  name: string,
-  env: NodeJS.ProcessEnv,
-  sink: LineSink,
-  readyTimeoutMs = 30_000,
-): Promise<ServiceProcess> {
-  // NODE_ARGS: extra node flags for every service (e.g. --max-old-space-size=512, --cpu-prof).
-  const nodeArgs = (env.NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', ENTRIES[kind]], {
-    env,
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    // Own process group: a terminal's Ctrl-C reaches only the launcher, which stops the
-    // services in order; a child whose launcher dies sees its IPC channel close and stops.
-    detached: true,
-  });
-  const recent: string[] = [];
-  for (const stream of [child.stdout, child.stderr]) {
-    if (!stream) continue;
-    readline.createInterface({ input: stream }).on('line', (line) => {
-      recent.push(line);
-      if (recent.length > 20) recent.shift();
-      sink(name, line);
-    });
-  }
-  const exited = new Promise<number | string>((resolve) => {
-    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
-  });
-  const ready = await new Promise<ReadyMessage>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not become ready within ${readyTimeoutMs} ms`)), readyTimeoutMs);
-    child.on('message', (message: ReadyMessage) => {
-      if (message?.type !== 'ready') return;
-      clearTimeout(timer);
-      resolve(message);
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`${name} exited (${code}) before it was ready:\n${recent.join('\n')}`));
-    });
-  });
-  return { name, kind, child, port: ready.port, exited };
-}
-
-/** SIGTERM, then SIGKILL after `graceMs`; resolves when the process is gone. */
-export async function stopService(service: ServiceProcess, graceMs = 15_000): Promise<void> {
-  if (service.child.exitCode !== null || service.child.signalCode !== null) return;
-  service.child.kill('SIGTERM');
-  const timer = setTimeout(() => service.child.kill('SIGKILL'), graceMs);
-  await service.exited;
-  clearTimeout(timer);
-}
+// Tests and the benchmark import the process helpers from here.
+export { ENTRIES, printPrefixed, startService, stopService } from './service-process';
+export type { LineSink, ServiceKind, ServiceProcess } from './service-process';
 
 export interface StackOptions {
   redisUrl: string;
@@ -107,17 +25,36 @@ export interface StackOptions {
   /** Extra environment for every child. */
   env?: NodeJS.ProcessEnv;
   sink?: LineSink;
+  /**
+   * Start a service that ends on its own again, under the same name, environment and port,
+   * with backoff; a crash loop stops the whole stack. Off by default: tests that kill a worker
+   * on purpose expect it to stay dead.
+   */
+  supervise?: SupervisionOptions;
 }
+
+/** The environment variable that holds a service's port, so a restart binds the port the first start got. */
+const PORT_VARIABLE: Partial<Record<ServiceKind, string>> = { api: 'PORT', 'model-sim': 'SIM_PORT' };
 
 /** A running service: simulator (unless real models are configured), api and workers. */
 export class Stack {
+  /** The current process of each worker; a restarted worker takes its predecessor's place. */
   readonly workers: ServiceProcess[] = [];
+  /** The simulator's current process. */
   sim?: ServiceProcess;
+  /** The api's current process. */
   api!: ServiceProcess;
   private childEnv: NodeJS.ProcessEnv = {};
   private workersStarted = 0;
+  /** Aborted by stop(): a service still starting is killed, so none outlives the stack. */
+  private readonly lifetime = new AbortController();
+  private readonly startsUnderWay = new Set<Promise<unknown>>();
+  private readonly supervisor?: Supervisor;
+  private stopped?: Promise<void>;
 
-  constructor(readonly options: StackOptions) {}
+  constructor(readonly options: StackOptions) {
+    this.supervisor = supervisorFor(options.supervise, () => this.stop());
+  }
 
   get apiUrl(): string {
     return `http://127.0.0.1:${this.api.port}`;
@@ -128,7 +65,6 @@ export class Stack {
   }
 
   async start(): Promise<this> {
-    const sink = this.options.sink ?? printPrefixed;
     this.childEnv = {
       ...process.env,
       ...this.options.env,
@@ -140,11 +76,13 @@ export class Stack {
         this.childEnv.MODELS_CONFIG = this.options.modelsConfig;
       } else {
         if (this.options.simulatedModelsConfig) this.childEnv.MODELS_CONFIG = this.options.simulatedModelsConfig;
-        this.sim = await startService('model-sim', 'sim', { ...this.childEnv, SIM_PORT: String(this.options.simPort ?? 3458) }, sink);
+        const simEnv = { ...this.childEnv, SIM_PORT: String(this.options.simPort ?? 3458) };
+        this.sim = await this.launch('model-sim', 'sim', simEnv, (next) => (this.sim = next));
         this.childEnv.SIM_PORT = String(this.sim.port);
       }
+      const apiEnv = { ...this.childEnv, PORT: String(this.options.apiPort ?? 3457) };
       const [api] = await Promise.all([
-        startService('api', 'api', { ...this.childEnv, PORT: String(this.options.apiPort ?? 3457) }, sink),
+        this.launch('api', 'api', apiEnv, (next) => (this.api = next)),
         ...Array.from({ length: this.options.workers }, () => this.addWorker()),
       ]);
       this.api = api;
@@ -155,21 +93,58 @@ export class Stack {
     }
   }
 
-  /** Starts one more worker process. */
+  /** Starts one more worker process. When supervised, `workers` holds its current process, not necessarily this one. */
   async addWorker(): Promise<ServiceProcess> {
     const name = `worker-${++this.workersStarted}`;
     const env = { ...this.childEnv, WORKER_CONCURRENCY: String(this.options.workerConcurrency) };
-    const worker = await startService('worker', name, env, this.options.sink ?? printPrefixed);
+    const worker = await this.launch('worker', name, env, (next) => {
+      const index = this.workers.findIndex((current) => current.name === next.name);
+      if (index >= 0) this.workers[index] = next;
+      else this.workers.push(next);
+    });
     this.workers.push(worker);
     return worker;
   }
 
-  /** Stops the api first (no new work), then workers (finish or hand back), then the simulator. */
-  async stop(): Promise<void> {
+  /**
+   * Stops the api first (no new work), then workers (finish or hand back), then the simulator.
+   * Nothing is restarted from then on, and a pending restart is cancelled. Calling it again
+   * answers the same promise.
+   */
+  stop(): Promise<void> {
+    this.stopped ??= this.stopServices();
+    return this.stopped;
+  }
+
+  private async stopServices(): Promise<void> {
+    this.lifetime.abort();
+    await this.supervisor?.stop();
+    await Promise.allSettled([...this.startsUnderWay]);
     const stopAll = (services: Array<ServiceProcess | undefined>) =>
       Promise.all(services.filter((service): service is ServiceProcess => service !== undefined).map((service) => stopService(service)));
     await stopAll([this.api]);
     await stopAll(this.workers);
     await stopAll([this.sim]);
+  }
+
+  /**
+   * Starts a service; when supervised, it is started again whenever it ends on its own, with the
+   * same name and environment, and on the port its first start got (even when asked for port 0).
+   */
+  private async launch(kind: ServiceKind, name: string, env: NodeJS.ProcessEnv, adopt: (next: ServiceProcess) => void): Promise<ServiceProcess> {
+    const start = (startEnv: NodeJS.ProcessEnv) => {
+      const starting = startService(kind, name, startEnv, this.options.sink ?? printPrefixed, { signal: this.lifetime.signal });
+      this.startsUnderWay.add(starting);
+      void starting.then(
+        () => this.startsUnderWay.delete(starting),
+        () => this.startsUnderWay.delete(starting),
+      );
+      return starting;
+    };
+    const service = await start(env);
+    const portVariable = PORT_VARIABLE[kind];
+    const restartEnv = portVariable && service.port !== undefined ? { ...env, [portVariable]: String(service.port) } : env;
+    this.supervisor?.watch(service, () => start(restartEnv), adopt);
+    return service;
   }
 }
