@@ -26,10 +26,11 @@ export const ApiEnvSchema = z.object({
   SOCKET_MAX_SUBSCRIPTIONS: intEnv(100, 1),
   /**
    * A Redis command of a request that has no answer after this long fails, and the request is
-   * answered 503 with Retry-After: while Redis hangs or is unreachable, clients hear so at once
-   * instead of waiting until they give up. (An unreachable Redis fails commands at once anyway.)
+   * answered 503 with Retry-After: while Redis hangs, clients hear so within twice this (a command
+   * may wait for the auto-pipelined batch ahead of it) instead of waiting until they give up.
+   * An unreachable Redis (connection refused or reset) fails commands at once anyway.
    */
-  REDIS_COMMAND_TIMEOUT_MS: intEnv(750, 50, 60_000),
+  REDIS_COMMAND_TIMEOUT_MS: intEnv(400, 50, 60_000),
   /**
    * On SIGTERM: how long requests in flight get to finish after the api stops accepting and has
    * told open streams to reconnect, before it exits anyway.

@@ -97,6 +97,22 @@ test('a failing probe marks the host down everywhere, with the reason; a good on
   expect(second.unavailable(host)).toBeUndefined();
 });
 
+test('a host that is down is probed every tick, so its recovery is seen within a fraction of the interval', async () => {
+  const host = bed.newHost();
+  mode = 'error';
+  const health = await startHealth(host, { intervalMs: 2000 });
+  await until(() => health.current(host).status === 'down', 'the host to be down', 3000);
+  probes = 0;
+  await sleep(1600);
+  // Up, it would be probed at most once in that time (every 2 s); down, every tick (500 ms).
+  expect(probes).toBeGreaterThanOrEqual(2);
+  mode = 'up';
+  const back = Date.now();
+  await until(() => health.current(host).status === 'up', 'the host to be seen up again', 3000);
+  // Seen well before a whole interval would have passed.
+  expect(Date.now() - back).toBeLessThan(2000);
+});
+
 test('a host whose server does not listen is down; a reader that never probes sees what probers wrote', async () => {
   const host = bed.newHost();
   const reader = await startHealth(host, { probe: false });

@@ -147,9 +147,12 @@ export class HostHealth implements HostHealthView {
 
   private isDue(record: HostHealthRecord | undefined): boolean {
     if (record?.checkedAt === undefined) return true;
-    // Half a tick of slack, so a lone prober probes every interval rather than every other.
+    // A host that is down is probed every tick, not every interval: calls to it fail fast while
+    // it is down, so the sooner its recovery is seen, the fewer tasks fail after it came back.
+    const periodMs = record.status === 'down' ? this.options.intervalMs / TICKS_PER_INTERVAL : this.options.intervalMs;
+    // Half a tick of slack, so a lone prober probes every period rather than every other.
     const slackMs = this.options.intervalMs / TICKS_PER_INTERVAL / 2;
-    return Date.now() - Date.parse(record.checkedAt) >= this.options.intervalMs - slackMs;
+    return Date.now() - Date.parse(record.checkedAt) >= periodMs - slackMs;
   }
 
   private async probeIfDue(target: HostProbeTarget): Promise<void> {
