@@ -376,13 +376,15 @@ export interface LoadRunOptions {
   durationMs?: number;
   /** When the disruption starts, from the start of the traffic. */
   disruptAfterMs?: number;
-  /** The fault; resolves when it is over (Redis back, worker restarted…), answering that moment. */
-  disrupt: () => Promise<void>;
+  /** The fault; resolves when it is over (Redis back, worker restarted…). Sees the tasks accepted so far. */
+  disrupt: (accepted: readonly string[]) => Promise<void>;
   /** Follow every n-th accepted task over SSE / Socket.io. */
   sseEvery?: number;
   socketEvery?: number;
   /** How long accepted tasks get to finish after the traffic. */
   settleMs?: number;
+  /** Pause between submissions (default 100 ms: about 10 tasks a second, within the stack's capacity). */
+  submitEveryMs?: number;
 }
 
 /** What a run under load measured, for the table and the assertions. */
@@ -432,7 +434,7 @@ export async function runUnderLoad(fault: FaultStack, options: LoadRunOptions): 
         if (index % (options.sseEvery ?? 2) === 0) sse.push(followSse(api, id).done);
         if (index % (options.socketEvery ?? 3) === 0) socketFollows.push(sockets[index % 2]!.follow(id));
       }
-      await sleep(40);
+      await sleep(options.submitEveryMs ?? 100);
     }
   })();
   const probes = (async () => {
@@ -450,7 +452,7 @@ export async function runUnderLoad(fault: FaultStack, options: LoadRunOptions): 
   const fault_ = (async () => {
     await sleep(options.disruptAfterMs ?? 2000);
     disruptedAt = Date.now();
-    await options.disrupt();
+    await options.disrupt(accepted);
     recoveredAt = Date.now();
   })();
   await Promise.all([traffic, probes, fault_]);
@@ -523,4 +525,29 @@ export function expectNothingLost(run: LoadRun): void {
   expect(run.firstCompletedAfterMs).toBeDefined();
   for (const comparison of run.comparisons) expect(comparison).toEqual({ lost: 0, duplicated: 0, logGaps: 0 });
   expect([...run.sse, ...run.sockets].filter((record) => !record.terminal || record.gaps > 0)).toEqual([]);
+}
+
+/**
+ * The worker process streaming one of `taskIds` right now (the `processing` event of a task
+ * with deltas names it), so a fault can hit a worker mid-stream.
+ */
+export async function workerStreaming(fault: FaultStack, taskIds: readonly string[], timeoutMs = 10_000): Promise<{ taskId: string; pid: number }> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    // The oldest unfinished tasks are the ones running; later ones may still wait in the queue.
+    let looked = 0;
+    for (const taskId of taskIds) {
+      if (looked >= 30) break;
+      const events = await eventLog(fault.api, taskId).catch(() => []);
+      const last = events.at(-1);
+      if (last === undefined || (last.type === 'status' && TERMINAL.has(last.status))) continue;
+      looked += 1;
+      const processing = events.filter((event) => event.type === 'status' && event.status === 'processing').at(-1);
+      if (processing?.type !== 'status' || processing.worker === undefined || !events.some((event) => event.type === 'delta' && event.seq > processing.seq)) continue;
+      const pid = Number(processing.worker.split(':').pop());
+      if (fault.stack.workers.some((worker) => worker.child.pid === pid)) return { taskId, pid };
+    }
+    await sleep(25);
+  }
+  throw new Error('no worker was streaming a task');
 }
