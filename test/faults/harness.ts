@@ -28,12 +28,15 @@ export interface FaultStack {
 }
 
 /** Simulator, api and workers on a private redis-server with AOF; the models of models.faults.yaml. */
-export async function startFaultStack(options: Partial<StackOptions> = {}): Promise<FaultStack> {
-  const redis = await RedisServer.start();
+export async function startFaultStack(
+  options: Partial<StackOptions> = {},
+  redisOptions: Parameters<typeof RedisServer.start>[0] = {},
+): Promise<FaultStack> {
+  const redis = await RedisServer.start(redisOptions);
   const output: string[] = [];
   const stack = new Stack({
     redisUrl: redis.url,
-    prefix: 'faults',
+    prefix: options.prefix ?? 'faults',
     apiPort: 0,
     simPort: 0,
     workers: 2,
@@ -387,6 +390,9 @@ export interface LoadRunOptions {
   submitEveryMs?: number;
 }
 
+/** How long traffic goes on after a fault is over, to see the service recover. */
+const AFTER_FAULT_MS = 2000;
+
 /** What a run under load measured, for the table and the assertions. */
 export interface LoadRun {
   log: ExchangeLog;
@@ -420,12 +426,14 @@ export async function runUnderLoad(fault: FaultStack, options: LoadRunOptions): 
   const sockets = [new SocketFollower(api), new SocketFollower(api)];
   const socketFollows: Array<Promise<FollowRecord>> = [];
   const body = options.body ?? { prompt: 'fault suite task [[sim: tokens=16; tps=40; ttft=60]]', pattern: 'primary' };
-  const trafficEnds = Date.now() + (options.durationMs ?? 6000);
   let disruptedAt = Number.POSITIVE_INFINITY;
   let recoveredAt = Number.POSITIVE_INFINITY;
+  const plannedEnd = Date.now() + (options.durationMs ?? 6000);
+  // Traffic goes on for a while after the fault is over, however long the fault took.
+  const trafficGoesOn = () => Date.now() < plannedEnd || Date.now() < recoveredAt + AFTER_FAULT_MS;
 
   const traffic = (async () => {
-    for (let index = 0; Date.now() < trafficEnds; index += 1) {
+    for (let index = 0; trafficGoesOn(); index += 1) {
       const exchange = await log.post(api, '/tasks', body);
       if (exchange.status === 202) {
         const id = (exchange.body as { id: string }).id;
@@ -438,7 +446,7 @@ export async function runUnderLoad(fault: FaultStack, options: LoadRunOptions): 
     }
   })();
   const probes = (async () => {
-    while (Date.now() < trafficEnds) {
+    while (trafficGoesOn()) {
       const id = accepted[Math.floor(Math.random() * accepted.length)];
       if (id !== undefined) {
         await Promise.all([

@@ -6,8 +6,8 @@ import { findExecutable, freePort, redisAnswers } from '../../apps/launcher/src/
 
 /**
  * A private `redis-server` for tests that stop and restart Redis: its own port and data
- * directory, with AOF fsynced on every write (`appendfsync always`), so what Redis acknowledged
- * before a SIGKILL is there after the restart, as with a production Redis that persists.
+ * directory, with AOF (by default fsynced on every write, `appendfsync always`), so what Redis
+ * acknowledged before a SIGKILL is there after the restart, as with a production Redis that persists.
  */
 export class RedisServer {
   private child: ChildProcess | undefined;
@@ -16,12 +16,18 @@ export class RedisServer {
     readonly port: number,
     readonly dir: string,
     private readonly binary: string,
+    private readonly appendfsync: 'always' | 'everysec',
   ) {}
 
-  static async start(): Promise<RedisServer> {
+  /**
+   * `appendfsync: 'always'` (the default) keeps every acknowledged write across a SIGKILL;
+   * `everysec` is faster and keeps them across a graceful stop (SIGTERM).
+   */
+  static async start(options: { appendfsync?: 'always' | 'everysec' } = {}): Promise<RedisServer> {
     const binary = findExecutable('redis-server');
     if (binary === undefined) throw new Error('redis-server is not on PATH: install it (apt-get install redis-server)');
-    const server = new RedisServer(await freePort(), mkdtempSync(path.join(tmpdir(), 'mageagent-redis-')), binary);
+    const dir = mkdtempSync(path.join(tmpdir(), 'mageagent-redis-'));
+    const server = new RedisServer(await freePort(), dir, binary, options.appendfsync ?? 'always');
     await server.start();
     return server;
   }
@@ -37,7 +43,7 @@ export class RedisServer {
   /** Starts (again) on the same port and directory; resolves once it answers PING. */
   async start(): Promise<void> {
     if (this.running) return;
-    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always'];
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'yes', '--appendfsync', this.appendfsync];
     const child = spawn(this.binary, args, { stdio: 'ignore' });
     this.child = child;
     const deadline = Date.now() + 10_000;
