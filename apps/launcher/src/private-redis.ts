@@ -119,7 +119,10 @@ export class PrivateRedis {
     const { binary, dataDir, readyTimeoutMs = 60_000 } = this.options;
     const signal = this.lifetime.signal;
     if (signal.aborted) throw new StartFailedError(`${NAME} was not started: stopping`, 'not started');
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir, '--appendonly', 'yes', '--save', '', '--loglevel', 'warning'];
+    // appendfsync always: a write is on disk before Redis acknowledges it, so a task the api accepted
+    // survives even a crash of Redis (everysec could lose the last second). Redis fsyncs once per
+    // event-loop turn for every client's writes, so the cost is one fsync per turn, not per command.
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--loglevel', 'warning'];
     // Own process group, like the services: a terminal's Ctrl-C must not stop Redis before the workers hand their jobs back.
     const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const recent = followOutput(child, NAME, this.options.sink ?? printPrefixed);
