@@ -22,6 +22,14 @@ export function createApp(services: ApiServices): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // A stopping api no longer listens, but clients may still send on keep-alive connections they
+  // hold (an SSE client reconnecting at once, say): they are told to go elsewhere, and the
+  // connection is closed, so nothing new starts here while it drains.
+  app.use((req, res, next) => {
+    if (!services.lifecycle.draining || req.path === '/healthz') return next();
+    res.setHeader('connection', 'close');
+    next(new ServiceUnavailableError('the server is shutting down; retry, another instance will answer', 1));
+  });
   app.use(express.json({ limit: services.config.bodyLimitBytes }));
 
   // The hot path first: express tries routes in order.

@@ -50,6 +50,7 @@ async function main(): Promise<void> {
       socketMaxSubscriptions: env.SOCKET_MAX_SUBSCRIPTIONS,
       chatKeepAliveMs: env.OPENAI_KEEPALIVE_MS,
     },
+    lifecycle: { draining: false },
   };
 
   if (!(await redisReady(redis, REDIS_STARTUP_WAIT_MS))) {
@@ -79,6 +80,7 @@ async function main(): Promise<void> {
       {
         name: 'stop accepting connections',
         run: async () => {
+          services.lifecycle.draining = true;
           closed = new Promise<void>((resolve) => server.close(() => resolve()));
           server.closeIdleConnections();
         },

@@ -19,4 +19,6 @@ export interface ApiServices {
   defaultPattern: string;
   logger: Logger;
   config: { bodyLimitBytes: number; ssePingMs: number; socketMaxSubscriptions: number; chatKeepAliveMs: number };
+  /** Set once the api is shutting down: requests still arriving on open connections are turned away. */
+  lifecycle: { draining: boolean };
 }
