@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 import { Stack } from '../apps/launcher/src/stack';
 import { callsOnHost, handoffGaps, type SimulatedCall, type SimulatorStats } from '../apps/model-sim/src/simulator';
 import { BULLMQ_PRIORITY, createRedis, deleteKeysWithPrefix, TASK_QUEUE_NAME } from '@mageagent/tasks';
+import { formatTable, type Row } from './table';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -29,12 +30,6 @@ const HOST_SPEEDUP = Number(process.env.BENCH_HOST_SPEEDUP ?? 20);
 const ONLY = process.env.BENCH_ONLY;
 const SIM_HOST = 'sim-mac';
 
-interface Row {
-  metric: string;
-  value: string;
-  target: string;
-  ok?: boolean;
-}
 const rows: Row[] = [];
 const hostRows: Row[] = [];
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
@@ -237,13 +232,7 @@ async function main(): Promise<void> {
     redis.disconnect();
   }
 
-  const table = (title: string, tableRows: Row[]) => {
-    if (tableRows.length === 0) return '';
-    const lines = [`${title}`, '', '| metric | measured | target | |', '|---|---|---|---|'];
-    for (const row of tableRows) lines.push(`| ${row.metric} | ${row.value} | ${row.target} | ${row.ok === undefined ? '' : row.ok ? 'ok' : 'MISSED'} |`);
-    return `\n${lines.join('\n')}\n`;
-  };
-  process.stdout.write(`${table('Spine', rows)}${table('Host scheduling', hostRows)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
+  process.stdout.write(`${formatTable('Spine', rows)}${formatTable('Host scheduling', hostRows)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
 }
 
 /** The spine's table: ingest beside its ceilings, orchestration overhead, api connections. */
