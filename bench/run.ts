@@ -11,6 +11,8 @@ import { Redis } from 'ioredis';
 import { Stack } from '../apps/launcher/src/stack';
 import { callsOnHost, handoffGaps, type SimulatedCall, type SimulatorStats } from '../apps/model-sim/src/simulator';
 import { BULLMQ_PRIORITY, createRedis, deleteKeysWithPrefix, TASK_QUEUE_NAME } from '@mageagent/tasks';
+import { memoryRows } from './memory';
+import { formatTable, type Row } from './table';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
@@ -25,18 +27,14 @@ const HOST_TASKS = Number(process.env.BENCH_HOST_TASKS ?? 400);
 /** Tasks of the utilization run (the stack's models at HOST_SPEEDUP). */
 const HOST_BACKLOG_TASKS = Number(process.env.BENCH_HOST_BACKLOG_TASKS ?? 24);
 const HOST_SPEEDUP = Number(process.env.BENCH_HOST_SPEEDUP ?? 20);
-/** `BENCH_ONLY=hosts` runs only the host scheduling table, `BENCH_ONLY=spine` only the spine table. */
+/** `BENCH_ONLY=spine`, `hosts` or `memory` runs only that table. */
 const ONLY = process.env.BENCH_ONLY;
+if (ONLY !== undefined && !['spine', 'hosts', 'memory'].includes(ONLY)) throw new Error(`BENCH_ONLY must be spine, hosts or memory, not "${ONLY}"`);
 const SIM_HOST = 'sim-mac';
 
-interface Row {
-  metric: string;
-  value: string;
-  target: string;
-  ok?: boolean;
-}
 const rows: Row[] = [];
 const hostRows: Row[] = [];
+const memory: Row[] = [];
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 const quiet = () => undefined;
 
@@ -227,8 +225,9 @@ async function main(): Promise<void> {
     return value;
   };
   try {
-    if (ONLY !== 'hosts') await spine(prefix);
-    if (ONLY !== 'spine') await hostScheduling(prefix);
+    if (ONLY === undefined || ONLY === 'spine') await spine(prefix);
+    if (ONLY === undefined || ONLY === 'hosts') await hostScheduling(prefix);
+    if (ONLY === undefined || ONLY === 'memory') memory.push(...(await memoryRows({ redisUrl: REDIS_URL, prefix: prefix(), log })));
   } finally {
     for (const value of prefixes) {
       await deleteKeysWithPrefix(redis, value);
@@ -237,13 +236,7 @@ async function main(): Promise<void> {
     redis.disconnect();
   }
 
-  const table = (title: string, tableRows: Row[]) => {
-    if (tableRows.length === 0) return '';
-    const lines = [`${title}`, '', '| metric | measured | target | |', '|---|---|---|---|'];
-    for (const row of tableRows) lines.push(`| ${row.metric} | ${row.value} | ${row.target} | ${row.ok === undefined ? '' : row.ok ? 'ok' : 'MISSED'} |`);
-    return `\n${lines.join('\n')}\n`;
-  };
-  process.stdout.write(`${table('Spine', rows)}${table('Host scheduling', hostRows)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
+  process.stdout.write(`${formatTable('Spine', rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
 }
 
 /** The spine's table: ingest beside its ceilings, orchestration overhead, api connections. */
