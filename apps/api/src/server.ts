@@ -1,0 +1,40 @@
+import { createServer, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Server as SocketServer } from 'socket.io';
+import { createApp } from './app';
+import type { ApiServices } from './services';
+import { attachSocketHandlers } from './socket';
+
+/** The HTTP server with the express app and Socket.io, not yet listening. */
+export function createApiServer(services: ApiServices): { server: Server; io: SocketServer } {
+  const server = createServer(createApp(services));
+  answerMalformedRequests(server);
+  // Long-lived SSE responses must not be cut by Node's request timeout.
+  server.requestTimeout = 0;
+  server.keepAliveTimeout = 65_000;
+  const io = new SocketServer(server, { cors: { origin: true }, serveClient: false });
+  attachSocketHandlers(io, services);
+  return { server, io };
+}
+
+/**
+ * Requests Node's HTTP parser refuses before express sees them (headers or URL too large, bad
+ * framing) get the documented error shape instead of Node's bare status line.
+ */
+function answerMalformedRequests(server: Server): void {
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable || error.code === 'ECONNRESET') {
+      socket.destroy();
+      return;
+    }
+    const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
+    const [status, reason] = tooLarge ? [431, 'Request Header Fields Too Large'] : [400, 'Bad Request'];
+    const body = JSON.stringify({
+      error: tooLarge
+        ? { code: 'VALIDATION_FAILED', message: 'request headers (or URL) are larger than the server accepts' }
+        : { code: 'VALIDATION_FAILED', message: 'malformed HTTP request' },
+    });
+    socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
+}
+
