@@ -10,6 +10,8 @@ import { io, type Socket } from 'socket.io-client';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
 import { Stack, type StackOptions } from '../../apps/launcher/src/stack';
 import { RedisServer } from '../support/redis-server';
+import { collectOutput } from '../support/stack';
+import { replacementOf } from '../support/supervision';
 
 export const FAULT_MODELS_CONFIG = path.join(__dirname, 'models.faults.yaml');
 /** A request that takes longer than this to answer counts as hung (the api promises 503 within 1 s). */
@@ -42,10 +44,7 @@ export async function startFaultStack(
     workers: 2,
     workerConcurrency: 4,
     simulatedModelsConfig: FAULT_MODELS_CONFIG,
-    sink: (name, line) => {
-      output.push(`[${name}] ${line}`);
-      if (process.env.TEST_LOGS === '1') process.stdout.write(`[${name}] ${line}\n`);
-    },
+    sink: collectOutput(output),
     ...options,
     env: {
       LOG_LEVEL: 'warn',
@@ -587,4 +586,12 @@ export async function workerStreaming(fault: FaultStack, taskIds: readonly strin
     await sleep(25);
   }
   throw new Error('no worker was streaming a task');
+}
+
+/** Signals a worker (SIGKILL: a crash; SIGTERM: a deploy) and waits until the launcher's replacement is ready. */
+export async function replaceWorker(fault: FaultStack, name: string, signal: NodeJS.Signals): Promise<void> {
+  const current = fault.stack.workers.find((worker) => worker.name === name);
+  if (!current) throw new Error(`no worker named ${name}`);
+  current.child.kill(signal);
+  await replacementOf(current, () => fault.stack.workers.find((worker) => worker.name === name));
 }

@@ -7,8 +7,8 @@
  */
 import type { TaskEvent } from '@mageagent/core';
 import type { SupervisionEvent } from '../../apps/launcher/src/supervisor';
-import { quickSupervision, replacementOf } from '../support/supervision';
-import { eventLog, expectNothingLost, printTable, runUnderLoad, startFaultStack, standardRows, type FaultStack } from './harness';
+import { quickSupervision } from '../support/supervision';
+import { eventLog, expectNothingLost, printTable, replaceWorker, runUnderLoad, startFaultStack, standardRows, type FaultStack } from './harness';
 
 let fault: FaultStack;
 const supervision: SupervisionEvent[] = [];
@@ -33,12 +33,7 @@ test('SIGTERM to every worker in turn under load: tasks finish or are handed bac
     disruptAfterMs: 1500,
     body: { prompt: 'deploy under me [[sim: tokens=40; tps=40; ttft=60]]', pattern: 'primary' },
     disrupt: async () => {
-      for (const name of fault.stack.workers.map((worker) => worker.name)) {
-        const current = fault.stack.workers.find((worker) => worker.name === name);
-        if (!current) continue;
-        current.child.kill('SIGTERM');
-        await replacementOf(current, () => fault.stack.workers.find((worker) => worker.name === name));
-      }
+      for (const name of fault.stack.workers.map((worker) => worker.name)) await replaceWorker(fault, name, 'SIGTERM');
     },
   });
   const logs = await Promise.all(run.accepted.map((id) => eventLog(fault.api, id)));

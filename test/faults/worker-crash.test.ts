@@ -6,8 +6,8 @@
  * see every event once.
  */
 import type { SupervisionEvent } from '../../apps/launcher/src/supervisor';
-import { quickSupervision, replacementOf } from '../support/supervision';
-import { expectNothingLost, printTable, runUnderLoad, startFaultStack, standardRows, workerStreaming, type FaultStack } from './harness';
+import { quickSupervision } from '../support/supervision';
+import { expectNothingLost, printTable, replaceWorker, runUnderLoad, startFaultStack, standardRows, workerStreaming, type FaultStack } from './harness';
 
 /** A dead worker's job is taken over about a lock duration after its last renewal. */
 const CRASH_ENV = { JOB_LOCK_MS: '2000', HOST_LEASE_TTL_MS: '2000' };
@@ -16,8 +16,7 @@ async function killMidStream(fault: FaultStack, accepted: readonly string[]): Pr
   const victim = await workerStreaming(fault, accepted);
   const process = fault.stack.workers.find((worker) => worker.child.pid === victim.pid);
   if (!process) throw new Error('the streaming worker is gone');
-  process.child.kill('SIGKILL');
-  await replacementOf(process, () => fault.stack.workers.find((worker) => worker.name === process.name));
+  await replaceWorker(fault, process.name, 'SIGKILL');
   return { taskId: victim.taskId };
 }
 

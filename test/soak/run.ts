@@ -10,7 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import type { SupervisionEvent } from '../../apps/launcher/src/supervisor';
-import { quickSupervision, replacementOf } from '../support/supervision';
+import { quickSupervision } from '../support/supervision';
 import {
   compareWithLog,
   ExchangeLog,
@@ -18,6 +18,7 @@ import {
   ms,
   percentile,
   printTable,
+  replaceWorker,
   settle,
   sleep,
   SocketFollower,
@@ -126,9 +127,7 @@ async function main(): Promise<void> {
     await at(0.25);
     // Tasks here are short; under this load every worker is running several at any moment.
     say('fault: SIGKILL a worker under load');
-    const killed = fault.stack.workers[1];
-    killed?.child.kill('SIGKILL');
-    if (killed) await replacementOf(killed, () => fault.stack.workers.find((worker) => worker.name === killed.name));
+    await replaceWorker(fault, 'worker-2', 'SIGKILL');
     recoveries.push({ fault: 'worker SIGKILL', at: Date.now() });
 
     await at(0.5);
@@ -140,9 +139,7 @@ async function main(): Promise<void> {
 
     await at(0.75);
     say('fault: SIGTERM a worker (hand-back)');
-    const stopped = fault.stack.workers[0];
-    stopped?.child.kill('SIGTERM');
-    if (stopped) await replacementOf(stopped, () => fault.stack.workers.find((worker) => worker.name === stopped.name));
+    await replaceWorker(fault, 'worker-1', 'SIGTERM');
     recoveries.push({ fault: 'worker SIGTERM', at: Date.now() });
   })();
 

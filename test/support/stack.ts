@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { deleteKeysWithPrefix } from '@mageagent/tasks';
 import type { TaskEvent } from '@mageagent/core';
-import { Stack, type ServiceProcess, type StackOptions } from '../../apps/launcher/src/stack';
+import { Stack, type LineSink, type ServiceProcess, type StackOptions } from '../../apps/launcher/src/stack';
 import { eventually, requestJson } from './http';
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -21,6 +21,14 @@ export interface TestStack {
  * Starts simulator, api and workers as real processes on free ports with a private Redis key
  * prefix; `stop()` ends them and deletes every key under the prefix.
  */
+/** A sink that keeps every line the children print (for failure diagnostics), and echoes them with TEST_LOGS=1. */
+export function collectOutput(output: string[]): LineSink {
+  return (name, line) => {
+    output.push(`[${name}] ${line}`);
+    if (process.env.TEST_LOGS === '1') process.stdout.write(`[${name}] ${line}\n`);
+  };
+}
+
 export async function startTestStack(options: Partial<StackOptions> = {}): Promise<TestStack> {
   const prefix = `test-${randomUUID().slice(0, 8)}`;
   const output: string[] = [];
@@ -31,10 +39,7 @@ export async function startTestStack(options: Partial<StackOptions> = {}): Promi
     simPort: 0,
     workers: 2,
     workerConcurrency: 4,
-    sink: (name, line) => {
-      output.push(`[${name}] ${line}`);
-      if (process.env.TEST_LOGS === '1') process.stdout.write(`[${name}] ${line}\n`);
-    },
+    sink: collectOutput(output),
     ...options,
     env: {
       LOG_LEVEL: 'warn',

@@ -470,7 +470,7 @@ describe('OpenAICompatibleModel against the simulator', () => {
     ).rejects.toMatchObject({ name: ModelResponseError.name, code: 'MODEL_ERROR', retryable: false });
     expect(deltas).toHaveLength(2);
     await expect(client('fast').chat(request('[[sim: malformed]]'))).rejects.toMatchObject({ code: 'MODEL_ERROR' });
-    expect(performance.now() - started).toBeLessThan(1000);
+    expect(performance.now() - started).toBeLessThan(5000);
     expect(await waitFor((stats) => stats.inFlight === 0)).toMatchObject({ malformed: 2 });
   });
 
@@ -479,12 +479,13 @@ describe('OpenAICompatibleModel against the simulator', () => {
     const deltas: string[] = [];
     const started = performance.now();
     await expect(
-      client('fast', undefined, { firstTokenMs: 100, totalMs: 300 }).chat(request('[[sim: hang-after=2]]'), {
+      // A first-token limit a loaded machine cannot miss, so it is the total limit that ends the silence.
+      client('fast', undefined, { firstTokenMs: 1000, totalMs: 1500 }).chat(request('[[sim: hang-after=2]]'), {
         onDelta: (text) => deltas.push(text),
       }),
     ).rejects.toMatchObject({ name: ModelTimeoutError.name, details: { kind: 'total' } });
     expect(deltas).toHaveLength(2);
-    expect(performance.now() - started).toBeGreaterThanOrEqual(295);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1495);
     expect((await waitFor((stats) => stats.inFlight === 0)).aborted).toBe(1);
   });
 
