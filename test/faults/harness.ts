@@ -272,6 +272,7 @@ export class SocketFollower {
   readonly records = new Map<string, FollowRecord>();
   private readonly socket: Socket;
   private readonly waiting = new Map<string, () => void>();
+  private readonly subscribing = new Set<string>();
 
   constructor(api: string) {
     this.socket = io(api, { transports: ['websocket'], reconnectionDelay: 100, reconnectionDelayMax: 500 });
@@ -314,7 +315,22 @@ export class SocketFollower {
     return done;
   }
 
+  /**
+   * One subscribe at a time per task: a second `subscribe-task` on the same connection while the
+   * first one's events are on their way would ask the server to replay them (it answers what it
+   * is asked), so a trigger that comes while one is under way is left to it.
+   */
   private async subscribe(record: FollowRecord): Promise<void> {
+    if (this.subscribing.has(record.taskId)) return;
+    this.subscribing.add(record.taskId);
+    try {
+      await this.subscribeUntilAcked(record);
+    } finally {
+      this.subscribing.delete(record.taskId);
+    }
+  }
+
+  private async subscribeUntilAcked(record: FollowRecord): Promise<void> {
     for (let tries = 0; tries < 600 && !record.terminal; tries += 1) {
       if (this.socket.connected) {
         const answer = (await this.socket

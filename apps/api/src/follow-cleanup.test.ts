@@ -109,6 +109,46 @@ describe('clients that leave at once', () => {
   });
 });
 
+describe('one socket, one task', () => {
+  const prefix = `test-once-${randomUUID().slice(0, 8)}`;
+  let api: InProcessApi;
+
+  beforeAll(async () => {
+    api = await startApi(REDIS_URL, prefix);
+  });
+
+  afterAll(async () => {
+    await api.close();
+    const redis = new Redis(REDIS_URL);
+    await deleteKeysWithPrefix(redis, prefix);
+    redis.disconnect();
+  });
+
+  test('subscribing again on the same connection (a retried subscribe) sends no event twice; unsubscribing first replays', async () => {
+    const task = queuedTask();
+    await api.services.store.create(task);
+    for (let index = 0; index < 5; index += 1) await api.services.store.append(task.id, { type: 'warning', message: `early ${index}` });
+    const socket = connectSocket(api.url, { transports: ['websocket'], reconnection: false });
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    const received: number[] = [];
+    socket.on('task-update', (event: { seq: number }) => received.push(event.seq));
+    await socket.emitWithAck('subscribe-task', { taskId: task.id, after: 0 });
+    await until(() => received.length === 6, 'the replay');
+    // A client whose first ack was slow retries with the resume point it had then.
+    await socket.emitWithAck('subscribe-task', { taskId: task.id, after: 0 });
+    await api.services.store.append(task.id, { type: 'warning', message: 'late' });
+    await until(() => received.includes(7), 'the live event');
+    expect(received).toEqual([1, 2, 3, 4, 5, 6, 7]);
+
+    await socket.emitWithAck('unsubscribe-task', { taskId: task.id });
+    received.length = 0;
+    await socket.emitWithAck('subscribe-task', { taskId: task.id, after: 4 });
+    await until(() => received.length === 3, 'the replay after 4');
+    expect(received).toEqual([5, 6, 7]);
+    socket.disconnect();
+  });
+});
+
 /**
  * A SUBSCRIBE Redis refuses (an ACL user that may not use the task's channels): the SSE stream ends
  * with a `reconnect` event and is let go, the socket is told `task-unsubscribed`, nothing leaks and

@@ -27,7 +27,9 @@ const errorAnswer = (error: unknown) => ({ error: toErrorBody(asClientError(erro
  * emits the task's events as `task-update`, the same objects SSE sends; `unsubscribe-task` stops.
  * A subscription the server has to drop before the task ends (the task expired) is announced
  * with `task-unsubscribed {taskId, after, reason}`: subscribe again with that `after` to resume.
- * A Redis outage drops nothing: the events resume when Redis is back.
+ * A Redis outage drops nothing: the events resume when Redis is back. On one connection an event
+ * is sent once: subscribing again to a task the socket follows continues where it was (to replay,
+ * unsubscribe first).
  */
 export function attachSocketHandlers(io: Server, services: ApiServices): void {
   io.on('connection', (socket: Socket) => {
@@ -46,10 +48,13 @@ export function attachSocketHandlers(io: Server, services: ApiServices): void {
         if (!follows.has(taskId) && follows.size >= services.config.socketMaxSubscriptions) {
           throw new ValidationError(`a socket may follow at most ${services.config.socketMaxSubscriptions} tasks`);
         }
-        follows.get(taskId)?.close();
+        // Subscribing again to a task this socket already follows continues where that follow is:
+        // what it sent is received or on its way on this very connection, so it is never sent twice.
+        const previous = follows.get(taskId);
+        previous?.close();
         reply(ack, { task });
         const follow = followTask(services.store, services.bus, taskId, {
-          afterSeq: after ?? 0,
+          afterSeq: Math.max(after ?? 0, previous?.lastSeq ?? 0),
           onEvent: (event) => socket.emit('task-update', event),
           onEnd: (reason, error) => {
             if (follows.get(taskId) === follow) follows.delete(taskId);
