@@ -70,7 +70,7 @@ function watchConnection(redis: Redis, role: RedisRole, name: string, logger: Lo
   const lost = (why: string) => {
     if (downSince !== undefined) return;
     downSince = Date.now();
-    logger?.warn('redis connection lost; reconnecting', { connection: name, role, error: why });
+    logger?.warn('redis unreachable; reconnecting', { connection: name, role, error: why });
   };
   redis.on('error', (error: Error) => lost(error.message));
   redis.on('close', () => {
