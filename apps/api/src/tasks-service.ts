@@ -49,6 +49,9 @@ export async function createTask(services: ApiServices, body: unknown): Promise<
   const now = new Date();
   const task: TaskRecord = {
     id: newTaskId(),
+    tenant: 'default',
+    app: null,
+    keyId: null,
     status: 'queued',
     pattern,
     priority: request.priority ?? 'normal',
@@ -70,6 +73,7 @@ export async function createTask(services: ApiServices, body: unknown): Promise<
     result: null,
     error: null,
     lastSeq: 1,
+    webhook: null,
   };
   await services.intake.submit(task);
   return task;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { createRedis, deleteKeysWithPrefix, TaskStore } from '@mageagent/tasks';
+import { queuedTask } from '../../../packages/tasks/src/test-tasks';
 import { TaskEventWriter } from './event-writer';
 
 const prefix = `test-writer-${randomUUID().slice(0, 8)}`;
@@ -18,12 +19,8 @@ afterAll(async () => {
 });
 
 async function runningTask(): Promise<string> {
-  const id = randomUUID();
-  const now = new Date().toISOString();
-  await store.create({
-    id, status: 'queued', pattern: 'primary', priority: 'normal', input: { messages: [] }, options: {}, metadata: {},
-    createdAt: now, startedAt: null, completedAt: null, expiresAt: now, attempt: 0, currentStep: null, result: null, error: null, lastSeq: 1,
-  });
+  const { id } = queuedTask();
+  await store.create(queuedTask({ id }));
   await store.transition(id, { from: ['queued'], to: 'processing', fields: { attempt: '1' } });
   return id;
 }

@@ -10,7 +10,10 @@ export const ErrorCodes = [
   'CONFLICT',
   'PAYLOAD_TOO_LARGE',
   'UNAUTHORIZED',
+  'FORBIDDEN',
   'RATE_LIMITED',
+  'QUEUE_FULL',
+  'IDEMPOTENCY_CONFLICT',
   'UNAVAILABLE',
   'MODEL_UNAVAILABLE',
   'MODEL_TIMEOUT',
@@ -86,8 +89,44 @@ export class ConflictError extends MageError {
 
 export class PayloadTooLargeError extends MageError {
   override readonly name = 'PayloadTooLargeError';
+  constructor(message: string, details?: unknown) {
+    super('PAYLOAD_TOO_LARGE', message, 413, { details });
+  }
+}
+
+/** No credentials, malformed ones, or a key nobody issued (or one since revoked). */
+export class UnauthorizedError extends MageError {
+  override readonly name = 'UnauthorizedError';
+  constructor(message = 'a valid API key is required: Authorization: Bearer <key> (or X-API-Key)') {
+    super('UNAUTHORIZED', message, 401);
+  }
+}
+
+/** A valid key without the scope the route needs. */
+export class ForbiddenError extends MageError {
+  override readonly name = 'ForbiddenError';
   constructor(message: string) {
-    super('PAYLOAD_TOO_LARGE', message, 413);
+    super('FORBIDDEN', message, 403);
+  }
+}
+
+/** A quota of the caller's key is used up for now: retry after `retryAfterSeconds`. */
+export class RateLimitedError extends MageError {
+  override readonly name = 'RateLimitedError';
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number,
+    details?: unknown,
+  ) {
+    super('RATE_LIMITED', message, 429, { retryable: true, details });
+  }
+}
+
+/** The same Idempotency-Key was used with a different request body. */
+export class IdempotencyConflictError extends MageError {
+  override readonly name = 'IdempotencyConflictError';
+  constructor(message: string) {
+    super('IDEMPOTENCY_CONFLICT', message, 422);
   }
 }
 
@@ -104,6 +143,19 @@ export class ServiceUnavailableError extends MageError {
     options: MageErrorOptions = {},
   ) {
     super('UNAVAILABLE', message, 503, { retryable: true, ...options });
+  }
+}
+
+/**
+ * More tasks wait in the queue than the GPU hosts can reach soon (`MAX_QUEUED_TASKS`): refused
+ * now rather than accepted for hours, like Ollama's OLLAMA_MAX_QUEUE.
+ */
+export class QueueFullError extends MageError {
+  override readonly name = 'QueueFullError';
+  readonly retryAfterSeconds: number;
+  constructor(message: string, retryAfterSeconds = 5) {
+    super('QUEUE_FULL', message, 503, { retryable: true });
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }
 

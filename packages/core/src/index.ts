@@ -6,3 +6,5 @@ export { z } from 'zod';
 export * from './shutdown';
 export * from './quote';
 export * from './json-bounds';
+export * from './identity';
+export * from './socket-events';

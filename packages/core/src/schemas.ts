@@ -96,6 +96,43 @@ export const ResponseFormatSchema = z.union([
 ]);
 export type ResponseFormat = z.infer<typeof ResponseFormatSchema>;
 
+/** Terminal statuses a webhook may be asked for. */
+export const WebhookEvents = ['completed', 'failed', 'cancelled'] as const;
+export type WebhookEvent = (typeof WebhookEvents)[number];
+
+/** `webhook` on POST /tasks: where to POST the task when it ends (signed, per the Standard Webhooks spec). */
+export const WebhookRequestSchema = z.strictObject({
+  url: z
+    .string()
+    .max(2048)
+    .url()
+    .refine((url) => /^https?:\/\//i.test(url), 'must be an http or https URL'),
+  /** Which terminal statuses to deliver (default: all). */
+  events: z.array(z.enum(WebhookEvents)).min(1).max(3).optional(),
+});
+export type WebhookRequest = z.infer<typeof WebhookRequestSchema>;
+
+/** One attempt to deliver a task's webhook. */
+export interface WebhookDelivery {
+  /** The `webhook-id` header: the same for every attempt of one delivery. */
+  webhookId: string;
+  attempt: number;
+  at: string;
+  durationMs: number;
+  /** The receiver's HTTP status, when it answered. */
+  status?: number;
+  ok: boolean;
+  /** Why the attempt failed (no answer, refused address, non-2xx…). */
+  error?: string;
+}
+
+/** The task's webhook: what was asked for, and every delivery attempt so far. */
+export interface TaskWebhook {
+  url: string;
+  events: WebhookEvent[];
+  deliveries: WebhookDelivery[];
+}
+
 export const TaskPriorities = ['high', 'normal', 'low'] as const;
 export type TaskPriority = (typeof TaskPriorities)[number];
 
@@ -111,6 +148,7 @@ export const CreateTaskRequestSchema = z
     toolChoice: ToolChoiceSchema.optional(),
     responseFormat: ResponseFormatSchema.optional(),
     metadata: MetadataSchema.optional(),
+    webhook: WebhookRequestSchema.optional(),
   })
   .refine((body) => (body.prompt === undefined) !== (body.messages === undefined), {
     message: 'exactly one of prompt or messages is required',
@@ -223,6 +261,12 @@ export interface TaskInput {
 /** The task record, the clients' source of truth. */
 export interface TaskRecord {
   id: string;
+  /** The tenant that owns the task: only its keys see it. */
+  tenant: string;
+  /** The tenant's application whose key created the task, when the key names one. */
+  app: string | null;
+  /** The id of the key that created it (never the key). */
+  keyId: string | null;
   status: TaskStatus;
   pattern: string;
   priority: TaskPriority;
@@ -239,6 +283,8 @@ export interface TaskRecord {
   error: TaskErrorInfo | null;
   /** The seq of the newest event in the task's log. */
   lastSeq: number;
+  /** The webhook the task was created with, and its delivery attempts. */
+  webhook: TaskWebhook | null;
 }
 
 export interface StepInfo {

@@ -1,9 +1,10 @@
 import type { TaskRecord } from '@mageagent/core';
 import type { TaskQueue } from './task-queue';
-import type { TaskStore } from './task-store';
+import type { CreateLimits, TaskStore } from './task-store';
 
 interface Pending {
   task: TaskRecord;
+  limits: CreateLimits | undefined;
   resolve: () => void;
   reject: (error: Error) => void;
 }
@@ -38,10 +39,10 @@ export class TaskIntake {
     private readonly queue: TaskQueue,
   ) {}
 
-  /** Resolves once the task's record and its job are both in Redis. */
-  submit(task: TaskRecord): Promise<void> {
+  /** Resolves once the task's record and its job are both in Redis; rejects with why not. */
+  submit(task: TaskRecord, limits?: CreateLimits): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      if (this.pending.push({ task, resolve, reject }) === 1) setImmediate(() => this.flush());
+      if (this.pending.push({ task, limits, resolve, reject }) === 1) setImmediate(() => this.flush());
     });
   }
 
@@ -56,7 +57,10 @@ export class TaskIntake {
   }
 
   private async write(batch: Pending[]): Promise<void> {
-    const problems = await this.store.createAll(batch.map((entry) => entry.task));
+    const problems = await this.store.createAll(
+      batch.map((entry) => entry.task),
+      batch.map((entry) => entry.limits),
+    );
     const written: Pending[] = [];
     batch.forEach((entry, index) => {
       const problem = problems[index];
@@ -69,7 +73,7 @@ export class TaskIntake {
       await this.queue.enqueueAll(tasks.map((task) => ({ taskId: task.id, priority: task.priority })));
     } catch (error) {
       // Undone before the clients hear of it, so a client told "not accepted" finds nothing.
-      await this.abandon(tasks.map((task) => task.id));
+      await this.abandon(tasks);
       const notQueued = new TaskNotQueuedError(error);
       for (const { reject } of written) reject(notQueued);
       return;
@@ -82,9 +86,10 @@ export class TaskIntake {
    * fails as well; the records then stay `queued` without a job, invisible (nobody has their ids)
    * and deleted when their retention ends, and no worker ever runs them.
    */
-  private async abandon(taskIds: string[]): Promise<void> {
+  private async abandon(tasks: TaskRecord[]): Promise<void> {
+    const taskIds = tasks.map((task) => task.id);
     // Jobs first: a worker that finds a job without its record drops it.
     await Promise.allSettled(taskIds.map((taskId) => this.queue.remove(taskId)));
-    await this.store.discard(taskIds).catch(() => undefined);
+    await this.store.discard(tasks).catch(() => undefined);
   }
 }

@@ -193,3 +193,67 @@ test('a fenced write applies only while the record is at that attempt', async ()
   expect(await store.complete(task.id, result, 2)).toEqual({ applied: false, currentStatus: 'processing' });
   expect(await store.complete(task.id, result, 1)).toMatchObject({ applied: true });
 });
+
+describe('bounds, the tenant index and the webhook outbox', () => {
+  const boundsPrefix = `test-bounds-${randomUUID().slice(0, 8)}`;
+  const scoped = () => new TaskStore(redis, boundsPrefix, { retentionSeconds: 60, maxQueuedTasks: 3 });
+
+  afterAll(async () => {
+    const keys = await redis.keys(`${boundsPrefix}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+  });
+
+  test("a key's active tasks are bounded; a task that ends gives its place back", async () => {
+    const bounded = scoped();
+    const keyId = `key-${randomUUID().slice(0, 6)}`;
+    const first = queuedTask({ keyId });
+    const second = queuedTask({ keyId });
+    await bounded.create(first, { maxActiveTasks: 1 });
+    await expect(bounded.create(second, { maxActiveTasks: 1 })).rejects.toMatchObject({ code: 'RATE_LIMITED', retryAfterSeconds: expect.any(Number) });
+    expect(await bounded.get(second.id)).toBeUndefined();
+    await bounded.transition(first.id, { from: ['queued'], to: 'processing' });
+    await bounded.complete(first.id, result);
+    await bounded.create(second, { maxActiveTasks: 1 });
+    expect(await redis.get(bounded.keys.activeTasks(keyId))).toBe('1');
+    await bounded.cancel(second.id);
+    expect(await redis.get(bounded.keys.activeTasks(keyId))).toBe('0');
+  });
+
+  test('a discarded task gives its place back and leaves the index', async () => {
+    const bounded = scoped();
+    const task = queuedTask({ keyId: `key-${randomUUID().slice(0, 6)}`, tenant: 'acme' });
+    await bounded.create(task, { maxActiveTasks: 5 });
+    expect(await redis.zrange(bounded.keys.tenantTasks('acme'), '0', '-1')).toContain(task.id);
+    await bounded.discard([task]);
+    expect(await bounded.get(task.id)).toBeUndefined();
+    expect(await redis.get(bounded.keys.activeTasks(task.keyId ?? ''))).toBe('0');
+    expect(await redis.zrange(bounded.keys.tenantTasks('acme'), '0', '-1')).not.toContain(task.id);
+  });
+
+  test('new tasks are refused while the queue holds maxQueuedTasks jobs', async () => {
+    const bounded = scoped();
+    const [wait] = bounded.keys.queueBacklog('tasks');
+    await redis.del(wait);
+    await redis.rpush(wait, 'job-1', 'job-2', 'job-3');
+    await expect(bounded.create(queuedTask())).rejects.toMatchObject({ code: 'QUEUE_FULL', httpStatus: 503 });
+    await redis.lpop(wait);
+    await bounded.create(queuedTask());
+    await redis.del(wait);
+  });
+
+  test('a task with a webhook enters the outbox when it ends, once; its delivery attempts are on its record', async () => {
+    const bounded = scoped();
+    const task = queuedTask({ webhook: { url: 'https://example.com/hook', events: ['completed', 'failed', 'cancelled'], deliveries: [] } });
+    await bounded.create(task);
+    await bounded.transition(task.id, { from: ['queued'], to: 'processing' });
+    expect(await redis.lrange(bounded.keys.webhookOutbox(), 0, -1)).not.toContain(task.id);
+    await bounded.complete(task.id, result);
+    await bounded.cancel(task.id);
+    expect((await redis.lrange(bounded.keys.webhookOutbox(), 0, -1)).filter((id) => id === task.id)).toHaveLength(1);
+    const delivery = { webhookId: 'msg_1', attempt: 1, at: new Date().toISOString(), durationMs: 12, status: 500, ok: false, error: 'HTTP 500' };
+    await bounded.recordWebhookDelivery(task.id, delivery);
+    expect((await bounded.require(task.id)).webhook).toEqual({ url: 'https://example.com/hook', events: ['completed', 'failed', 'cancelled'], deliveries: [delivery] });
+    expect(await bounded.ttl(task.id)).toBeGreaterThan(0);
+    expect(await redis.ttl(bounded.keys.webhookDeliveries(task.id))).toBeGreaterThan(0);
+  });
+});

@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { ChainableCommander, Redis } from 'ioredis';
 import {
   NotFoundError,
+  QueueFullError,
+  RateLimitedError,
   TaskStatuses,
   type TaskErrorInfo,
   type TaskEvent,
@@ -9,18 +11,36 @@ import {
   type TaskRecord,
   type TaskResult,
   type TaskStatus,
+  type TaskWebhook,
+  type WebhookDelivery,
 } from '@mageagent/core';
-import { TaskKeys } from './keys';
-import { CREATE_TASK, TRANSITION } from './scripts';
+import { TaskKeys, uuidV7Floor } from './keys';
+import { CREATE_TASK, DISCARD_TASK, TRANSITION } from './scripts';
+import { TASK_QUEUE_NAME } from './task-queue';
 
 type ScriptedRedis = Redis & {
-  mageTransition(hash: string, events: string, ...argv: (string | number)[]): Promise<[number, string]>;
+  mageTransition(hash: string, events: string, outbox: string, ...argv: (string | number)[]): Promise<[number, string]>;
+  mageDiscardTask(hash: string, events: string, index: string, taskId: string): Promise<number>;
 };
 
 export interface TaskStoreOptions {
   /** Seconds a task and its event log are kept after their last change. */
   retentionSeconds: number;
+  /**
+   * New tasks are refused (QueueFullError) while this many wait in the queue (0 = no bound): work
+   * the GPU hosts cannot reach for hours is better refused now.
+   */
+  maxQueuedTasks?: number;
 }
+
+/** Bounds one new task is created under. */
+export interface CreateLimits {
+  /** Refused (RateLimitedError) while its key has this many tasks queued or running (0 = no bound). */
+  maxActiveTasks?: number;
+}
+
+/** Suggested wait before retrying a task refused for its key's active tasks: tasks take seconds to minutes. */
+const ACTIVE_LIMIT_RETRY_AFTER_SECONDS = 5;
 
 /** What a guarded transition did. */
 export type TransitionOutcome =
@@ -52,7 +72,7 @@ export interface TransitionRequest {
 }
 
 const NON_TERMINAL: readonly TaskStatus[] = ['queued', 'processing'];
-const JSON_FIELDS = ['input', 'options', 'metadata', 'result', 'error'] as const;
+const JSON_FIELDS = ['input', 'options', 'metadata', 'result', 'error', 'webhook'] as const;
 
 /**
  * The task record and its event log on Redis. Every write goes through one Lua
@@ -70,8 +90,9 @@ export class TaskStore {
   ) {
     this.keys = new TaskKeys(prefix);
     if (!('mageTransition' in redis)) {
-      redis.defineCommand('mageCreateTask', { numberOfKeys: 2, lua: CREATE_TASK });
-      redis.defineCommand('mageTransition', { numberOfKeys: 2, lua: TRANSITION });
+      redis.defineCommand('mageCreateTask', { numberOfKeys: 6, lua: CREATE_TASK });
+      redis.defineCommand('mageDiscardTask', { numberOfKeys: 3, lua: DISCARD_TASK });
+      redis.defineCommand('mageTransition', { numberOfKeys: 3, lua: TRANSITION });
     }
     this.redis = redis as ScriptedRedis;
   }
@@ -81,31 +102,45 @@ export class TaskStore {
   }
 
   /** Writes a new task with its first `status: queued` event (seq 1). */
-  async create(task: TaskRecord): Promise<void> {
-    const [problem] = await this.createAll([task]);
+  async create(task: TaskRecord, limits?: CreateLimits): Promise<void> {
+    const [problem] = await this.createAll([task], [limits]);
     if (problem) throw problem;
   }
 
   /**
    * Writes new tasks in one pipelined write; resolves to one entry per task: null when
-   * written, or the error that kept it out. The commands are handed to the connection
-   * before this returns, so anything sent later on the same connection lands after them.
+   * written, or the error that kept it out (TaskExistsError, QueueFullError, RateLimitedError for
+   * its key's active tasks, TaskNotStorableError, or what Redis answered). Each task is checked
+   * against the bounds and written in one script, so the bounds hold across api replicas.
    */
-  async createAll(tasks: readonly TaskRecord[]): Promise<(Error | null)[]> {
+  async createAll(tasks: readonly TaskRecord[], limits: readonly (CreateLimits | undefined)[] = []): Promise<(Error | null)[]> {
     const pipeline = this.redis.pipeline() as ChainableCommander & {
-      mageCreateTask(hash: string, events: string, ...argv: (string | number)[]): unknown;
+      mageCreateTask(...keysAndArgv: (string | number)[]): unknown;
     };
+    const [wait, prioritized] = this.keys.queueBacklog(TASK_QUEUE_NAME);
+    const indexFloor = uuidV7Floor(Date.now() - 2 * this.options.retentionSeconds * 1000);
     // Each task is prepared on its own: one that cannot be serialised fails alone, never its batch.
-    const outcomes: (Error | null | 'sent')[] = tasks.map((task) => {
+    const outcomes: (Error | null | 'sent')[] = tasks.map((task, index) => {
       try {
         const argv: (string | number)[] = [
           this.options.retentionSeconds,
           task.id,
           task.createdAt,
           JSON.stringify({ type: 'status', status: task.status }),
+          limits[index]?.maxActiveTasks ?? 0,
+          this.options.maxQueuedTasks ?? 0,
+          indexFloor,
         ];
         for (const [key, value] of Object.entries(serialise(task))) argv.push(key, value);
-        pipeline.mageCreateTask(this.keys.task(task.id), this.keys.events(task.id), ...argv);
+        pipeline.mageCreateTask(
+          this.keys.task(task.id),
+          this.keys.events(task.id),
+          this.keys.tenantTasks(task.tenant),
+          this.keys.activeTasks(task.keyId ?? 'open'),
+          wait,
+          prioritized,
+          ...argv,
+        );
         return 'sent';
       } catch (error) {
         return new TaskNotStorableError(task.id, error);
@@ -123,19 +158,37 @@ export class TaskStore {
       if (outcome !== 'sent') return outcome;
       const [error, created] = replies?.[reply++] ?? [new Error('no reply from Redis'), 0];
       if (error) return error;
-      return created === 1 ? null : new TaskExistsError(tasks[index]?.id ?? '');
+      return createOutcome(tasks[index], limits[index], this.options.maxQueuedTasks, Number(created));
     });
   }
 
   /** Deletes tasks whose creation was abandoned (their jobs could not be queued); nobody was told their ids. */
-  async discard(taskIds: readonly string[]): Promise<void> {
-    if (taskIds.length === 0) return;
-    await this.redis.unlink(...taskIds.flatMap((taskId) => [this.keys.task(taskId), this.keys.events(taskId)]));
+  async discard(tasks: readonly TaskRecord[]): Promise<void> {
+    await Promise.all(
+      tasks.map((task) =>
+        this.redis.mageDiscardTask(this.keys.task(task.id), this.keys.events(task.id), this.keys.tenantTasks(task.tenant), task.id),
+      ),
+    );
   }
 
   async get(taskId: string): Promise<TaskRecord | undefined> {
-    const hash = await this.redis.hgetall(this.keys.task(taskId));
-    return hash.id === undefined ? undefined : deserialise(hash);
+    // Both in one round trip: the delivery list is empty (and cheap) for tasks without a webhook.
+    const [hash, deliveries] = await Promise.all([
+      this.redis.hgetall(this.keys.task(taskId)),
+      this.redis.lrange(this.keys.webhookDeliveries(taskId), 0, -1),
+    ]);
+    return hash.id === undefined ? undefined : deserialise(hash, deliveries);
+  }
+
+  /**
+   * Records one webhook delivery attempt on a finished task. The record's status never changes
+   * again, so attempts live in a list of their own, kept as long as the task.
+   */
+  async recordWebhookDelivery(taskId: string, delivery: WebhookDelivery): Promise<void> {
+    const key = this.keys.webhookDeliveries(taskId);
+    const ttl = await this.redis.ttl(this.keys.task(taskId));
+    await this.redis.rpush(key, JSON.stringify(delivery));
+    await this.redis.expire(key, ttl > 0 ? ttl : this.options.retentionSeconds);
   }
 
   async require(taskId: string): Promise<TaskRecord> {
@@ -191,7 +244,7 @@ export class TaskStore {
     ];
     for (const [key, value] of Object.entries(fields)) argv.push(key, value);
     for (const event of ordered) argv.push(JSON.stringify(event));
-    const [lastSeq, status] = await this.redis.mageTransition(this.keys.task(taskId), this.keys.events(taskId), ...argv);
+    const [lastSeq, status] = await this.redis.mageTransition(this.keys.task(taskId), this.keys.events(taskId), this.keys.webhookOutbox(), ...argv);
     if (lastSeq === -1) return undefined;
     if (lastSeq === 0) return { applied: false, currentStatus: status as TaskStatus };
     return { applied: true, lastSeq, previousStatus: status as TaskStatus };
@@ -237,6 +290,7 @@ export class TaskStore {
 function serialise(task: TaskRecord): Record<string, string> {
   const fields: Record<string, string> = {
     id: task.id,
+    tenant: task.tenant,
     status: task.status,
     pattern: task.pattern,
     priority: task.priority,
@@ -252,17 +306,39 @@ function serialise(task: TaskRecord): Record<string, string> {
   if (task.currentStep) fields.currentStep = task.currentStep;
   if (task.result) fields.result = JSON.stringify(task.result);
   if (task.error) fields.error = JSON.stringify(task.error);
+  if (task.app) fields.app = task.app;
+  if (task.keyId) fields.keyId = task.keyId;
+  if (task.webhook) fields.webhook = JSON.stringify({ url: task.webhook.url, events: task.webhook.events });
   return fields;
 }
 
-function deserialise(hash: Record<string, string>): TaskRecord {
+/** What a create script's answer means for one task. */
+function createOutcome(task: TaskRecord | undefined, limits: CreateLimits | undefined, maxQueued: number | undefined, answer: number): Error | null {
+  if (answer === 1) return null;
+  if (answer === -1) return new QueueFullError(`the queue is full (${maxQueued} tasks waiting); retry later`);
+  if (answer === -2) {
+    return new RateLimitedError(
+      `this key has ${limits?.maxActiveTasks} tasks queued or running, its limit; retry when one has finished`,
+      ACTIVE_LIMIT_RETRY_AFTER_SECONDS,
+      { quota: 'maxActiveTasks', limit: limits?.maxActiveTasks },
+    );
+  }
+  return new TaskExistsError(task?.id ?? '');
+}
+
+function deserialise(hash: Record<string, string>, deliveries: string[] = []): TaskRecord {
   const json = <T>(field: (typeof JSON_FIELDS)[number], fallback: T): T => {
     const value = hash[field];
     return value ? (JSON.parse(value) as T) : fallback;
   };
   const status = hash.status as TaskStatus;
+  const webhook = json<Omit<TaskWebhook, 'deliveries'> | null>('webhook', null);
   return {
     id: hash.id ?? '',
+    // Records written before tenants existed belong to the open-mode tenant.
+    tenant: hash.tenant || 'default',
+    app: hash.app || null,
+    keyId: hash.keyId || null,
     status: TaskStatuses.includes(status) ? status : 'failed',
     pattern: hash.pattern ?? '',
     priority: (hash.priority as TaskRecord['priority']) || 'normal',
@@ -278,6 +354,7 @@ function deserialise(hash: Record<string, string>): TaskRecord {
     result: json<TaskResult | null>('result', null),
     error: json<TaskErrorInfo | null>('error', null),
     lastSeq: Number(hash.seq ?? 0),
+    webhook: webhook === null ? null : { ...webhook, deliveries: deliveries.map((line) => JSON.parse(line) as WebhookDelivery) },
   };
 }
 

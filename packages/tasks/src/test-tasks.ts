@@ -6,6 +6,9 @@ export function queuedTask(overrides: Partial<TaskRecord> = {}): TaskRecord {
   const now = new Date().toISOString();
   return {
     id: randomUUID(),
+    tenant: 'default',
+    app: null,
+    keyId: null,
     status: 'queued',
     pattern: 'primary',
     priority: 'normal',
@@ -21,6 +24,7 @@ export function queuedTask(overrides: Partial<TaskRecord> = {}): TaskRecord {
     result: null,
     error: null,
     lastSeq: 1,
+    webhook: null,
     ...overrides,
   };
 }
