@@ -7,6 +7,7 @@ import {
   quote,
   ValidationError,
   zodIssuesToDetails,
+  WebhookEvents,
   type TaskRecord,
 } from '@mageagent/core';
 import { checkToolRequest } from '@mageagent/patterns';
@@ -73,7 +74,7 @@ export async function createTask(services: ApiServices, body: unknown): Promise<
     result: null,
     error: null,
     lastSeq: 1,
-    webhook: null,
+    webhook: request.webhook ? { url: request.webhook.url, events: request.webhook.events ?? [...WebhookEvents], deliveries: [] } : null,
   };
   await services.intake.submit(task);
   return task;
