@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { v7 as uuidv7 } from 'uuid';
 import type { Redis } from 'ioredis';
 import type { TaskEvent } from '@mageagent/core';
 import { createRedis } from './redis';
@@ -255,5 +256,69 @@ describe('bounds, the tenant index and the webhook outbox', () => {
     expect((await bounded.require(task.id)).webhook).toEqual({ url: 'https://example.com/hook', events: ['completed', 'failed', 'cancelled'], deliveries: [delivery] });
     expect(await bounded.ttl(task.id)).toBeGreaterThan(0);
     expect(await redis.ttl(bounded.keys.webhookDeliveries(task.id))).toBeGreaterThan(0);
+  });
+});
+
+describe('listing a tenant’s tasks', () => {
+  const listPrefix = `test-list-${randomUUID().slice(0, 8)}`;
+  const store_ = () => new TaskStore(redis, listPrefix, { retentionSeconds: 60 });
+
+  afterAll(async () => {
+    const keys = await redis.keys(`${listPrefix}:*`);
+    if (keys.length > 0) await redis.del(...keys);
+  });
+
+  test('newest first, paged by cursor, filtered by status, pattern and creation time; other tenants and expired tasks never appear', async () => {
+    const listing = store_();
+    const base = Date.now() - 60_000;
+    // Ids are time-ordered (uuid v7), as the api makes them: one per second, oldest first.
+    const tasks = Array.from({ length: 25 }, (_, index) =>
+      queuedTask({
+        id: uuidv7({ msecs: base + index * 1000 }),
+        tenant: 'acme',
+        pattern: index % 2 === 0 ? 'primary' : 'validated',
+        createdAt: new Date(base + index * 1000).toISOString(),
+      }),
+    );
+    for (const task of tasks) await listing.create(task);
+    await listing.create(queuedTask({ id: uuidv7(), tenant: 'globex' }));
+    await listing.cancel(tasks[24]!.id);
+    await redis.del(listing.keys.task(tasks[23]!.id)); // expired
+
+    const first = await listing.list('acme', { limit: 10 });
+    expect(first.tasks.map((task) => task.id)).toEqual([tasks[24], ...tasks.slice(14, 23).reverse()].map((task) => task!.id));
+    expect(first.tasks[0]).toMatchObject({ status: 'cancelled', errorCode: 'CANCELLED', pattern: 'primary' });
+    const second = await listing.list('acme', { limit: 10, before: first.next });
+    const third = await listing.list('acme', { limit: 10, before: second.next });
+    const all = [...first.tasks, ...second.tasks, ...third.tasks].map((task) => task.id);
+    expect(all).toEqual([tasks[24], ...tasks.slice(0, 23).reverse()].map((task) => task!.id));
+    expect(third.next).toBeUndefined();
+    expect(await redis.zrange(listing.keys.tenantTasks('acme'), '0', '-1')).not.toContain(tasks[23]!.id);
+
+    expect((await listing.list('acme', { limit: 50, status: ['cancelled'] })).tasks.map((task) => task.id)).toEqual([tasks[24]!.id]);
+    expect((await listing.list('acme', { limit: 50, pattern: 'validated' })).tasks).toHaveLength(11);
+    const recent = await listing.list('acme', { limit: 50, createdAfter: new Date(base + 20_000) });
+    expect(recent.tasks.map((task) => task.id)).toEqual([tasks[24], tasks[22], tasks[21], tasks[20]].map((task) => task!.id));
+    expect((await listing.list('globex', { limit: 50 })).tasks).toHaveLength(1);
+    expect((await listing.list('nobody', { limit: 50 })).tasks).toEqual([]);
+  });
+
+  test('a rare filter answers a short page with a cursor instead of reading the whole index', async () => {
+    const listing = store_();
+    const base = Date.now() - 120_000;
+    for (let index = 0; index < 30; index += 1) {
+      await listing.create(queuedTask({ id: uuidv7({ msecs: base + index * 100 }), tenant: 'scan', pattern: index === 2 ? 'rare' : 'primary' }));
+    }
+    const page = await listing.list('scan', { limit: 5, pattern: 'rare', scanLimit: 10 });
+    expect(page.tasks).toEqual([]);
+    expect(page.next).toBeDefined();
+    let found: string[] = [];
+    let next = page.next;
+    while (next !== undefined) {
+      const more = await listing.list('scan', { limit: 5, pattern: 'rare', scanLimit: 10, before: next });
+      found = found.concat(more.tasks.map((task) => task.id));
+      next = more.next;
+    }
+    expect(found).toHaveLength(1);
   });
 });

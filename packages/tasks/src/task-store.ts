@@ -197,6 +197,48 @@ export class TaskStore {
     return task;
   }
 
+  /**
+   * A tenant's tasks, newest first, from its index (never a SCAN). Filters are applied to the
+   * records as they are read; at most `scanLimit` ids are looked at per call, so a rare filter
+   * answers a short page with a cursor rather than reading the whole index. Ids whose records
+   * have expired are dropped from the index on the way.
+   */
+  async list(tenant: string, query: TaskListQuery): Promise<TaskListPage> {
+    const index = this.keys.tenantTasks(tenant);
+    const floor = query.createdAfter === undefined ? '-' : `[${uuidV7Floor(query.createdAfter.getTime())}`;
+    const scanLimit = query.scanLimit ?? 1000;
+    const tasks: TaskSummary[] = [];
+    let lastExamined = query.before;
+    let examined = 0;
+    let exhausted = false;
+    scan: while (examined < scanLimit) {
+      const batch = Math.min(Math.max(query.limit * 2, 20), scanLimit - examined);
+      const upper = lastExamined === undefined ? '+' : `(${lastExamined}`;
+      const ids = await this.redis.zrevrangebylex(index, upper, floor, 'LIMIT', 0, batch);
+      const pipeline = this.redis.pipeline();
+      for (const id of ids) pipeline.hmget(this.keys.task(id), ...SUMMARY_FIELDS);
+      const rows = ids.length === 0 ? [] : ((await pipeline.exec()) ?? []);
+      const gone: string[] = [];
+      for (const [position, id] of ids.entries()) {
+        examined += 1;
+        lastExamined = id;
+        const summary = summaryOf((rows[position]?.[1] as (string | null)[] | undefined) ?? []);
+        if (summary === undefined) gone.push(id);
+        else if (matches(summary, query)) tasks.push(summary);
+        if (tasks.length === query.limit) {
+          if (gone.length > 0) await this.redis.zrem(index, ...gone);
+          break scan;
+        }
+      }
+      if (gone.length > 0) await this.redis.zrem(index, ...gone);
+      if (ids.length < batch) {
+        exhausted = true;
+        break;
+      }
+    }
+    return { tasks, next: exhausted ? undefined : lastExamined };
+  }
+
   /** Status and newest seq only (one small read). */
   async head(taskId: string): Promise<{ status: TaskStatus; lastSeq: number } | undefined> {
     const [status, seq] = await this.redis.hmget(this.keys.task(taskId), 'status', 'seq');
@@ -284,6 +326,72 @@ export class TaskStore {
       fields: { error: JSON.stringify(error), completedAt: new Date().toISOString(), currentStep: '' },
     });
   }
+}
+
+/** One task in a listing: what a client needs to choose which to open. */
+export interface TaskSummary {
+  id: string;
+  status: TaskStatus;
+  pattern: string;
+  priority: TaskRecord['priority'];
+  createdAt: string;
+  startedAt: string | null;
+  completedAt: string | null;
+  attempt: number;
+  app: string | null;
+  keyId: string | null;
+  /** The error code of a failed or cancelled task. */
+  errorCode: string | null;
+}
+
+export interface TaskListQuery {
+  limit: number;
+  /** Only tasks older than this task id (the cursor: the last id of the previous page). */
+  before?: string;
+  createdAfter?: Date;
+  status?: readonly TaskStatus[];
+  pattern?: string;
+  /** Most index entries looked at in one call (default 1 000). */
+  scanLimit?: number;
+}
+
+export interface TaskListPage {
+  tasks: TaskSummary[];
+  /** Where the next page starts (pass as `before`), when there may be more. */
+  next: string | undefined;
+}
+
+const SUMMARY_FIELDS = ['id', 'status', 'pattern', 'priority', 'createdAt', 'startedAt', 'completedAt', 'attempt', 'app', 'keyId', 'error'] as const;
+
+function matches(summary: TaskSummary, query: TaskListQuery): boolean {
+  if (query.status !== undefined && !query.status.includes(summary.status)) return false;
+  return query.pattern === undefined || summary.pattern === query.pattern;
+}
+
+function summaryOf(values: (string | null)[]): TaskSummary | undefined {
+  const [id, status, pattern, priority, createdAt, startedAt, completedAt, attempt, app, keyId, error] = values;
+  if (!id || !status) return undefined;
+  let errorCode: string | null = null;
+  if (error) {
+    try {
+      errorCode = (JSON.parse(error) as TaskErrorInfo).code;
+    } catch {
+      errorCode = null;
+    }
+  }
+  return {
+    id,
+    status: status as TaskStatus,
+    pattern: pattern ?? '',
+    priority: (priority as TaskRecord['priority']) || 'normal',
+    createdAt: createdAt ?? '',
+    startedAt: startedAt || null,
+    completedAt: completedAt || null,
+    attempt: Number(attempt ?? 0),
+    app: app || null,
+    keyId: keyId || null,
+    errorCode,
+  };
 }
 
 /** Stored form: fields a task does not have yet (null, attempt 0) are simply absent. */
