@@ -1,12 +1,14 @@
 import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
 import { isMageError, NotFoundError, quote, ServiceUnavailableError, toErrorBody } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
-import { openaiFacade } from './openai/router';
+import { authenticate, callerOf, requireScope } from './auth/middleware';
 import { hostsHandler } from './hosts';
-import { asClientError } from './http-errors';
+import { asClientError, retryAfterOf } from './http-errors';
+import { idempotencyKeyOf } from './idempotency';
+import { openaiFacade } from './openai/router';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
-import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
+import { parseResumePoint } from './task-service';
 
 /** The task's links, so clients need not build URLs. */
 function links(taskId: string) {
@@ -30,50 +32,59 @@ export function createApp(services: ApiServices): express.Express {
     res.setHeader('connection', 'close');
     next(new ServiceUnavailableError('the server is shutting down; retry, another instance will answer', 1));
   });
+
+  // Probes answer without a key: orchestrators have none.
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  app.get('/readyz', async (_req, res) => {
+    const redis = await pingRedis(services.redis);
+    res.status(redis ? 200 : 503).json({ status: redis ? 'ready' : 'unavailable', checks: { redis } });
+  });
+
+  // Everything else needs a valid key (in open mode everyone is the one tenant), before the body is read.
+  app.use(authenticate(services));
   app.use(express.json({ limit: services.config.bodyLimitBytes }));
+  const tasksScope = requireScope('tasks');
 
   // The hot path first: express tries routes in order.
-  app.post('/tasks', async (req, res) => {
-    const task = await createTask(services, req.body);
+  app.post('/tasks', tasksScope, async (req, res) => {
+    const { task, replayed } = await services.tasks.create(callerOf(res), req.body, idempotencyKeyOf(req));
+    if (replayed) res.setHeader('idempotent-replayed', 'true');
     res
       .status(202)
       .location(`/tasks/${task.id}`)
       .json({ id: task.id, status: task.status, pattern: task.pattern, createdAt: task.createdAt, links: links(task.id) });
   });
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
+  app.get('/tasks', tasksScope, async (req, res) => {
+    const { tasks, nextCursor } = await services.tasks.list(callerOf(res).principal, req.query);
+    res.json({ tasks: tasks.map((task) => ({ ...task, links: links(task.id) })), nextCursor });
   });
 
-  app.get('/readyz', async (_req, res) => {
-    const redis = await pingRedis(services.redis);
-    res.status(redis ? 200 : 503).json({ status: redis ? 'ready' : 'unavailable', checks: { redis } });
+  app.get('/tasks/:id', tasksScope, async (req, res) => {
+    const task = await services.tasks.get(callerOf(res).principal, req.params.id);
+    res.json({ ...task, links: links(task.id) });
   });
 
+  app.get('/tasks/:id/events', tasksScope, async (req, res) => {
+    const afterSeq = parseResumePoint(req.query.after);
+    const { task, events } = await services.tasks.events(callerOf(res).principal, req.params.id, afterSeq);
+    res.json({ taskId: task.id, status: task.status, events });
+  });
+
+  app.get('/tasks/:id/stream', tasksScope, (req: Request, res: Response) => streamTask(services, req, res));
+
+  app.post('/tasks/:id/cancel', tasksScope, async (req, res) => {
+    const task = await services.tasks.cancel(callerOf(res).principal, req.params.id);
+    res.json({ ...task, links: links(task.id) });
+  });
+
+  // Any valid key may see what this service runs and on what.
   app.get('/patterns', (_req, res) => {
     res.json({ default: services.defaultPattern, patterns: services.patterns.list() });
   });
-
   app.get('/hosts', hostsHandler(services.hosts));
-
-  app.get('/tasks/:id', async (req, res) => {
-    const task = await services.store.require(requireTaskId(req.params.id));
-    res.json({ ...task, links: links(task.id) });
-  });
-
-  app.get('/tasks/:id/events', async (req, res) => {
-    const taskId = requireTaskId(req.params.id);
-    const afterSeq = parseResumePoint(req.query.after);
-    const [task, events] = await Promise.all([services.store.require(taskId), services.store.readEvents(taskId, afterSeq)]);
-    res.json({ taskId, status: task.status, events });
-  });
-
-  app.get('/tasks/:id/stream', (req: Request, res: Response) => streamTask(services, req, res));
-
-  app.post('/tasks/:id/cancel', async (req, res) => {
-    const task = await cancelTask(services, requireTaskId(req.params.id));
-    res.json({ ...task, links: links(task.id) });
-  });
 
   app.use('/v1', ...openaiFacade(services));
 
@@ -86,15 +97,16 @@ function errorHandler(services: ApiServices): ErrorRequestHandler {
   return (error: unknown, req, res, _next) => {
     const mapped = asClientError(error);
     const status = isMageError(mapped) ? mapped.httpStatus : 500;
-    // An outage is logged once by the connection, not once per request it costs.
-    if (status >= 500 && !(mapped instanceof ServiceUnavailableError)) {
+    const retryAfter = retryAfterOf(mapped);
+    // An outage or a full queue is not a fault of this process; outages are logged once by the connection.
+    if (status >= 500 && retryAfter === undefined) {
       services.logger.error('request failed', { method: req.method, path: quote(req.path), error: String(error), stack: (error as Error).stack });
     }
     if (res.headersSent) {
       res.end();
       return;
     }
-    if (mapped instanceof ServiceUnavailableError) res.setHeader('retry-after', String(mapped.retryAfterSeconds));
+    if (retryAfter !== undefined) res.setHeader('retry-after', String(retryAfter));
     res.status(status).json({ error: toErrorBody(mapped) });
   };
 }

@@ -5,8 +5,29 @@ export const ApiEnvSchema = z.object({
   ...PatternsEnv,
   /** HTTP port of the api (0 = any free port, reported to a parent process). */
   PORT: intEnv(3457, 0, 65535),
-  /** Interface to listen on. */
-  HOST: z.string().default('0.0.0.0'),
+  /**
+   * Interface to listen on. Loopback by default: in open mode (no API_KEYS_FILE) anyone who can
+   * reach the port may use it, so another interface needs keys or ALLOW_OPEN_MODE=true.
+   */
+  HOST: z.string().min(1).default('127.0.0.1'),
+  /** A YAML or JSON file of API keys (see `npm run keys`); unset = open mode: one tenant, every scope. */
+  API_KEYS_FILE: z.string().min(1).optional(),
+  /** Set to "true" to serve open mode (no keys) on an interface other than loopback. */
+  ALLOW_OPEN_MODE: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((value) => value === 'true'),
+  /** Requests one key may make per minute, across every replica (0 = no limit); a key's `limits` override it. */
+  QUOTA_REQUESTS_PER_MINUTE: intEnv(6_000, 0),
+  /** Tasks one key may have queued or running at once (0 = no limit). */
+  QUOTA_MAX_ACTIVE_TASKS: intEnv(1_000, 0),
+  /** Largest prompt (the messages' text, UTF-8 bytes) one task may carry. */
+  QUOTA_MAX_PROMPT_BYTES: intEnv(1_048_576, 1),
+  /**
+   * New tasks are refused (503 QUEUE_FULL, Retry-After) while this many wait in the queue (0 = no
+   * bound), like Ollama's OLLAMA_MAX_QUEUE: better refused now than run hours late.
+   */
+  MAX_QUEUED_TASKS: intEnv(10_000, 0),
   /** Largest request body accepted, in bytes; larger bodies get 413. */
   BODY_LIMIT_BYTES: intEnv(1_048_576, 1024),
   /** Interval of `: ping` comments on open SSE streams. */

@@ -13,31 +13,31 @@ import { deleteKeysWithPrefix, redisReady } from '@mageagent/tasks';
 import { queuedTask } from '../../../packages/tasks/src/test-tasks';
 import { loadApiEnv } from './env';
 import { createApiServer } from './server';
-import { createApiServices, type ApiServices } from './services';
+import { createApiServices, type ApiResources } from './services';
 import { openStreams } from './sse';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
-interface InProcessApi {
+interface InProcessApi extends ApiResources {
   url: string;
-  services: ApiServices;
   close(): Promise<void>;
 }
 
 async function startApi(redisUrl: string, prefix: string): Promise<InProcessApi> {
   const env = loadApiEnv({ REDIS_URL: redisUrl, REDIS_PREFIX: prefix, LOG_LEVEL: 'error', SSE_PING_MS: '200' });
-  const { services, subscriber } = createApiServices(env, createLogger({ service: 'api-test', level: 'error' }));
+  const resources = createApiServices(env, createLogger({ service: 'api-test', level: 'error' }));
+  const { services, queue, subscriber } = resources;
   await redisReady(services.redis, 5000);
   const { server, io } = createApiServer(services);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
+    ...resources,
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    services,
     async close() {
       io.close();
       server.closeAllConnections();
       await new Promise((resolve) => (server as Server).close(resolve));
-      await services.queue.close();
+      await queue.close();
       services.redis.disconnect();
       subscriber.disconnect();
     },
@@ -49,7 +49,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (open streams ${openStreams.size})`);
     await sleep(20);
   }
 }
@@ -68,7 +68,7 @@ describe('clients that leave at once', () => {
     api = await startApi(REDIS_URL, prefix);
     // A task nobody runs (no worker): every follower of it stays until it leaves.
     const task = queuedTask();
-    await api.services.store.create(task);
+    await api.store.create(task);
     taskId = task.id;
   });
 
@@ -90,8 +90,8 @@ describe('clients that leave at once', () => {
       controller.abort();
       await request;
     }
-    await until(() => openStreams.size === 0 && api.services.bus.listenerCount === 0, 'every stream to be let go');
-    expect(api.services.bus.subscribedChannels).toBe(0);
+    await until(() => openStreams.size === 0 && api.bus.listenerCount === 0, 'every stream to be let go');
+    expect(api.bus.subscribedChannels).toBe(0);
     expect(unhandled).toEqual([]);
   });
 
@@ -103,8 +103,8 @@ describe('clients that leave at once', () => {
       await sleep(index % 3);
       socket.disconnect();
     }
-    await until(() => api.services.bus.listenerCount === 0, 'every socket follow to be let go');
-    expect(api.services.bus.subscribedChannels).toBe(0);
+    await until(() => api.bus.listenerCount === 0, 'every socket follow to be let go');
+    expect(api.bus.subscribedChannels).toBe(0);
     expect(unhandled).toEqual([]);
   });
 });
@@ -126,8 +126,8 @@ describe('one socket, one task', () => {
 
   test('subscribing again on the same connection (a retried subscribe) sends no event twice; unsubscribing first replays', async () => {
     const task = queuedTask();
-    await api.services.store.create(task);
-    for (let index = 0; index < 5; index += 1) await api.services.store.append(task.id, { type: 'warning', message: `early ${index}` });
+    await api.store.create(task);
+    for (let index = 0; index < 5; index += 1) await api.store.append(task.id, { type: 'warning', message: `early ${index}` });
     const socket = connectSocket(api.url, { transports: ['websocket'], reconnection: false });
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
     const received: number[] = [];
@@ -136,7 +136,7 @@ describe('one socket, one task', () => {
     await until(() => received.length === 6, 'the replay');
     // A client whose first ack was slow retries with the resume point it had then.
     await socket.emitWithAck('subscribe-task', { taskId: task.id, after: 0 });
-    await api.services.store.append(task.id, { type: 'warning', message: 'late' });
+    await api.store.append(task.id, { type: 'warning', message: 'late' });
     await until(() => received.includes(7), 'the live event');
     expect(received).toEqual([1, 2, 3, 4, 5, 6, 7]);
 
@@ -170,7 +170,7 @@ describe('a subscription Redis refuses', () => {
     url.password = password;
     api = await startApi(url.toString(), prefix);
     const task = queuedTask();
-    await api.services.store.create(task);
+    await api.store.create(task);
     taskId = task.id;
   });
 
@@ -186,7 +186,7 @@ describe('a subscription Redis refuses', () => {
     const text = await response.text();
     expect(response.status).toBe(200);
     expect(text).toMatch(/event: reconnect\ndata: \{"taskId":"[^"]+","lastEventId":0,"retryMs":1000/);
-    await until(() => openStreams.size === 0 && api.services.bus.listenerCount === 0, 'the stream to be let go');
+    await until(() => openStreams.size === 0 && api.bus.listenerCount === 0, 'the stream to be let go');
 
     await admin.call('ACL', 'SETUSER', user, 'allchannels');
     const controller = new AbortController();
@@ -194,9 +194,9 @@ describe('a subscription Redis refuses', () => {
     const reader = again.body!.getReader();
     let received = '';
     while (!received.includes('event: status')) received += new TextDecoder().decode((await reader.read()).value);
-    expect(api.services.bus.subscribedChannels).toBe(1);
+    expect(api.bus.subscribedChannels).toBe(1);
     controller.abort();
-    await until(() => api.services.bus.subscribedChannels === 0, 'the second stream to be let go');
+    await until(() => api.bus.subscribedChannels === 0, 'the second stream to be let go');
     await admin.call('ACL', 'SETUSER', user, 'resetchannels', '&nothing-allowed');
     expect(unhandled).toEqual([]);
   });
@@ -208,7 +208,7 @@ describe('a subscription Redis refuses', () => {
     const ack = await socket.timeout(3000).emitWithAck('subscribe-task', { taskId });
     expect(ack).toMatchObject({ task: { id: taskId } });
     expect(await unsubscribed).toMatchObject({ taskId, after: 0 });
-    await until(() => api.services.bus.listenerCount === 0, 'the follow to be let go');
+    await until(() => api.bus.listenerCount === 0, 'the follow to be let go');
     // The same socket may subscribe again (nothing stale kept for the task).
     expect(await socket.timeout(3000).emitWithAck('subscribe-task', { taskId })).toMatchObject({ task: { id: taskId } });
     socket.disconnect();

@@ -1,4 +1,5 @@
-import { PayloadTooLargeError, ServiceUnavailableError, ValidationError, type MageError } from '@mageagent/core';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { isMageError, PayloadTooLargeError, ServiceUnavailableError, ValidationError, type MageError } from '@mageagent/core';
 import { isRedisUnavailable, redisUnavailable, TaskNotQueuedError } from '@mageagent/tasks';
 
 /**
@@ -31,4 +32,18 @@ export function fromDependency(error: unknown): ServiceUnavailableError | undefi
 /** Any error as the typed error a client is answered with (anything unknown stays as it is: a 500). */
 export function asClientError(error: unknown): unknown {
   return fromHttpLayer(error) ?? fromDependency(error) ?? error;
+}
+
+/** Seconds after which retrying may succeed, for errors that know (503 UNAVAILABLE, QUEUE_FULL, 429). */
+export function retryAfterOf(error: unknown): number | undefined {
+  const seconds = (error as { retryAfterSeconds?: unknown } | null)?.retryAfterSeconds;
+  return isMageError(error) && typeof seconds === 'number' ? seconds : undefined;
+}
+
+/**
+ * Whether the client of a request has gone: its socket is closed (and 'close' has been emitted,
+ * possibly before a handler could listen for it, while an earlier middleware awaited).
+ */
+export function clientLeft(req: IncomingMessage, res: ServerResponse): boolean {
+  return res.destroyed || req.socket.destroyed;
 }

@@ -1,7 +1,9 @@
 import type { AddressInfo } from 'node:net';
-import { createLogger, onShutdown } from '@mageagent/core';
+import { ConfigError, createLogger, onShutdown, type Logger } from '@mageagent/core';
 import { redisReady } from '@mageagent/tasks';
-import { loadApiEnv } from './env';
+import type { KeyDirectory } from './auth/authenticator';
+import { openKeyDirectory } from './auth/key-directory';
+import { loadApiEnv, type ApiEnv } from './env';
 import { endChatCalls } from './openai/router';
 import { createApiServer } from './server';
 import { createApiServices } from './services';
@@ -14,7 +16,8 @@ async function main(): Promise<void> {
   const env = loadApiEnv();
   const logger = createLogger({ service: 'api', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
 
-  const { services, subscriber } = createApiServices(env, logger);
+  const keys = loadKeyDirectory(env, logger);
+  const { services, queue, subscriber } = createApiServices(env, logger, keys);
   const { redis } = services;
 
   if (!(await redisReady(redis, REDIS_STARTUP_WAIT_MS))) {
@@ -28,7 +31,7 @@ async function main(): Promise<void> {
     server.listen(env.PORT, env.HOST, resolve);
   });
   const port = (server.address() as AddressInfo).port;
-  logger.info('api listening', { port });
+  logger.info('api listening', { host: env.HOST, port, mode: keys === undefined ? 'open' : 'keys' });
   process.send?.({ type: 'ready', service: 'api', port });
 
   let closed: Promise<void> = Promise.resolve();
@@ -63,11 +66,34 @@ async function main(): Promise<void> {
           clearInterval(sweep);
         },
       },
-      { name: 'close queue', run: () => services.queue.close() },
+      { name: 'close queue', run: () => queue.close() },
       { name: 'close redis', run: async () => void (await Promise.allSettled([redis.quit(), subscriber.quit()])) },
     ],
     { deadlineMs: env.SHUTDOWN_GRACE_MS },
   );
+}
+
+/**
+ * The API keys of API_KEYS_FILE, or none (open mode). Open mode is refused on any interface but
+ * loopback unless ALLOW_OPEN_MODE=true: without keys, anyone who reaches the port can drive the
+ * GPU hosts and read every prompt and answer.
+ */
+function loadKeyDirectory(env: ApiEnv, logger: Logger): KeyDirectory | undefined {
+  if (env.API_KEYS_FILE === undefined) {
+    if (!isLoopback(env.HOST) && !env.ALLOW_OPEN_MODE) {
+      throw new ConfigError(
+        `refusing to listen on ${env.HOST} in open mode (no API_KEYS_FILE): anyone who can reach it could use it. ` +
+          'Configure API keys (npm run keys -- create --tenant <name>), listen on 127.0.0.1, or set ALLOW_OPEN_MODE=true',
+      );
+    }
+    logger.warn('open mode: no API_KEYS_FILE, so every caller is the one tenant "default" with every scope', { host: env.HOST });
+    return undefined;
+  }
+  return openKeyDirectory(env.API_KEYS_FILE, logger);
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 main().catch((error: unknown) => {

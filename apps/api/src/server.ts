@@ -3,16 +3,16 @@ import type { Duplex } from 'node:stream';
 import { Server as SocketServer } from 'socket.io';
 import { createApp } from './app';
 import type { ApiServices } from './services';
-import { attachSocketHandlers } from './socket';
+import { attachSocketHandlers, type ApiSocketServer } from './socket';
 
 /** The HTTP server with the express app and Socket.io, not yet listening. */
-export function createApiServer(services: ApiServices): { server: Server; io: SocketServer } {
+export function createApiServer(services: ApiServices): { server: Server; io: ApiSocketServer } {
   const server = createServer(createApp(services));
   answerMalformedRequests(server);
   // Long-lived SSE responses must not be cut by Node's request timeout.
   server.requestTimeout = 0;
   server.keepAliveTimeout = 65_000;
-  const io = new SocketServer(server, { cors: { origin: true }, serveClient: false });
+  const io: ApiSocketServer = new SocketServer(server, { cors: { origin: true }, serveClient: false });
   attachSocketHandlers(io, services);
   return { server, io };
 }

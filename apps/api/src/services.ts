@@ -1,55 +1,90 @@
 import type { Redis } from 'ioredis';
-import type { Logger } from '@mageagent/core';
+import type { Logger, QuotaLimits } from '@mageagent/core';
 import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { loadPatternRegistry, type PatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
+import { Authenticator, type KeyDirectory } from './auth/authenticator';
 import type { ApiEnv } from './env';
+import { IdempotencyKeys } from './idempotency';
+import { RequestRateLimits } from './quotas/request-rate';
+import { TaskService } from './task-service';
 
-/** What the HTTP and socket handlers need; built once per process by createApiServices. */
+/**
+ * What the HTTP and socket handlers need; built once per process by createApiServices. Tasks are
+ * reached only through `tasks` (the task service, which takes the caller's principal): handlers
+ * have no store to read around it.
+ */
 export interface ApiServices {
-  redis: Redis;
-  store: TaskStore;
-  queue: TaskQueue;
-  /** Writes new tasks (record and job), batched per event-loop turn. */
-  intake: TaskIntake;
-  bus: TaskEventBus;
-  cancels: CancelChannel;
+  tasks: TaskService;
+  auth: Authenticator;
+  rateLimits: RequestRateLimits;
   patterns: PatternRegistry;
+  defaultPattern: string;
   /** Live state of the GPU hosts of the model config, for GET /hosts. */
   hosts: HostStatsReader;
-  defaultPattern: string;
+  /** The commands connection, for readiness probes. */
+  redis: Redis;
   logger: Logger;
   config: { bodyLimitBytes: number; ssePingMs: number; socketMaxSubscriptions: number; chatKeepAliveMs: number };
   /** Set once the api is shutting down: requests still arriving on open connections are turned away. */
   lifecycle: { draining: boolean };
 }
 
+/** What createApiServices built: the services handlers get, and what only the process (and tests) hold. */
+export interface ApiResources {
+  services: ApiServices;
+  queue: TaskQueue;
+  subscriber: Redis;
+  store: TaskStore;
+  bus: TaskEventBus;
+}
+
+/** The quotas of a key that sets none of its own, from the environment. */
+export function defaultLimits(env: ApiEnv): QuotaLimits {
+  return {
+    requestsPerMinute: env.QUOTA_REQUESTS_PER_MINUTE,
+    maxActiveTasks: env.QUOTA_MAX_ACTIVE_TASKS,
+    maxPromptBytes: env.QUOTA_MAX_PROMPT_BYTES,
+  };
+}
+
 /**
  * The api's services over two Redis connections, whatever the number of clients: commands
  * (auto-pipelined, shared with BullMQ's queue so new tasks' records always precede their jobs,
- * failing fast while Redis is unreachable) and the one subscriber.
+ * failing fast while Redis is unreachable) and the one subscriber. `keys` undefined: open mode.
  */
-export function createApiServices(env: ApiEnv, logger: Logger): { services: ApiServices; subscriber: Redis } {
+export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirectory): ApiResources {
   const redis = createRedis(env.REDIS_URL, 'requests', {
     connectionName: 'mageagent-api',
     logger,
     commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
   });
   const subscriber = createRedis(env.REDIS_URL, 'subscriber', { connectionName: 'mageagent-api-subscriber', logger });
-  const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
+  const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS, maxQueuedTasks: env.MAX_QUEUED_TASKS });
   const queue = new TaskQueue(redis, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS });
   // BullMQ reports connection errors as 'error' events; the connection's own watcher logs outages.
   queue.queue.on('error', () => undefined);
-  const services: ApiServices = {
-    redis,
+  const patterns = loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN });
+  const bus = new TaskEventBus(subscriber, store.keys, logger);
+  const tasks = new TaskService({
     store,
     queue,
     intake: new TaskIntake(store, queue),
-    bus: new TaskEventBus(subscriber, store.keys, logger),
+    bus,
     cancels: new CancelChannel(store.keys),
-    patterns: loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN }),
+    redis,
+    idempotency: new IdempotencyKeys(redis, env.REDIS_PREFIX),
+    patterns,
+    defaultPattern: env.DEFAULT_PATTERN,
+  });
+  const services: ApiServices = {
+    tasks,
+    auth: new Authenticator(keys, defaultLimits(env)),
+    rateLimits: new RequestRateLimits(redis, env.REDIS_PREFIX),
+    patterns,
     defaultPattern: env.DEFAULT_PATTERN,
     hosts: new HostStatsReader(redis, env.REDIS_PREFIX, loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH)),
+    redis,
     logger,
     config: {
       bodyLimitBytes: env.BODY_LIMIT_BYTES,
@@ -59,5 +94,5 @@ export function createApiServices(env: ApiEnv, logger: Logger): { services: ApiS
     },
     lifecycle: { draining: false },
   };
-  return { services, subscriber };
+  return { services, queue, subscriber, store, bus };
 }

@@ -1,8 +1,9 @@
 import type { Request, Response } from 'express';
 import type { TaskEvent } from '@mageagent/core';
-import { followTask } from '@mageagent/tasks';
+import { callerOf } from './auth/middleware';
 import type { ApiServices } from './services';
-import { parseResumePoint, requireTaskId } from './tasks-service';
+import { clientLeft } from './http-errors';
+import { parseResumePoint } from './task-service';
 
 /** An open SSE response, as shutdown sees it. */
 export interface OpenStream {
@@ -35,17 +36,11 @@ function formatReconnect(taskId: string, lastEventId: number, reason: string): s
  * server must end early (shutdown, the task expired) ends with a `reconnect` event.
  */
 export async function streamTask(services: ApiServices, req: Request, res: Response): Promise<void> {
-  // The client may leave while the task is being looked up: note it now, act once following.
-  let clientGone = false;
-  const onEarlyClose = () => {
-    clientGone = true;
-  };
-  res.once('close', onEarlyClose);
-  const taskId = requireTaskId(req.params.id);
   const afterSeq = parseResumePoint(req.get('last-event-id') ?? req.query.after);
-  await services.store.require(taskId);
-  res.off('close', onEarlyClose);
-  if (clientGone) return;
+  const task = await services.tasks.get(callerOf(res).principal, req.params.id);
+  const taskId = task.id;
+  // The client may have left already (during authentication or the lookup): its 'close' has fired.
+  if (clientLeft(req, res)) return;
 
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',
@@ -65,7 +60,7 @@ export async function streamTask(services: ApiServices, req: Request, res: Respo
     },
   };
   openStreams.add(stream);
-  const follow = followTask(services.store, services.bus, taskId, {
+  const follow = services.tasks.follow(task, {
     afterSeq,
     resyncMs: services.config.ssePingMs,
     onEvent: (event) => res.write(formatEvent(event)),

@@ -9,7 +9,7 @@ import {
   type TaskErrorInfo,
   type z,
 } from '@mageagent/core';
-import { fromDependency, fromHttpLayer } from '../http-errors';
+import { fromDependency, fromHttpLayer, retryAfterOf } from '../http-errors';
 
 /** OpenAI's error body: what every OpenAI client knows how to read. */
 export interface OpenAIErrorBody {
@@ -122,6 +122,14 @@ export function toOpenAIError(error: unknown): OpenAIFacadeError {
   if (httpError) return invalidRequest(`The ${httpError.message}.`);
   const unavailable = fromDependency(error);
   if (unavailable) return new OpenAIFacadeError(503, unavailable.message, { code: 'unavailable' }, true, unavailable.retryAfterSeconds);
+  // What OpenAI's own clients expect for these: `invalid_api_key` makes the SDKs raise an AuthenticationError.
+  if (isMageError(error) && error.code === 'UNAUTHORIZED') {
+    return new OpenAIFacadeError(401, error.message, { code: 'invalid_api_key', type: 'invalid_request_error' }, false);
+  }
+  if (isMageError(error)) {
+    const retryAfter = retryAfterOf(error);
+    if (retryAfter !== undefined) return new OpenAIFacadeError(error.httpStatus, error.message, { code: error.code.toLowerCase() }, true, retryAfter);
+  }
   if (isMageError(error)) {
     return new OpenAIFacadeError(error.httpStatus, error.message, { code: error.code.toLowerCase() }, error.httpStatus >= 500 ? error.retryable : undefined);
   }

@@ -1,8 +1,11 @@
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response } from 'express';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
-import { followTask, type TaskFollow } from '@mageagent/tasks';
+import type { TaskFollow } from '@mageagent/tasks';
+import { clientLeft } from '../http-errors';
+import { idempotencyKeyOf } from '../idempotency';
+import { callerOf, requireScope } from '../auth/middleware';
 import type { ApiServices } from '../services';
-import { cancelTask, createTask } from '../tasks-service';
+import type { Caller } from '../task-service';
 import { buildChatCompletion } from './completion';
 import { fromTaskError, OpenAIFacadeError, toOpenAIError } from './errors';
 import {
@@ -50,15 +53,18 @@ export function openaiFacade(services: ApiServices): [RequestHandler, ErrorReque
     res.json(modelObject(patternOfModel(req.params.model, services.patterns, null)));
   });
 
-  router.post('/chat/completions', async (req, res) => {
+  router.post('/chat/completions', requireScope('tasks'), async (req, res) => {
     const request = parseChatRequest(req.body);
     const pattern = patternOfModel(request.model, services.patterns);
-    const task = await createTask(services, toTaskRequest(request, pattern));
+    const caller = callerOf(res);
+    const { task, replayed } = await services.tasks.create(caller, toTaskRequest(request, pattern), idempotencyKeyOf(req));
     // The task id comes first, so a client whose call fails or times out can still find its task.
     res.setHeader('x-task-id', task.id);
     res.setHeader('x-request-id', task.id);
-    if (request.stream === true) await streamCompletion(services, request, task, res);
-    else await answerCompletion(services, request, task, res);
+    // A repeated call (same Idempotency-Key and body) follows the first call's task instead of starting another.
+    if (replayed) res.setHeader('idempotent-replayed', 'true');
+    if (request.stream === true) await streamCompletion(services, caller, request, task, res);
+    else await answerCompletion(services, caller, request, task, res);
   });
 
   router.all(['/models', '/models/:model', '/chat/completions'], (req) => {
@@ -102,6 +108,7 @@ interface CallFollowOptions {
  */
 async function followForCall(
   services: ApiServices,
+  caller: Caller,
   request: ChatCompletionRequest,
   task: TaskRecord,
   res: Response,
@@ -112,7 +119,7 @@ async function followForCall(
     options.onShutdown();
     follow?.close();
   });
-  follow = followTask(services.store, services.bus, task.id, {
+  follow = services.tasks.follow(task, {
     onEvent: options.onEvent,
     onEnd: (reason, error) => {
       if (reason !== 'closed') options.onEnd(reason, error);
@@ -123,18 +130,18 @@ async function followForCall(
     if (res.writableEnded) return;
     follow?.close();
     if (runsInBackground(request)) return;
-    cancelTask(services, task.id, 'client disconnected from the chat completion call').catch((error: unknown) =>
+    services.tasks.cancel(caller.principal, task.id, 'client disconnected from the chat completion call').catch((error: unknown) =>
       services.logger.warn('could not cancel the task of a departed client', { taskId: task.id, error: String(error) }),
     );
   };
   // The client may have left while the task was being created, before 'close' could be listened for.
-  if (res.destroyed) onClose();
+  if (clientLeft(res.req, res)) onClose();
   else res.once('close', onClose);
   await follow.ready;
 }
 
 /** `stream: false`: waits for the task, then answers the completion or the task's error. */
-async function answerCompletion(services: ApiServices, request: ChatCompletionRequest, task: TaskRecord, res: Response): Promise<void> {
+async function answerCompletion(services: ApiServices, caller: Caller, request: ChatCompletionRequest, task: TaskRecord, res: Response): Promise<void> {
   const respond = (status: number, body: unknown) => {
     if (res.headersSent) return;
     openChatCalls.delete(res);
@@ -146,7 +153,7 @@ async function answerCompletion(services: ApiServices, request: ChatCompletionRe
     if (error.retryable !== undefined) res.setHeader('x-should-retry', String(error.retryable));
     respond(error.status, { error: error.body });
   };
-  await followForCall(services, request, task, res, {
+  await followForCall(services, caller, request, task, res, {
     onEvent: () => undefined,
     onEnd: (reason, error) => {
       if (reason === 'error') {
@@ -154,7 +161,7 @@ async function answerCompletion(services: ApiServices, request: ChatCompletionRe
         respondError(lostTask(task.id));
         return;
       }
-      services.store.require(task.id).then(
+      services.tasks.get(caller.principal, task.id).then(
         (finished) => {
           if (finished.status === 'completed' && finished.result) {
             respond(200, buildChatCompletion(finished, finished.result, request.model, maxTokensOf(request)));
@@ -173,7 +180,7 @@ async function answerCompletion(services: ApiServices, request: ChatCompletionRe
 }
 
 /** `stream: true`: the task's events as `chat.completion.chunk` SSE, ending with `data: [DONE]`. */
-async function streamCompletion(services: ApiServices, request: ChatCompletionRequest, task: TaskRecord, res: Response): Promise<void> {
+async function streamCompletion(services: ApiServices, caller: Caller, request: ChatCompletionRequest, task: TaskRecord, res: Response): Promise<void> {
   const maxTokens = maxTokensOf(request);
   const translator = new ChatStreamTranslator({
     task,
@@ -207,11 +214,11 @@ async function streamCompletion(services: ApiServices, request: ChatCompletionRe
     writeFrames(frames);
     res.end(done ? 'data: [DONE]\n\n' : undefined);
   };
-  if (res.destroyed) clearInterval(keepAlive);
+  if (clientLeft(res.req, res)) clearInterval(keepAlive);
   else res.once('close', () => clearInterval(keepAlive));
   writeFrames([translator.start()]);
 
-  await followForCall(services, request, task, res, {
+  await followForCall(services, caller, request, task, res, {
     onEvent: (event) => {
       const step = translator.accept(event);
       if (step.end === undefined) writeFrames(step.frames);

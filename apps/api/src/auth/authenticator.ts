@@ -1,0 +1,72 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { OPEN_MODE_PRINCIPAL, UnauthorizedError, type QuotaLimits } from '@mageagent/core';
+import type { Caller } from '../task-service';
+
+/** Where keys are looked up: the keys file's registry, or a test's. */
+export interface KeyDirectory {
+  /** The caller a presented key stands for (its principal and limits), or undefined when no key matches. */
+  identify(presentedKey: string, defaults: QuotaLimits): Caller | undefined;
+}
+
+/**
+ * Who a request or socket is. With keys configured, a key must be presented (`Authorization:
+ * Bearer <key>` or `X-API-Key`; sockets: `auth: { token }`) and must match; without (open mode),
+ * every caller is the one tenant `default` with every scope, and the api listens on loopback only.
+ */
+export class Authenticator {
+  constructor(
+    private readonly directory: KeyDirectory | undefined,
+    private readonly defaults: QuotaLimits,
+  ) {}
+
+  get openMode(): boolean {
+    return this.directory === undefined;
+  }
+
+  fromHeaders(headers: IncomingHttpHeaders): Caller {
+    if (this.directory === undefined) return { principal: OPEN_MODE_PRINCIPAL, limits: this.defaults };
+    return this.identify(presentedKey(headers));
+  }
+
+  /** A socket's handshake: `auth: { token }`, else the same headers as HTTP (non-browser clients). */
+  fromHandshake(auth: unknown, headers: IncomingHttpHeaders): Caller {
+    if (this.directory === undefined) return { principal: OPEN_MODE_PRINCIPAL, limits: this.defaults };
+    const token = (auth as { token?: unknown } | null | undefined)?.token;
+    if (token !== undefined) {
+      if (typeof token !== 'string' || token === '') throw new UnauthorizedError('auth.token must be an API key string');
+      return this.identify(token);
+    }
+    return this.identify(presentedKey(headers));
+  }
+
+  private identify(key: string): Caller {
+    const caller = this.directory?.identify(key, this.defaults);
+    // The same answer for a key nobody issued and one since revoked: neither says which.
+    if (caller === undefined) throw new UnauthorizedError('the API key is not valid');
+    return caller;
+  }
+}
+
+/**
+ * The key a request presents: `Authorization: Bearer <key>` (the scheme in any case) or
+ * `X-API-Key: <key>`. Missing, malformed (another scheme, an empty key) and contradictory (two
+ * different keys) are told apart, so the 401 says what to fix.
+ */
+export function presentedKey(headers: IncomingHttpHeaders): string {
+  const authorization = headers.authorization;
+  const apiKey = headers['x-api-key'];
+  let bearer: string | undefined;
+  if (authorization !== undefined) {
+    const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization);
+    if (!match?.[1]) throw new UnauthorizedError('the Authorization header must be "Bearer <API key>"');
+    bearer = match[1];
+  }
+  const header = Array.isArray(apiKey) ? undefined : apiKey?.trim();
+  if (Array.isArray(apiKey) || header === '') throw new UnauthorizedError('the X-API-Key header must hold one API key');
+  if (bearer !== undefined && header !== undefined && bearer !== header) {
+    throw new UnauthorizedError('Authorization and X-API-Key name different keys; send one');
+  }
+  const key = bearer ?? header;
+  if (key === undefined) throw new UnauthorizedError();
+  return key;
+}
