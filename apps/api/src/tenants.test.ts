@@ -1,0 +1,219 @@
+/**
+ * Two tenants on one api (in process, real Redis and HTTP and Socket.io): neither can see, stream,
+ * subscribe to, replay, cancel or list the other's tasks; keys without the scope are refused;
+ * quotas trip at their numbers; Idempotency-Key makes one task of 20 concurrent duplicates.
+ * (No worker runs here: tasks stay queued, which is all isolation needs. The keys file, its
+ * reload and the real process are tested in test/tenants.e2e.test.ts.)
+ */
+import { io as connectSocket, type Socket } from 'socket.io-client';
+import type { Principal } from '@mageagent/core';
+import { startInProcessApi, type InProcessApi } from './test-api';
+
+const acme: Principal = { tenant: 'acme', app: 'ci', keyId: 'acme-ci', scopes: ['tasks'] };
+const globex: Principal = { tenant: 'globex', keyId: 'globex-main', scopes: ['tasks'] };
+const acmeAdmin: Principal = { tenant: 'acme', keyId: 'acme-ops', scopes: ['admin'] };
+const tight: Principal = { tenant: 'tight', keyId: 'tight-1', scopes: ['tasks'] };
+
+const KEYS = {
+  'mak_acme': { principal: acme },
+  'mak_globex': { principal: globex },
+  'mak_acme_admin': { principal: acmeAdmin },
+  'mak_tight': { principal: tight, limits: { requestsPerMinute: 8, maxActiveTasks: 2, maxPromptBytes: 100 } },
+};
+
+let api: InProcessApi;
+
+beforeAll(async () => {
+  api = await startInProcessApi({ keys: KEYS });
+});
+
+afterAll(async () => {
+  await api.close();
+});
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  body: any;
+}
+
+async function call(path: string, key: string | undefined, init: RequestInit = {}, headers: Record<string, string> = {}): Promise<Answer> {
+  const response = await fetch(`${api.url}${path}`, {
+    ...init,
+    headers: { 'content-type': 'application/json', ...(key === undefined ? {} : { authorization: `Bearer ${key}` }), ...headers },
+  });
+  const text = await response.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // SSE or empty
+  }
+  return { status: response.status, headers: response.headers, body };
+}
+
+const post = (path: string, key: string | undefined, body: unknown, headers: Record<string, string> = {}) =>
+  call(path, key, { method: 'POST', body: JSON.stringify(body) }, headers);
+
+async function createTaskAs(key: string, prompt = 'hello'): Promise<string> {
+  const answer = await post('/tasks', key, { prompt, pattern: 'primary' });
+  expect(answer.status).toBe(202);
+  return answer.body.id as string;
+}
+
+/** The body of a 404 with the task id taken out, to compare a foreign task's answer with an unknown one's. */
+const withoutId = (answer: Answer, id: string) => ({ status: answer.status, body: JSON.stringify(answer.body).replaceAll(id, '<id>') });
+
+async function connect(key: string | undefined): Promise<Socket> {
+  const socket = connectSocket(api.url, { transports: ['websocket'], reconnection: false, ...(key === undefined ? {} : { auth: { token: key } }) });
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', () => resolve());
+    socket.once('connect_error', reject);
+  });
+  return socket;
+}
+
+describe('isolation', () => {
+  test("another tenant's task answers exactly like an unknown one on every route", async () => {
+    const id = await createTaskAs('mak_acme');
+    const unknown = '01a1fbeb-16d2-75fb-93db-d4bbd9f7c1ce';
+    for (const [method, path] of [
+      ['GET', '/tasks/:id'],
+      ['GET', '/tasks/:id/events'],
+      ['GET', '/tasks/:id/stream'],
+      ['POST', '/tasks/:id/cancel'],
+    ] as const) {
+      const foreign = await call(path.replace(':id', id), 'mak_globex', { method });
+      const missing = await call(path.replace(':id', unknown), 'mak_globex', { method });
+      expect({ path, ...withoutId(foreign, id) }).toEqual({ path, ...withoutId(missing, unknown) });
+      expect(foreign.status).toBe(404);
+    }
+    // The owner still sees it, untouched by the other tenant's cancel.
+    const own = await call(`/tasks/${id}`, 'mak_acme');
+    expect(own.body).toMatchObject({ id, status: 'queued', tenant: 'acme', app: 'ci', keyId: 'acme-ci' });
+  });
+
+  test("Socket.io: another tenant's task is not found, the owner's subscribes", async () => {
+    const id = await createTaskAs('mak_acme');
+    const foreign = await connect('mak_globex');
+    expect(await foreign.emitWithAck('subscribe-task', { taskId: id })).toMatchObject({ error: { code: 'NOT_FOUND' } });
+    foreign.disconnect();
+    const owner = await connect('mak_acme');
+    expect(await owner.emitWithAck('subscribe-task', { taskId: id })).toMatchObject({ task: { id, tenant: 'acme' } });
+    owner.disconnect();
+  });
+
+  test('listing shows only the caller’s tasks, newest first, a page at a time', async () => {
+    const mine = [await createTaskAs('mak_globex', 'one'), await createTaskAs('mak_globex', 'two'), await createTaskAs('mak_globex', 'three')];
+    await createTaskAs('mak_acme', 'not yours');
+    const first = await call('/tasks?limit=2', 'mak_globex');
+    expect(first.status).toBe(200);
+    expect(first.body.tasks.map((task: { id: string }) => task.id)).toEqual([mine[2], mine[1]]);
+    expect(first.body.tasks[0]).toMatchObject({ status: 'queued', pattern: 'primary', keyId: 'globex-main', links: { self: `/tasks/${mine[2]}` } });
+    const second = await call(`/tasks?limit=2&cursor=${first.body.nextCursor}`, 'mak_globex');
+    expect(second.body.tasks.map((task: { id: string }) => task.id)).toEqual([mine[0]]);
+    expect(second.body.nextCursor).toBeNull();
+    expect((await call('/tasks?status=completed', 'mak_globex')).body.tasks).toEqual([]);
+    expect((await call('/tasks?status=bogus', 'mak_globex')).status).toBe(400);
+    expect((await call('/tasks?cursor=not-a-cursor', 'mak_globex')).status).toBe(400);
+  });
+});
+
+describe('authentication and scopes', () => {
+  test('no key, a malformed one or an unknown one: 401 UNAUTHORIZED; the probes need none', async () => {
+    const attempts: Array<Record<string, string>> = [
+      {},
+      { authorization: 'Basic Zm9vOmJhcg==' },
+      { authorization: 'Bearer' },
+      { 'x-api-key': 'mak_nobody' },
+      { authorization: 'Bearer mak_acme', 'x-api-key': 'mak_globex' },
+    ];
+    for (const headers of attempts) {
+      const answer = await call('/tasks', undefined, {}, headers);
+      expect({ headers, status: answer.status, code: answer.body.error?.code }).toEqual({ headers, status: 401, code: 'UNAUTHORIZED' });
+      expect(JSON.stringify(answer.body)).not.toContain('mak_');
+    }
+    expect((await call('/tasks', undefined, {}, { 'x-api-key': 'mak_acme' })).status).toBe(200);
+    expect((await call('/healthz', undefined)).status).toBe(200);
+    expect((await call('/readyz', undefined)).status).toBe(200);
+  });
+
+  test('a key without the tasks scope gets 403 FORBIDDEN on task routes, and may read /patterns and /hosts', async () => {
+    const refused = await post('/tasks', 'mak_acme_admin', { prompt: 'hi' });
+    expect(refused).toMatchObject({ status: 403, body: { error: { code: 'FORBIDDEN' } } });
+    expect((await call('/patterns', 'mak_acme_admin')).status).toBe(200);
+    expect((await call('/hosts', 'mak_acme_admin')).status).toBe(200);
+    expect((await call('/patterns', undefined)).status).toBe(401);
+  });
+
+  test('the OpenAI facade answers 401 in OpenAI’s shape, with invalid_api_key', async () => {
+    const answer = await post('/v1/chat/completions', 'mak_nobody', { model: 'mageagent:primary', messages: [{ role: 'user', content: 'hi' }] });
+    expect(answer.status).toBe(401);
+    expect(answer.body).toEqual({ error: { message: expect.any(String), type: 'invalid_request_error', param: null, code: 'invalid_api_key' } });
+    expect((await call('/v1/models', undefined)).status).toBe(401);
+    expect((await call('/v1/models', 'mak_globex')).status).toBe(200);
+  });
+
+  test('a socket without a valid key is refused at the handshake with the documented error', async () => {
+    await expect(connect(undefined)).rejects.toMatchObject({ message: 'unauthorized', data: { code: 'UNAUTHORIZED' } });
+    await expect(connect('mak_nobody')).rejects.toMatchObject({ data: { code: 'UNAUTHORIZED' } });
+  });
+});
+
+describe('quotas', () => {
+  test('prompt size, active tasks and requests per minute trip at the key’s numbers', async () => {
+    const oversized = await post('/tasks', 'mak_tight', { prompt: 'x'.repeat(101) });
+    expect(oversized).toMatchObject({ status: 413, body: { error: { code: 'PAYLOAD_TOO_LARGE', details: { quota: 'maxPromptBytes', limit: 100, size: 101 } } } });
+    const first = await createTaskAs('mak_tight');
+    await createTaskAs('mak_tight');
+    const third = await post('/tasks', 'mak_tight', { prompt: 'three' });
+    expect(third).toMatchObject({ status: 429, body: { error: { code: 'RATE_LIMITED', details: { quota: 'maxActiveTasks', limit: 2 } } } });
+    expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(0);
+    // A task that ends gives its place back.
+    expect((await post(`/tasks/${first}/cancel`, 'mak_tight', {})).status).toBe(200);
+    await createTaskAs('mak_tight');
+    // 8 requests a minute: 6 made above, two more pass, and the 9th is refused whatever it is.
+    expect((await call('/patterns', 'mak_tight')).status).toBe(200);
+    expect((await call('/patterns', 'mak_tight')).status).toBe(200);
+    const limited = await call('/patterns', 'mak_tight');
+    expect(limited).toMatchObject({ status: 429, body: { error: { code: 'RATE_LIMITED', details: { quota: 'requestsPerMinute', limit: 8 } } } });
+    expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
+    // Other keys are not affected.
+    expect((await call('/patterns', 'mak_globex')).status).toBe(200);
+  });
+
+  test('past MAX_QUEUED_TASKS, new tasks get 503 QUEUE_FULL with Retry-After', async () => {
+    const bounded = await startInProcessApi({ keys: KEYS, env: { MAX_QUEUED_TASKS: '3' } });
+    try {
+      const submit = () => fetch(`${bounded.url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer mak_acme' }, body: '{"prompt":"hi"}' });
+      for (let index = 0; index < 3; index += 1) expect((await submit()).status).toBe(202);
+      const full = await submit();
+      expect(full.status).toBe(503);
+      expect(full.headers.get('retry-after')).toMatch(/^\d+$/);
+      expect(await full.json()).toMatchObject({ error: { code: 'QUEUE_FULL' } });
+    } finally {
+      await bounded.close();
+    }
+  });
+});
+
+describe('Idempotency-Key', () => {
+  test('20 concurrent requests with one key and body make exactly one task; another body is a 422; keys are per tenant', async () => {
+    const key = `idem-${Date.now()}`;
+    const body = { prompt: 'only once', pattern: 'primary' };
+    const answers = await Promise.all(Array.from({ length: 20 }, () => post('/tasks', 'mak_acme', body, { 'idempotency-key': key })));
+    expect(answers.map((answer) => answer.status)).toEqual(answers.map(() => 202));
+    const ids = new Set(answers.map((answer) => answer.body.id));
+    expect(ids.size).toBe(1);
+    expect(answers.filter((answer) => answer.headers.get('idempotent-replayed') === 'true')).toHaveLength(19);
+    const listed = await call('/tasks?limit=100', 'mak_acme');
+    expect(listed.body.tasks.filter((task: { id: string }) => ids.has(task.id))).toHaveLength(1);
+
+    const conflict = await post('/tasks', 'mak_acme', { prompt: 'something else' }, { 'idempotency-key': key });
+    expect(conflict).toMatchObject({ status: 422, body: { error: { code: 'IDEMPOTENCY_CONFLICT' } } });
+    const otherTenant = await post('/tasks', 'mak_globex', body, { 'idempotency-key': key });
+    expect(otherTenant.status).toBe(202);
+    expect(ids.has(otherTenant.body.id)).toBe(false);
+    expect((await post('/tasks', 'mak_acme', body, { 'idempotency-key': 'has spaces' })).status).toBe(400);
+  });
+});
