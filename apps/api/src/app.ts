@@ -1,5 +1,5 @@
 import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
-import { isMageError, NotFoundError, quote, ServiceUnavailableError, toErrorBody } from '@mageagent/core';
+import { isMageError, NotFoundError, quote, ServiceUnavailableError, taskLinks, toErrorBody } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
 import { openaiFacade } from './openai/router';
 import { hostsHandler } from './hosts';
@@ -7,16 +7,6 @@ import { asClientError } from './http-errors';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
 import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
-
-/** The task's links, so clients need not build URLs. */
-function links(taskId: string) {
-  return {
-    self: `/tasks/${taskId}`,
-    stream: `/tasks/${taskId}/stream`,
-    events: `/tasks/${taskId}/events`,
-    cancel: `/tasks/${taskId}/cancel`,
-  };
-}
 
 export function createApp(services: ApiServices): express.Express {
   const app = express();
@@ -38,7 +28,7 @@ export function createApp(services: ApiServices): express.Express {
     res
       .status(202)
       .location(`/tasks/${task.id}`)
-      .json({ id: task.id, status: task.status, pattern: task.pattern, createdAt: task.createdAt, links: links(task.id) });
+      .json({ id: task.id, status: task.status, pattern: task.pattern, createdAt: task.createdAt, links: taskLinks(task.id) });
   });
 
   app.get('/healthz', (_req, res) => {
@@ -58,7 +48,7 @@ export function createApp(services: ApiServices): express.Express {
 
   app.get('/tasks/:id', async (req, res) => {
     const task = await services.store.require(requireTaskId(req.params.id));
-    res.json({ ...task, links: links(task.id) });
+    res.json({ ...task, links: taskLinks(task.id) });
   });
 
   app.get('/tasks/:id/events', async (req, res) => {
@@ -72,7 +62,7 @@ export function createApp(services: ApiServices): express.Express {
 
   app.post('/tasks/:id/cancel', async (req, res) => {
     const task = await cancelTask(services, requireTaskId(req.params.id));
-    res.json({ ...task, links: links(task.id) });
+    res.json({ ...task, links: taskLinks(task.id) });
   });
 
   app.use('/v1', ...openaiFacade(services));
