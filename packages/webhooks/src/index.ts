@@ -1,2 +1,5 @@
 export { type WebhookSecrets, DerivedWebhookSecrets, type DerivedWebhookSecretsOptions, deriveWebhookSecret, isWebhookSecret } from './secrets';
 export { type WebhookSignatureHeaders, signWebhook, webhookIdFor } from './signing';
+export { type AddressClass, classifyAddress } from './address-policy';
+export { type WebhookTargetOptions, type WebhookTargetPrecheck, type WebhookTargetCheck, precheckWebhookTarget, checkWebhookTarget } from './target';
+export { type WebhookPost, type WebhookPostAnswer, postWebhook } from './post';
