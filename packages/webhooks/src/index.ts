@@ -3,3 +3,6 @@ export { type WebhookSignatureHeaders, signWebhook, webhookIdFor } from './signi
 export { type AddressClass, classifyAddress } from './address-policy';
 export { type WebhookTargetOptions, type WebhookTargetPrecheck, type WebhookTargetCheck, precheckWebhookTarget, checkWebhookTarget } from './target';
 export { type WebhookPost, type WebhookPostAnswer, postWebhook } from './post';
+export { type WebhookBody, webhookBody } from './body';
+export { WEBHOOK_QUEUE_NAME, type WebhookJobData, type WebhookRetryPolicy, webhookJobOptions } from './queue';
+export { WebhookDispatcher, type WebhookDispatcherOptions } from './dispatcher';
