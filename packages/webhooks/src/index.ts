@@ -6,3 +6,11 @@ export { type WebhookPost, type WebhookPostAnswer, postWebhook } from './post';
 export { type WebhookBody, webhookBody } from './body';
 export { WEBHOOK_QUEUE_NAME, type WebhookJobData, type WebhookRetryPolicy, webhookJobOptions } from './queue';
 export { WebhookDispatcher, type WebhookDispatcherOptions } from './dispatcher';
+export {
+  createWebhookProcessor,
+  createWebhookWorker,
+  WebhookAttemptFailedError,
+  type WebhookDeliveryOptions,
+  type WebhookJobOutcome,
+  type WebhookWorkerOptions,
+} from './delivery';
