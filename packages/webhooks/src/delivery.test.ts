@@ -1,29 +1,16 @@
-import { randomUUID } from 'node:crypto';
-import { Queue, type Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { Webhook } from 'standardwebhooks';
-import { createLogger, type TaskRecord, type WebhookEvent } from '@mageagent/core';
-import { createRedis, deleteKeysWithPrefix, TaskStore } from '@mageagent/tasks';
+import type { TaskRecord, WebhookEvent } from '@mageagent/core';
+import type { TaskStore } from '@mageagent/tasks';
 import { queuedTask } from '../../tasks/src/test-tasks';
-import { createWebhookWorker } from './delivery';
-import { WebhookDispatcher } from './dispatcher';
-import { WEBHOOK_QUEUE_NAME } from './queue';
-import { DerivedWebhookSecrets, deriveWebhookSecret, type WebhookSecrets } from './secrets';
+import { DerivedWebhookSecrets, deriveWebhookSecret } from './secrets';
+import { startTestDelivery, TEST_WEBHOOK_MASTER, type TestDelivery, type TestDeliveryOptions } from './test-delivery';
 import { startTestReceiver, type TestReceiver } from './test-receiver';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-const MASTER = 'the master webhook secret of this test, 32+ chars';
-const logger = createLogger({ service: 'test', level: 'error' });
 const result = { content: 'done', toolCalls: [], steps: [], usage: { promptTokens: 1, completionTokens: 1, totalTokens: 2 }, model: 'm' };
 
-interface Delivery {
-  store: TaskStore;
-  queue: Queue;
-  stop(): Promise<void>;
-}
-
 let receiver: TestReceiver;
-const running: Delivery[] = [];
+const running: TestDelivery[] = [];
 
 beforeAll(async () => {
   // 500 for the first two POSTs to /flaky, 204 otherwise.
@@ -37,38 +24,12 @@ afterEach(async () => {
   receiver.received.length = 0;
 });
 
-/** A worker process's webhook side, on a fresh prefix: dispatcher and delivery worker. */
-async function startDelivery(options: { allowPrivate?: boolean; secrets?: WebhookSecrets; attempts?: number } = {}): Promise<Delivery> {
-  const prefix = `test-deliver-${randomUUID().slice(0, 8)}`;
-  const commands = createRedis(REDIS_URL, 'worker');
-  const blocking = createRedis(REDIS_URL, 'worker');
-  const bullmq = createRedis(REDIS_URL, 'bullmq');
-  const store = new TaskStore(commands, prefix, { retentionSeconds: 60 });
-  const dispatcher = new WebhookDispatcher({ redis: commands, blocking, prefix, retry: { attempts: options.attempts ?? 3, backoffMs: 20 }, logger, waitSeconds: 0.1 });
-  const worker: Worker = createWebhookWorker({
-    connection: bullmq,
-    prefix,
-    concurrency: 4,
-    store,
-    secrets: options.secrets ?? new DerivedWebhookSecrets({ master: MASTER }),
-    allowPrivate: options.allowPrivate ?? true,
-    timeoutMs: 2000,
-    logger,
+/** A test delivery on the shared Redis, stopped (and its keys deleted) after the test. */
+function startDelivery(options: Omit<TestDeliveryOptions, 'redisUrl'> = {}): Promise<TestDelivery> {
+  return startTestDelivery({ redisUrl: REDIS_URL, ...options }).then((delivery) => {
+    running.push(delivery);
+    return delivery;
   });
-  await dispatcher.start();
-  void worker.run();
-  const queue = new Queue(WEBHOOK_QUEUE_NAME, { connection: commands, prefix });
-  const delivery: Delivery = {
-    store,
-    queue,
-    async stop() {
-      await Promise.all([worker.close(), dispatcher.stop(), queue.close()]);
-      await deleteKeysWithPrefix(commands, prefix);
-      for (const connection of [commands, blocking, bullmq]) connection.disconnect();
-    },
-  };
-  running.push(delivery);
-  return delivery;
 }
 
 /** Creates a task with a webhook and ends it as `status`. */
@@ -86,7 +47,7 @@ async function endTask(store: TaskStore, url: string, status: WebhookEvent, over
 }
 
 /** Waits until the task's delivery job is finished (completed or given up) and answers its state. */
-async function settled(delivery: Delivery, taskId: string): Promise<{ state: string; returnvalue: unknown; task: TaskRecord }> {
+async function settled(delivery: TestDelivery, taskId: string): Promise<{ state: string; returnvalue: unknown; task: TaskRecord }> {
   const deadline = Date.now() + 10_000;
   for (;;) {
     // The state first: a job read before it is, could be one read while it was still running.
@@ -106,7 +67,7 @@ test('a completed task is POSTed as GET /tasks/:id shows it, signed with its ten
   expect(received.headers['content-type']).toBe('application/json');
   expect(received.headers['webhook-id']).toBe(`msg_${taskId}`);
   const headers = received.headers as Record<string, string>;
-  const body = new Webhook(deriveWebhookSecret(MASTER, 'acme')).verify(received.body, headers);
+  const body = new Webhook(deriveWebhookSecret(TEST_WEBHOOK_MASTER, 'acme')).verify(received.body, headers);
   expect(body).toMatchObject({
     id: taskId,
     tenant: 'acme',
@@ -117,7 +78,7 @@ test('a completed task is POSTed as GET /tasks/:id shows it, signed with its ten
   });
   expect(body).not.toHaveProperty('webhook.deliveries');
   // Another tenant's secret (what a forger would have) does not verify.
-  expect(() => new Webhook(deriveWebhookSecret(MASTER, 'globex')).verify(received.body, headers)).toThrow();
+  expect(() => new Webhook(deriveWebhookSecret(TEST_WEBHOOK_MASTER, 'globex')).verify(received.body, headers)).toThrow();
 
   const { state, task } = await settled(delivery, taskId);
   expect(state).toBe('completed');
@@ -132,7 +93,7 @@ test('a receiver that answers 500 twice gets the same webhook-id three times; ev
   const received = await receiver.waitFor(3);
   expect(new Set(received.map((request) => request.headers['webhook-id']))).toEqual(new Set([`msg_${taskId}`]));
   for (const request of received) {
-    expect(new Webhook(deriveWebhookSecret(MASTER, 'acme')).verify(request.body, request.headers as Record<string, string>)).toMatchObject({ status: 'cancelled' });
+    expect(new Webhook(deriveWebhookSecret(TEST_WEBHOOK_MASTER, 'acme')).verify(request.body, request.headers as Record<string, string>)).toMatchObject({ status: 'cancelled' });
   }
   const { state, task } = await settled(delivery, taskId);
   expect(state).toBe('completed');

@@ -113,6 +113,11 @@ export class WebhookDispatcher {
       // Job events are not used (deliveries are recorded on the task); keep BullMQ's stream short.
       streams: { events: { maxLen: 100 } },
     });
+    // BullMQ reports each failed reconnect as an 'error' event (printed when nobody listens); the
+    // connection's own watcher logs an outage once.
+    this.queue.on('error', (error) => {
+      if (!isRedisUnavailable(error)) options.logger.error('webhook queue error', { error: String(error) });
+    });
   }
 
   /**
