@@ -67,7 +67,7 @@ export function createWebhookProcessor(options: WebhookDeliveryOptions) {
     if (!target.allowed) {
       const error = `target refused: ${target.reason}`;
       await record({ ok: false, error });
-      logger.warn('webhook target refused', { reason: target.reason });
+      logger.warn('webhook target refused', { reason: target.reason, address: target.address });
       throw target.retryable ? new WebhookAttemptFailedError(error) : new UnrecoverableError(error);
     }
 

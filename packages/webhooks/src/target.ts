@@ -14,10 +14,18 @@ export interface WebhookTargetOptions {
 /** The synchronous check's answer. */
 export type WebhookTargetPrecheck = { allowed: true; url: URL } | { allowed: false; reason: string };
 
-/** The full check's answer: where to connect, or why not (and whether asking again later may help). */
-export type WebhookTargetCheck =
-  | { allowed: true; url: URL; addresses: readonly LookupAddress[] }
-  | { allowed: false; reason: string; retryable: boolean };
+/** The full check's answer: where to connect, or why not. */
+export type WebhookTargetCheck = { allowed: true; url: URL; addresses: readonly LookupAddress[] } | WebhookTargetRefusal;
+
+export interface WebhookTargetRefusal {
+  allowed: false;
+  /** Why, for the task's delivery record (which the tenant reads): never an address the name resolved to. */
+  reason: string;
+  /** Whether asking again later may help (a name that did not resolve). */
+  retryable: boolean;
+  /** The refused address, for the operator's log. */
+  address?: string;
+}
 
 /**
  * Cheap synchronous check of a webhook URL, without DNS: refuses what is refused whatever DNS says —
@@ -73,9 +81,11 @@ export async function checkWebhookTarget(target: string, options: WebhookTargetO
   }
   for (const { address } of addresses) {
     const refusal = refusalOf(address, options);
-    if (refusal !== undefined) {
-      return { allowed: false, reason: `${host === address ? host : `${host} resolves to ${address}, which`} is ${refusal}`, retryable: false };
-    }
+    if (refusal === undefined) continue;
+    // The reason is recorded on the task, which its tenant reads: it names the kind of address a
+    // name resolved to, never the address (that would map the internal network for whoever asks).
+    const reason = literalFamily !== 0 ? `${host} is ${refusal}` : `${host} resolves to ${refusal}`;
+    return { allowed: false, reason, retryable: false, address };
   }
   return { allowed: true, url, addresses };
 }
