@@ -61,17 +61,17 @@ async function main(): Promise<void> {
   }
   // Webhooks: connections of their own (the outbox's blocking wait, the delivery Worker's), so
   // deliveries never queue behind a task's commands, nor tasks behind deliveries.
-  const outboxWaits = createRedis(env.REDIS_URL, 'worker', { connectionName: 'mageagent-webhook-outbox', logger });
-  const webhookBlocking = createRedis(env.REDIS_URL, 'bullmq', { connectionName: 'mageagent-webhooks-bullmq', logger });
+  const outboxWaitConnection = createRedis(env.REDIS_URL, 'worker', { connectionName: 'mageagent-webhook-outbox', logger });
+  const webhookWorkerConnection = createRedis(env.REDIS_URL, 'bullmq', { connectionName: 'mageagent-webhooks-bullmq', logger });
   const dispatcher = new WebhookDispatcher({
     redis: commands,
-    blocking: outboxWaits,
+    blocking: outboxWaitConnection,
     prefix: env.REDIS_PREFIX,
     retry: { attempts: env.WEBHOOK_ATTEMPTS, backoffMs: env.WEBHOOK_BACKOFF_MS },
     logger,
   });
   const webhookWorker = createWebhookWorker({
-    connection: webhookBlocking,
+    connection: webhookWorkerConnection,
     prefix: env.REDIS_PREFIX,
     concurrency: env.WEBHOOK_CONCURRENCY,
     store,
@@ -150,7 +150,7 @@ async function main(): Promise<void> {
     { name: 'stop host scheduling', run: async () => void (await Promise.all([health.stop(), scheduler.close()])) },
     {
       name: 'close redis',
-      run: async () => void (await Promise.allSettled([commands, blocking, subscriber, outboxWaits, webhookBlocking].map((connection) => connection.quit()))),
+      run: async () => void (await Promise.allSettled([commands, blocking, subscriber, outboxWaitConnection, webhookWorkerConnection].map((connection) => connection.quit()))),
     },
     ],
     // The grace, then time to hand back what is still running; past that, BullMQ's stalled-job
