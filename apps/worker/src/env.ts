@@ -64,7 +64,7 @@ export const WorkerEnvSchema = z.object({
   WEBHOOK_ATTEMPTS: intEnv(6, 1, 30),
   /** Wait before a webhook's first retry; doubles each time (10 s: retries after 10, 20, 40, 80, 160 s). */
   WEBHOOK_BACKOFF_MS: intEnv(10_000, 0),
-  /** One attempt's limit: DNS, connecting and the receiver's status line. */
+  /** One attempt's limit: connecting, sending and the receiver's status line (name resolution before it is bounded by the system resolver). */
   WEBHOOK_TIMEOUT_MS: intEnv(10_000, 100, 120_000),
   /** Webhook deliveries this process runs at once (apart from WORKER_CONCURRENCY's task slots). */
   WEBHOOK_CONCURRENCY: intEnv(10, 1, 1000),

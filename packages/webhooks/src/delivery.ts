@@ -14,7 +14,7 @@ export interface WebhookDeliveryOptions {
   secrets: WebhookSecrets;
   /** Allow private targets (WEBHOOK_ALLOW_PRIVATE); see WebhookTargetOptions. */
   allowPrivate: boolean;
-  /** One attempt's limit: DNS, connect, and the receiver's status line (WEBHOOK_TIMEOUT_MS). */
+  /** One attempt's limit: connect, send, and the receiver's status line (WEBHOOK_TIMEOUT_MS). */
   timeoutMs: number;
   logger: Logger;
 }
