@@ -41,7 +41,12 @@ async function startDispatcher(options: Partial<WebhookDispatcherOptions> = {}):
   return dispatcher;
 }
 
-const keys = () => ({ outbox: `${prefix}:webhooks:outbox`, dispatchers: `${prefix}:webhooks:dispatchers`, claimed: (id: string) => `${prefix}:webhooks:claimed:${id}` });
+const keys = () => ({
+  outbox: `${prefix}:webhooks:outbox`,
+  dispatchers: `${prefix}:webhook-dispatch:dispatchers`,
+  claimed: (id: string) => `${prefix}:webhook-dispatch:claimed:${id}`,
+  alive: (id: string) => `${prefix}:webhook-dispatch:alive:${id}`,
+});
 
 async function waitForJobs(count: number): Promise<void> {
   const deadline = Date.now() + 5000;
@@ -84,7 +89,7 @@ test('entries left claimed by a dispatcher that died are given back and dispatch
   await redis.sadd(keys().dispatchers, 'dead-worker', 'live-worker');
   await redis.rpush(keys().claimed('dead-worker'), orphan);
   await redis.rpush(keys().claimed('live-worker'), held);
-  await redis.set(`${prefix}:webhooks:dispatcher:live-worker`, '1', 'PX', 10_000);
+  await redis.set(keys().alive('live-worker'), '1', 'PX', 10_000);
 
   await startDispatcher();
   await waitForJobs(1);
@@ -101,7 +106,7 @@ test('a dispatcher whose heartbeat lapses while it is away loses its entries to 
   const stray = randomUUID();
   // A dispatcher that registered, claimed an entry, and stopped renewing (killed, frozen).
   await redis.sadd(keys().dispatchers, 'frozen');
-  await redis.set(`${prefix}:webhooks:dispatcher:frozen`, '1', 'PX', 200);
+  await redis.set(keys().alive('frozen'), '1', 'PX', 200);
   await redis.rpush(keys().claimed('frozen'), stray);
   await waitForJobs(1);
   expect(await queue.getJob(stray)).toBeDefined();
@@ -129,5 +134,5 @@ test('stopping gives back what is still claimed and deregisters', async () => {
   await dispatcher.stop();
   expect(await redis.lrange(keys().outbox, 0, -1)).toEqual([leftOver]);
   expect(await redis.sismember(keys().dispatchers, dispatcher.id)).toBe(0);
-  expect(await redis.exists(`${prefix}:webhooks:dispatcher:${dispatcher.id}`)).toBe(0);
+  expect(await redis.exists(keys().alive(dispatcher.id))).toBe(0);
 });

@@ -93,14 +93,16 @@ export class WebhookDispatcher {
   constructor(private readonly options: WebhookDispatcherOptions) {
     this.id = options.id ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
     this.livenessTtlMs = options.livenessTtlMs ?? DEFAULT_LIVENESS_TTL_MS;
-    const base = `${options.prefix}:webhooks`;
+    // Outside `{prefix}:webhooks:*`, the BullMQ queue's key space: clearing a queue by key pattern must
+    // not take the dispatchers' claims with it.
+    const base = `${options.prefix}:webhook-dispatch`;
     this.keys = {
       outbox: new TaskKeys(options.prefix).webhookOutbox(),
       dispatchers: `${base}:dispatchers`,
       claimedPrefix: `${base}:claimed:`,
-      livenessPrefix: `${base}:dispatcher:`,
+      livenessPrefix: `${base}:alive:`,
       claimed: `${base}:claimed:${this.id}`,
-      liveness: `${base}:dispatcher:${this.id}`,
+      liveness: `${base}:alive:${this.id}`,
     };
     if (!('mageClaimWebhooks' in options.redis)) {
       options.redis.defineCommand('mageClaimWebhooks', { numberOfKeys: 2, lua: CLAIM });
