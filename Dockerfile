@@ -19,6 +19,7 @@ COPY packages/core/package.json packages/core/
 COPY packages/models/package.json packages/models/
 COPY packages/patterns/package.json packages/patterns/
 COPY packages/tasks/package.json packages/tasks/
+COPY packages/webhooks/package.json packages/webhooks/
 # --ignore-scripts: package.json's "allowScripts" denies every install script, but npm
 # before v12 only reports on it; this flag enforces it with any npm. Nothing needs one:
 # esbuild and msgpackr-extract ship prebuilt binaries as optional packages.

@@ -1,5 +1,5 @@
 import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
-import { isMageError, NotFoundError, quote, ServiceUnavailableError, toErrorBody } from '@mageagent/core';
+import { isMageError, NotFoundError, quote, ServiceUnavailableError, taskLinks, toErrorBody } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
 import { authenticate, callerOf, requireScope } from './auth/middleware';
 import { hostsHandler } from './hosts';
@@ -9,16 +9,6 @@ import { openaiFacade } from './openai/router';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
 import { parseResumePoint } from './task-service';
-
-/** The task's links, so clients need not build URLs. */
-function links(taskId: string) {
-  return {
-    self: `/tasks/${taskId}`,
-    stream: `/tasks/${taskId}/stream`,
-    events: `/tasks/${taskId}/events`,
-    cancel: `/tasks/${taskId}/cancel`,
-  };
-}
 
 export function createApp(services: ApiServices): express.Express {
   const app = express();
@@ -54,17 +44,17 @@ export function createApp(services: ApiServices): express.Express {
     res
       .status(202)
       .location(`/tasks/${task.id}`)
-      .json({ id: task.id, status: task.status, pattern: task.pattern, createdAt: task.createdAt, links: links(task.id) });
+      .json({ id: task.id, status: task.status, pattern: task.pattern, createdAt: task.createdAt, links: taskLinks(task.id) });
   });
 
   app.get('/tasks', tasksScope, async (req, res) => {
     const { tasks, nextCursor } = await services.tasks.list(callerOf(res).principal, req.query);
-    res.json({ tasks: tasks.map((task) => ({ ...task, links: links(task.id) })), nextCursor });
+    res.json({ tasks: tasks.map((task) => ({ ...task, links: taskLinks(task.id) })), nextCursor });
   });
 
   app.get('/tasks/:id', tasksScope, async (req, res) => {
     const task = await services.tasks.get(callerOf(res).principal, req.params.id);
-    res.json({ ...task, links: links(task.id) });
+    res.json({ ...task, links: taskLinks(task.id) });
   });
 
   app.get('/tasks/:id/events', tasksScope, async (req, res) => {
@@ -77,7 +67,7 @@ export function createApp(services: ApiServices): express.Express {
 
   app.post('/tasks/:id/cancel', tasksScope, async (req, res) => {
     const task = await services.tasks.cancel(callerOf(res).principal, req.params.id);
-    res.json({ ...task, links: links(task.id) });
+    res.json({ ...task, links: taskLinks(task.id) });
   });
 
   // Any valid key may see what this service runs and on what.

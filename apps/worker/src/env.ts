@@ -43,6 +43,31 @@ export const WorkerEnvSchema = z.object({
   HOST_HEALTH_INTERVAL_MS: intEnv(5_000, 50),
   /** A probe slower than this fails (unless the host is busy with a call: a single-threaded server may not answer then). */
   HOST_HEALTH_TIMEOUT_MS: intEnv(5_000, 50),
+
+  // Webhooks: POSTed when a task that asked for one ends; their own queue, connections and concurrency.
+  /**
+   * Master secret from which each tenant's signing secret is derived (`whsec_` + base64 of
+   * HMAC-SHA256(master, tenant)); at least 32 characters. Unset (or empty): webhooks cannot be signed,
+   * and each is recorded on its task as a failed attempt instead of being sent.
+   */
+  WEBHOOK_SECRET: z.preprocess((value) => (value === '' ? undefined : value), z.string().min(32).optional()),
+  /**
+   * "true" lets webhooks reach loopback, private (RFC 1918, CGNAT), link-local and unique-local
+   * addresses: development, tests, a receiver inside the same network. Cloud metadata addresses stay
+   * refused. Off, such targets are refused after DNS resolution (SSRF).
+   */
+  WEBHOOK_ALLOW_PRIVATE: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((value) => value === 'true'),
+  /** Attempts per webhook, the first included; a 2xx ends them. */
+  WEBHOOK_ATTEMPTS: intEnv(6, 1, 30),
+  /** Wait before a webhook's first retry; doubles each time (10 s: retries after 10, 20, 40, 80, 160 s). */
+  WEBHOOK_BACKOFF_MS: intEnv(10_000, 0),
+  /** One attempt's limit: connecting, sending and the receiver's status line (name resolution before it is bounded by the system resolver). */
+  WEBHOOK_TIMEOUT_MS: intEnv(10_000, 100, 120_000),
+  /** Webhook deliveries this process runs at once (apart from WORKER_CONCURRENCY's task slots). */
+  WEBHOOK_CONCURRENCY: intEnv(10, 1, 1000),
 });
 export type WorkerEnv = z.infer<typeof WorkerEnvSchema>;
 

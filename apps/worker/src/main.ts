@@ -12,6 +12,7 @@ import {
 } from '@mageagent/models';
 import { loadPatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, isRedisUnavailable, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
+import { createWebhookWorker, DerivedWebhookSecrets, WebhookDispatcher } from '@mageagent/webhooks';
 import { loadWorkerEnv } from './env';
 import { createTaskProcessor } from './processor';
 
@@ -58,6 +59,28 @@ async function main(): Promise<void> {
     if (!builtIn) throw new ConfigError(`${env.PATTERNS_CONFIG}: ${message}`);
     logger.warn(`${message}; its tasks will fail until they are configured`);
   }
+  // Webhooks: connections of their own (the outbox's blocking wait, the delivery Worker's), so
+  // deliveries never queue behind a task's commands, nor tasks behind deliveries.
+  const outboxWaitConnection = createRedis(env.REDIS_URL, 'worker', { connectionName: 'mageagent-webhook-outbox', logger });
+  const webhookWorkerConnection = createRedis(env.REDIS_URL, 'bullmq', { connectionName: 'mageagent-webhooks-bullmq', logger });
+  const dispatcher = new WebhookDispatcher({
+    redis: commands,
+    blocking: outboxWaitConnection,
+    prefix: env.REDIS_PREFIX,
+    retry: { attempts: env.WEBHOOK_ATTEMPTS, backoffMs: env.WEBHOOK_BACKOFF_MS },
+    logger,
+  });
+  const webhookWorker = createWebhookWorker({
+    connection: webhookWorkerConnection,
+    prefix: env.REDIS_PREFIX,
+    concurrency: env.WEBHOOK_CONCURRENCY,
+    store,
+    secrets: new DerivedWebhookSecrets({ master: env.WEBHOOK_SECRET }),
+    allowPrivate: env.WEBHOOK_ALLOW_PRIVATE,
+    timeoutMs: env.WEBHOOK_TIMEOUT_MS,
+    logger,
+  });
+  if (env.WEBHOOK_SECRET === undefined) logger.warn('WEBHOOK_SECRET is not set: webhooks cannot be signed, so none is sent');
   let shuttingDown = false;
 
   const worker = new Worker<TaskJobData>(
@@ -107,6 +130,7 @@ async function main(): Promise<void> {
   });
   await scheduler.start();
   await health.start();
+  await dispatcher.start();
 
   onShutdown(
     logger,
@@ -116,12 +140,18 @@ async function main(): Promise<void> {
       run: async () => {
         shuttingDown = true;
         const grace = setTimeout(() => worker.cancelAllJobs('worker shutting down'), env.SHUTDOWN_GRACE_MS);
-        await worker.close();
+        // Deliveries in flight finish within WEBHOOK_TIMEOUT_MS; the rest wait in the queue for other workers.
+        await Promise.all([worker.close(), webhookWorker.close()]);
         clearTimeout(grace);
       },
     },
+    // After the tasks: the ones that ended during the grace are in the outbox, and go to the queue now.
+    { name: 'stop the webhook dispatcher, giving back what it holds', run: () => dispatcher.stop() },
     { name: 'stop host scheduling', run: async () => void (await Promise.all([health.stop(), scheduler.close()])) },
-    { name: 'close redis', run: async () => void (await Promise.allSettled([commands.quit(), blocking.quit(), subscriber.quit()])) },
+    {
+      name: 'close redis',
+      run: async () => void (await Promise.allSettled([commands, blocking, subscriber, outboxWaitConnection, webhookWorkerConnection].map((connection) => connection.quit()))),
+    },
     ],
     // The grace, then time to hand back what is still running; past that, BullMQ's stalled-job
     // check hands the jobs on (as after a crash).
@@ -129,6 +159,7 @@ async function main(): Promise<void> {
   );
 
   void worker.run();
+  webhookWorker.run().catch((error: unknown) => logger.error('webhook worker stopped', { error: String(error) }));
   await worker.waitUntilReady();
   logger.info('worker ready', { concurrency: env.WORKER_CONCURRENCY, roles: models.roles(), hosts: models.hosts() });
   process.send?.({ type: 'ready', service: 'worker', pid: process.pid });

@@ -8,3 +8,4 @@ export * from './quote';
 export * from './json-bounds';
 export * from './identity';
 export * from './socket-events';
+export * from './task-links';
