@@ -28,6 +28,19 @@ export const ApiEnvSchema = z.object({
    * bound), like Ollama's OLLAMA_MAX_QUEUE: better refused now than run hours late.
    */
   MAX_QUEUED_TASKS: intEnv(10_000, 0),
+  /**
+   * The workers' master webhook secret: with neither it nor a tenant's own secret in the keys file,
+   * a task asking for a webhook is refused (400), as nothing could sign its delivery.
+   */
+  WEBHOOK_SECRET: z
+    .string()
+    .optional()
+    .transform((value) => (value === '' ? undefined : value)),
+  /** Set to "true" to accept webhook URLs on loopback and private addresses (as the workers' setting). */
+  WEBHOOK_ALLOW_PRIVATE: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((value) => value === 'true'),
   /** Largest request body accepted, in bytes; larger bodies get 413. */
   BODY_LIMIT_BYTES: intEnv(1_048_576, 1024),
   /** Interval of `: ping` comments on open SSE streams. */

@@ -1,8 +1,9 @@
 import type { Redis } from 'ioredis';
-import type { Logger, QuotaLimits } from '@mageagent/core';
+import { ValidationError, type Logger, type QuotaLimits } from '@mageagent/core';
 import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { loadPatternRegistry, type PatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
+import { precheckWebhookTarget } from '@mageagent/webhooks';
 import { Authenticator, type KeyDirectory } from './auth/authenticator';
 import type { ApiEnv } from './env';
 import { IdempotencyKeys } from './idempotency';
@@ -37,6 +38,23 @@ export interface ApiResources {
   subscriber: Redis;
   store: TaskStore;
   bus: TaskEventBus;
+}
+
+/**
+ * What a webhook target must pass when its task is created: a URL whose literal address is allowed
+ * (the workers check the resolved addresses again before every delivery), for a tenant whose
+ * deliveries can be signed.
+ */
+function webhookCheck(env: ApiEnv, keys: KeyDirectory | undefined): (url: string, tenant: string) => void {
+  return (url, tenant) => {
+    const precheck = precheckWebhookTarget(url, { allowPrivate: env.WEBHOOK_ALLOW_PRIVATE });
+    if (!precheck.allowed) throw new ValidationError('webhook target refused', [{ path: 'webhook.url', message: precheck.reason }]);
+    if (env.WEBHOOK_SECRET === undefined && keys?.webhookSecretOf?.(tenant) === undefined) {
+      throw new ValidationError('webhooks are not enabled on this server (no WEBHOOK_SECRET and no secret for your tenant)', [
+        { path: 'webhook', message: 'not enabled' },
+      ]);
+    }
+  };
 }
 
 /** The quotas of a key that sets none of its own, from the environment. */
@@ -76,6 +94,7 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
     idempotency: new IdempotencyKeys(redis, env.REDIS_PREFIX),
     patterns,
     defaultPattern: env.DEFAULT_PATTERN,
+    checkWebhook: webhookCheck(env, keys),
   });
   const services: ApiServices = {
     tasks,

@@ -217,3 +217,27 @@ describe('Idempotency-Key', () => {
     expect((await post('/tasks', 'mak_acme', body, { 'idempotency-key': 'has spaces' })).status).toBe(400);
   });
 });
+
+describe('webhooks at creation', () => {
+  test('a literal private target is refused with a 400 naming webhook.url; without a signing secret webhooks are refused', async () => {
+    const signing = await startInProcessApi({ keys: KEYS, env: { WEBHOOK_SECRET: 'x'.repeat(40) } });
+    try {
+      const submit = (url: string) =>
+        fetch(`${signing.url}/tasks`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: 'Bearer mak_acme' },
+          body: JSON.stringify({ prompt: 'hi', webhook: { url } }),
+        });
+      for (const url of ['http://127.0.0.1:9/hook', 'http://[::1]/hook', 'http://169.254.169.254/latest', 'http://localhost/hook', 'ftp://example.com/x']) {
+        const answer = await submit(url);
+        expect({ url, status: answer.status }).toEqual({ url, status: 400 });
+        expect(((await answer.json()) as { error: { details: Array<{ path: string }> } }).error.details[0]?.path).toMatch(/^webhook/);
+      }
+      expect((await submit('https://hooks.example.com/mageagent')).status).toBe(202);
+    } finally {
+      await signing.close();
+    }
+    const unsigned = await post('/tasks', 'mak_acme', { prompt: 'hi', webhook: { url: 'https://hooks.example.com/x' } });
+    expect(unsigned).toMatchObject({ status: 400, body: { error: { details: [{ path: 'webhook' }] } } });
+  });
+});

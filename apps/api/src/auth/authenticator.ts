@@ -6,6 +6,8 @@ import type { Caller } from '../task-service';
 export interface KeyDirectory {
   /** The caller a presented key stands for (its principal and limits), or undefined when no key matches. */
   identify(presentedKey: string, defaults: QuotaLimits): Caller | undefined;
+  /** The tenant's own webhook signing secret, when the directory has one. */
+  webhookSecretOf?(tenant: string): string | undefined;
 }
 
 /**
