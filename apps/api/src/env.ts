@@ -17,10 +17,14 @@ export const ApiEnvSchema = z.object({
     .enum(['true', 'false'])
     .default('false')
     .transform((value) => value === 'true'),
-  /** Requests one key may make per minute, across every replica (0 = no limit); a key's `limits` override it. */
-  QUOTA_REQUESTS_PER_MINUTE: intEnv(6_000, 0),
+  /**
+   * Requests one key may make per minute, across every replica (0 = no limit). A key's `limits`
+   * override the QUOTA_* defaults; keys that set none share these. 0 by default, as LiteLLM's
+   * keys: an operator who shares the service sets them (the Compose and Kubernetes files do).
+   */
+  QUOTA_REQUESTS_PER_MINUTE: intEnv(0, 0),
   /** Tasks one key may have queued or running at once (0 = no limit). */
-  QUOTA_MAX_ACTIVE_TASKS: intEnv(1_000, 0),
+  QUOTA_MAX_ACTIVE_TASKS: intEnv(0, 0),
   /** Largest prompt (the messages' text, UTF-8 bytes) one task may carry. */
   QUOTA_MAX_PROMPT_BYTES: intEnv(1_048_576, 1),
   /**
