@@ -244,7 +244,8 @@ async function spine(prefix: () => string): Promise<void> {
   const redis = new Redis(REDIS_URL);
   try {
     log('POST /tasks through the api (no workers, so only the api and Redis are measured)');
-    const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: 'warn' }, sink: quiet });
+    // No bound on the backlog: with no workers, every task posted stays queued.
+    const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: 'warn', MAX_QUEUED_TASKS: '0' }, sink: quiet });
     await ingest.start();
     const httpCeiling = await startHttpCeiling();
     let api: LoadSummary;
