@@ -15,6 +15,7 @@ import { loadApiEnv } from './env';
 import { createApiServer } from './server';
 import { createApiServices, type ApiServices } from './services';
 import { openStreams } from './sse';
+import { sleep, until } from './test-support';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -42,16 +43,6 @@ async function startApi(redisUrl: string, prefix: string): Promise<InProcessApi>
       subscriber.disconnect();
     },
   };
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
 }
 
 const unhandled: unknown[] = [];
