@@ -10,20 +10,11 @@ import { deleteKeysWithPrefix } from '@mageagent/tasks';
 import { queuedTask } from '../../../packages/tasks/src/test-tasks';
 import { openStreams } from './sse';
 import { startInProcessApi, type InProcessApi } from './test-api';
+import { sleep, until } from './test-support';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 const startApi = (redisUrl: string, _prefix: string) => startInProcessApi({ redisUrl });
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function until(check: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what} (open streams ${openStreams.size})`);
-    await sleep(20);
-  }
-}
 
 const unhandled: unknown[] = [];
 const onUnhandled = (reason: unknown) => unhandled.push(reason);
