@@ -8,8 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ApiKeyRegistry } from './auth/api-keys';
-import { parseApiKeysFile } from './auth/api-keys-file';
-import { generateApiKey, sha256Hex } from './auth/key-material';
+import { generateApiKey, parseApiKeysFile, sha256Hex } from '@mageagent/core';
 
 const REPO_ROOT = path.resolve(__dirname, '../../..');
 const CLI = path.join(__dirname, 'keys-cli.ts');

@@ -6,8 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { stringify as yamlScalar } from 'yaml';
 import { ConfigError, parseEnv, z } from '@mageagent/core';
-import { ApiKeyEntrySchema, ApiKeysEnv, NameSchema, readApiKeysFile, type ApiKeyEntry } from './auth/api-keys-file';
-import { generateApiKey, generateWebhookSecret, sha256Hex } from './auth/key-material';
+import { ApiKeyEntrySchema, ApiKeysEnv, generateApiKey, generateWebhookSecret, NameSchema, readApiKeysFile, sha256Hex, type ApiKeyEntry } from '@mageagent/core';
 
 const USAGE = `usage: npm run keys -- <command>
   create --tenant <tenant> [--app <app>] [--scopes tasks,admin] [--id <id>]

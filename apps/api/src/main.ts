@@ -1,8 +1,8 @@
 import type { AddressInfo } from 'node:net';
 import { ConfigError, createLogger, onShutdown, type Logger } from '@mageagent/core';
 import { redisReady } from '@mageagent/tasks';
-import type { KeyDirectory } from './auth/authenticator';
-import { openKeyDirectory } from './auth/key-directory';
+import { ApiKeyRegistry } from './auth/api-keys';
+import { keyDirectoryOf } from './auth/key-directory';
 import { loadApiEnv, type ApiEnv } from './env';
 import { endChatCalls } from './openai/router';
 import { createApiServer } from './server';
@@ -16,7 +16,8 @@ async function main(): Promise<void> {
   const env = loadApiEnv();
   const logger = createLogger({ service: 'api', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
 
-  const keys = loadKeyDirectory(env, logger);
+  const registry = loadKeyRegistry(env, logger);
+  const keys = registry && keyDirectoryOf(registry);
   const { services, queue, subscriber } = createApiServices(env, logger, keys);
   const { redis } = services;
 
@@ -25,6 +26,14 @@ async function main(): Promise<void> {
   }
 
   const { server, io } = createApiServer(services);
+  // A revoked key (or one whose scopes or limits changed) is cut off at once, not at its next request.
+  const stopWatchingKeys = registry?.watch();
+  registry?.onChange(({ revoked, changed }) => {
+    const keyIds = new Set([...revoked, ...changed]);
+    if (keyIds.size === 0) return;
+    for (const socket of io.of('/').sockets.values()) if (keyIds.has(socket.data.caller.principal.keyId)) socket.disconnect(true);
+    for (const stream of [...openStreams]) if (keyIds.has(stream.keyId)) stream.endWithReconnect('the API key was revoked or changed');
+  });
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -41,6 +50,7 @@ async function main(): Promise<void> {
       {
         name: 'stop accepting connections',
         run: async () => {
+          stopWatchingKeys?.();
           services.lifecycle.draining = true;
           closed = new Promise<void>((resolve) => server.close(() => resolve()));
           server.closeIdleConnections();
@@ -78,7 +88,7 @@ async function main(): Promise<void> {
  * loopback unless ALLOW_OPEN_MODE=true: without keys, anyone who reaches the port can drive the
  * GPU hosts and read every prompt and answer.
  */
-function loadKeyDirectory(env: ApiEnv, logger: Logger): KeyDirectory | undefined {
+function loadKeyRegistry(env: ApiEnv, logger: Logger): ApiKeyRegistry | undefined {
   if (env.API_KEYS_FILE === undefined) {
     if (!isLoopback(env.HOST) && !env.ALLOW_OPEN_MODE) {
       throw new ConfigError(
@@ -89,7 +99,9 @@ function loadKeyDirectory(env: ApiEnv, logger: Logger): KeyDirectory | undefined
     logger.warn('open mode: no API_KEYS_FILE, so every caller is the one tenant "default" with every scope', { host: env.HOST });
     return undefined;
   }
-  return openKeyDirectory(env.API_KEYS_FILE, logger);
+  const registry = ApiKeyRegistry.load(env.API_KEYS_FILE, logger);
+  logger.info('API keys loaded', { file: env.API_KEYS_FILE, keys: registry.size });
+  return registry;
 }
 
 function isLoopback(host: string): boolean {

@@ -7,6 +7,8 @@ import { parseResumePoint } from './task-service';
 
 /** An open SSE response, as shutdown sees it. */
 export interface OpenStream {
+  /** The key that opened it: streams of a revoked key are ended. */
+  keyId: string;
   /** Ends the stream with a `reconnect` event: the client should reconnect with Last-Event-ID. */
   endWithReconnect(reason: string): void;
 }
@@ -37,7 +39,8 @@ function formatReconnect(taskId: string, lastEventId: number, reason: string): s
  */
 export async function streamTask(services: ApiServices, req: Request, res: Response): Promise<void> {
   const afterSeq = parseResumePoint(req.get('last-event-id') ?? req.query.after);
-  const task = await services.tasks.get(callerOf(res).principal, req.params.id);
+  const { principal } = callerOf(res);
+  const task = await services.tasks.get(principal, req.params.id);
   const taskId = task.id;
   // The client may have left already (during authentication or the lookup): its 'close' has fired.
   if (clientLeft(req, res)) return;
@@ -54,6 +57,7 @@ export async function streamTask(services: ApiServices, req: Request, res: Respo
   const ping = setInterval(() => res.write(': ping\n\n'), services.config.ssePingMs);
   let finalFrame = '';
   const stream: OpenStream = {
+    keyId: principal.keyId,
     endWithReconnect: (reason) => {
       finalFrame = formatReconnect(taskId, follow.lastSeq, reason);
       follow.close();

@@ -45,6 +45,8 @@ export const WorkerEnvSchema = z.object({
   HOST_HEALTH_TIMEOUT_MS: intEnv(5_000, 50),
 
   // Webhooks: POSTed when a task that asked for one ends; their own queue, connections and concurrency.
+  /** The API keys file (as the api's): the workers read its tenants' own webhook signing secrets. */
+  API_KEYS_FILE: z.string().min(1).optional(),
   /**
    * Master secret from which each tenant's signing secret is derived (`whsec_` + base64 of
    * HMAC-SHA256(master, tenant)); at least 32 characters. Unset (or empty): webhooks cannot be signed,

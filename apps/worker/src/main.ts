@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { Worker } from 'bullmq';
-import { ConfigError, createLogger, isMageError, onShutdown } from '@mageagent/core';
+import { ConfigError, createLogger, isMageError, onShutdown, readApiKeysFile } from '@mageagent/core';
 import {
   DEFAULT_MODELS_CONFIG_PATH,
   HostHealth,
@@ -15,6 +15,19 @@ import { CancelChannel, createRedis, isRedisUnavailable, TASK_QUEUE_NAME, TaskSt
 import { createWebhookWorker, DerivedWebhookSecrets, WebhookDispatcher } from '@mageagent/webhooks';
 import { loadWorkerEnv } from './env';
 import { createTaskProcessor } from './processor';
+
+/**
+ * Tenants' own webhook signing secrets, from the `tenants` section of the API keys file (read at
+ * start-up; the api reloads the file, the workers pick a change up when they restart).
+ */
+function tenantWebhookSecrets(keysFile: string | undefined): Map<string, string> {
+  const secrets = new Map<string, string>();
+  if (keysFile === undefined) return secrets;
+  for (const [tenant, settings] of Object.entries(readApiKeysFile(keysFile).file.tenants ?? {})) {
+    if (settings.webhookSecret !== undefined) secrets.set(tenant, settings.webhookSecret);
+  }
+  return secrets;
+}
 
 /** After the grace: time to hand running tasks back and close connections before exiting anyway. */
 const SHUTDOWN_HAND_BACK_MS = 5_000;
@@ -75,12 +88,12 @@ async function main(): Promise<void> {
     prefix: env.REDIS_PREFIX,
     concurrency: env.WEBHOOK_CONCURRENCY,
     store,
-    secrets: new DerivedWebhookSecrets({ master: env.WEBHOOK_SECRET }),
+    secrets: new DerivedWebhookSecrets({ master: env.WEBHOOK_SECRET, explicit: tenantWebhookSecrets(env.API_KEYS_FILE) }),
     allowPrivate: env.WEBHOOK_ALLOW_PRIVATE,
     timeoutMs: env.WEBHOOK_TIMEOUT_MS,
     logger,
   });
-  if (env.WEBHOOK_SECRET === undefined) logger.warn('WEBHOOK_SECRET is not set: webhooks cannot be signed, so none is sent');
+  if (env.WEBHOOK_SECRET === undefined) logger.warn('WEBHOOK_SECRET is not set: only tenants with their own secret in the keys file get webhooks');
   let shuttingDown = false;
 
   const worker = new Worker<TaskJobData>(

@@ -9,3 +9,5 @@ export * from './json-bounds';
 export * from './identity';
 export * from './socket-events';
 export * from './task-links';
+export * from './api-keys-file';
+export * from './key-material';

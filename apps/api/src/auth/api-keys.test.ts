@@ -10,7 +10,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { ConfigError, type QuotaLimits } from '@mageagent/core';
 import { ApiKeyRegistry, type ApiKeysChange, type ApiKeysLog } from './api-keys';
-import { generateApiKey, generateWebhookSecret, sha256Hex } from './key-material';
+import { generateApiKey, generateWebhookSecret, sha256Hex } from '@mageagent/core';
 import { presentedKeyOf } from './presented-key';
 import { sleep, until } from '../test-support';
 

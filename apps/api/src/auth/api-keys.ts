@@ -1,8 +1,7 @@
 import { watch as watchPath, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import { ConfigError, type Principal, type QuotaLimits } from '@mageagent/core';
-import { parseApiKeysFile, readKeysText, type ApiKeyEntry, type ApiKeysFile, type ParsedApiKeysFile } from './api-keys-file';
-import { sha256Hex } from './key-material';
+import { parseApiKeysFile, readKeysText, sha256Hex, type ApiKeyEntry, type ApiKeysFile, type ParsedApiKeysFile } from '@mageagent/core';
 import { MAX_PRESENTED_KEY_CHARS } from './presented-key';
 
 /**

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { OPEN_MODE_PRINCIPAL, UnauthorizedError, type QuotaLimits } from '@mageagent/core';
 import type { Caller } from '../task-service';
+import { presentedKeyOf } from './presented-key';
 
 /** Where keys are looked up: the keys file's registry, or a test's. */
 export interface KeyDirectory {
@@ -49,26 +50,10 @@ export class Authenticator {
   }
 }
 
-/**
- * The key a request presents: `Authorization: Bearer <key>` (the scheme in any case) or
- * `X-API-Key: <key>`. Missing, malformed (another scheme, an empty key) and contradictory (two
- * different keys) are told apart, so the 401 says what to fix.
- */
-export function presentedKey(headers: IncomingHttpHeaders): string {
-  const authorization = headers.authorization;
-  const apiKey = headers['x-api-key'];
-  let bearer: string | undefined;
-  if (authorization !== undefined) {
-    const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization);
-    if (!match?.[1]) throw new UnauthorizedError('the Authorization header must be "Bearer <API key>"');
-    bearer = match[1];
-  }
-  const header = Array.isArray(apiKey) ? undefined : apiKey?.trim();
-  if (Array.isArray(apiKey) || header === '') throw new UnauthorizedError('the X-API-Key header must hold one API key');
-  if (bearer !== undefined && header !== undefined && bearer !== header) {
-    throw new UnauthorizedError('Authorization and X-API-Key name different keys; send one');
-  }
-  const key = bearer ?? header;
-  if (key === undefined) throw new UnauthorizedError();
-  return key;
+/** The key a request presents (see presentedKeyOf), or the 401 that says what is wrong. */
+function presentedKey(headers: IncomingHttpHeaders): string {
+  const presented = presentedKeyOf(headers);
+  if (presented.status === 'missing') throw new UnauthorizedError();
+  if (presented.status === 'malformed') throw new UnauthorizedError(presented.problem);
+  return presented.key;
 }

@@ -1,9 +1,15 @@
-import type { Logger } from '@mageagent/core';
+import type { QuotaLimits } from '@mageagent/core';
+import type { Caller } from '../task-service';
+import type { ApiKeyRegistry } from './api-keys';
 import type { KeyDirectory } from './authenticator';
 
-/** The keys of API_KEYS_FILE, reloaded on SIGHUP and when the file changes. */
-export function openKeyDirectory(path: string, logger: Logger): KeyDirectory {
-  void path;
-  void logger;
-  throw new Error('API_KEYS_FILE is not supported yet');
+/** The keys file's registry as the authenticator's key directory. */
+export function keyDirectoryOf(registry: ApiKeyRegistry): KeyDirectory {
+  return {
+    identify(presented: string, defaults: QuotaLimits): Caller | undefined {
+      const entry = registry.authenticate(presented);
+      return entry === undefined ? undefined : { principal: registry.principalOf(entry), limits: registry.limitsOf(entry, defaults) };
+    },
+    webhookSecretOf: (tenant) => registry.webhookSecretOf(tenant),
+  };
 }

@@ -1,4 +1,4 @@
-import { generateApiKey } from './key-material';
+import { generateApiKey } from '@mageagent/core';
 import { presentedKeyOf, type PresentedKey } from './presented-key';
 
 const key = generateApiKey();

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLError } from 'yaml';
-import { ConfigError, Scopes, z, type QuotaLimits } from '@mageagent/core';
+import { z } from 'zod';
+import { ConfigError } from './errors';
+import { Scopes, type QuotaLimits } from './identity';
 import { API_KEY_PREFIX } from './key-material';
 
 /** Env of the api that concerns keys; spread into the api's env schema. */
