@@ -44,7 +44,7 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
       { metric: 'reconnect hints received (SSE `reconnect`, socket `server-shutdown`)', value: hints, target: signal === 'SIGTERM' ? '> 0' : '' },
       { metric: 'client reconnects', value: reconnects },
     ]);
-    expectNothingLost(run, { requestsMayDrop: signal === 'SIGKILL' });
+    expectNothingLost(run);
     expect(reconnects).toBeGreaterThan(0);
     if (signal === 'SIGTERM') {
       expect(exitedAfterMs).toBeLessThanOrEqual(GRACE_MS + 500);
