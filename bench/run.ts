@@ -4,12 +4,15 @@
  */
 import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { Stack } from '../apps/launcher/src/stack';
 import { callsOnHost, handoffGaps, type SimulatedCall, type SimulatorStats } from '../apps/model-sim/src/simulator';
+import { generateApiKey, sha256Hex } from '@mageagent/core';
 import { BULLMQ_PRIORITY, createRedis, deleteKeysWithPrefix, TASK_QUEUE_NAME } from '@mageagent/tasks';
 import { memoryRows } from './memory';
 import { formatTable, type Row } from './table';
@@ -43,10 +46,11 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
-async function load(url: string): Promise<autocannon.Result> {
+async function load(url: string, extraHeaders: Record<string, string> = {}): Promise<autocannon.Result> {
+  const headers = { 'content-type': 'application/json', ...extraHeaders };
   // Warm-up first: JIT, connection pools, Lua script cache.
-  await autocannon({ url, connections: CONNECTIONS, duration: 1, method: 'POST', headers: { 'content-type': 'application/json' }, body: BODY });
-  const result = await autocannon({ url, connections: CONNECTIONS, duration: DURATION_S, method: 'POST', headers: { 'content-type': 'application/json' }, body: BODY });
+  await autocannon({ url, connections: CONNECTIONS, duration: 1, method: 'POST', headers, body: BODY });
+  const result = await autocannon({ url, connections: CONNECTIONS, duration: DURATION_S, method: 'POST', headers, body: BODY });
   if (result.non2xx > 0 || result.errors > 0) throw new Error(`${url}: ${result.non2xx} non-2xx answers, ${result.errors} errors`);
   return result;
 }
@@ -239,6 +243,15 @@ async function main(): Promise<void> {
   process.stdout.write(`${formatTable('Spine', rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
 }
 
+/** A keys file with one key (quotas from the environment), in a temporary directory. */
+function benchKeysFile(): { file: string; key: string; remove: () => void } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'bench-keys-'));
+  const key = generateApiKey();
+  const file = path.join(dir, 'api-keys.yaml');
+  writeFileSync(file, `keys:\n  - id: bench\n    sha256: ${sha256Hex(key)}\n    tenant: bench\n    scopes: [tasks]\n`);
+  return { file, key, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
 /** The spine's table: ingest beside its ceilings, orchestration overhead, api connections. */
 async function spine(prefix: () => string): Promise<void> {
   const redis = new Redis(REDIS_URL);
@@ -247,23 +260,44 @@ async function spine(prefix: () => string): Promise<void> {
     // No bound on the backlog: with no workers, every task posted stays queued.
     const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: 'warn', MAX_QUEUED_TASKS: '0' }, sink: quiet });
     await ingest.start();
+    // The same with an API key and quotas on: authentication, a requests-per-minute check in Redis
+    // and the active-task bound, set high enough to be counted on every request but never reached.
+    const keys = benchKeysFile();
+    const secured = new Stack({
+      redisUrl: REDIS_URL,
+      prefix: prefix(),
+      apiPort: 0,
+      simPort: 0,
+      workers: 0,
+      workerConcurrency: 1,
+      env: { LOG_LEVEL: 'warn', MAX_QUEUED_TASKS: '0', API_KEYS_FILE: keys.file, QUOTA_REQUESTS_PER_MINUTE: '100000000', QUOTA_MAX_ACTIVE_TASKS: '100000000' },
+      sink: quiet,
+    });
+    await secured.start();
     const httpCeiling = await startHttpCeiling();
     let api: LoadSummary;
+    let securedApi: LoadSummary;
     let ceiling: LoadSummary;
     const ratios: number[] = [];
+    const securedRatios: number[] = [];
     let connectionsAtOne: number;
     let connectionsAtMany: number;
     try {
       const ceilingRuns: autocannon.Result[] = [];
       const apiRuns: autocannon.Result[] = [];
+      const securedRuns: autocannon.Result[] = [];
       for (let round = 1; round <= ROUNDS; round += 1) {
-        log(`round ${round}/${ROUNDS}: HTTP ceiling, then POST /tasks (${CONNECTIONS} connections, ${DURATION_S} s each)`);
-        ceilingRuns.push(await load(httpCeiling.url));
+        log(`round ${round}/${ROUNDS}: HTTP ceiling, POST /tasks, POST /tasks with a key and quotas (${CONNECTIONS} connections, ${DURATION_S} s each)`);
+        const ceilingRun = await load(httpCeiling.url);
+        ceilingRuns.push(ceilingRun);
         apiRuns.push(await load(`${ingest.apiUrl}/tasks`));
-        ratios.push(apiRuns[apiRuns.length - 1]!.requests.average / ceilingRuns[ceilingRuns.length - 1]!.requests.average);
+        securedRuns.push(await load(`${secured.apiUrl}/tasks`, { authorization: `Bearer ${keys.key}` }));
+        ratios.push(apiRuns.at(-1)!.requests.average / ceilingRun.requests.average);
+        securedRatios.push(securedRuns.at(-1)!.requests.average / ceilingRun.requests.average);
       }
       ceiling = summarise(ceilingRuns);
       api = summarise(apiRuns);
+      securedApi = summarise(securedRuns);
       log(`Redis connections held by the api with 1 and ${SSE_CLIENTS} SSE clients`);
       const ids = await Promise.all(Array.from({ length: SSE_CLIENTS }, () => postTask(ingest.apiUrl, 'held open')));
       const closers = [await openStream(`${ingest.apiUrl}/tasks/${ids[0]}/stream`)];
@@ -274,6 +308,8 @@ async function spine(prefix: () => string): Promise<void> {
     } finally {
       httpCeiling.stop();
       await ingest.stop();
+      await secured.stop();
+      keys.remove();
     }
 
     log('plain BullMQ queue.add loop');
@@ -298,6 +334,8 @@ async function spine(prefix: () => string): Promise<void> {
       { metric: `Queue ceiling: plain BullMQ queue.add (${CONNECTIONS} in flight)`, value: `${Math.round(queue.perSecond)} adds/s`, target: 'reference' },
       { metric: `POST /tasks (${CONNECTIONS} conns)`, value: `${Math.round(api.rps)} req/s, p50 ${api.p50} ms, p99 ${api.p99} ms`, target: '≥ 0.6× HTTP ceiling' },
       { metric: `POST /tasks ÷ HTTP ceiling (median of ${ROUNDS} alternating rounds)`, value: `${ratio.toFixed(2)}× (rounds: ${ratios.map((value) => value.toFixed(2)).join(', ')})`, target: '≥ 0.60×', ok: ratio >= 0.6 },
+      { metric: `POST /tasks with an API key and quotas (${CONNECTIONS} conns)`, value: `${Math.round(securedApi.rps)} req/s, p50 ${securedApi.p50} ms, p99 ${securedApi.p99} ms`, target: '≥ 0.6× HTTP ceiling' },
+      { metric: `POST /tasks with an API key and quotas ÷ HTTP ceiling (median of ${ROUNDS} rounds)`, value: `${median(securedRatios).toFixed(2)}× (rounds: ${securedRatios.map((value) => value.toFixed(2)).join(', ')})`, target: '≥ 0.60×', ok: median(securedRatios) >= 0.6 },
       { metric: `Overhead: POST → terminal SSE event, zero-latency model (${OVERHEAD_TASKS} tasks)`, value: `p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms`, target: 'p99 < 50 ms', ok: percentile(latencies, 99) < 50 },
       { metric: 'api Redis connections, 1 SSE client', value: String(connectionsAtOne), target: 'same at 1 and 500' },
       { metric: `api Redis connections, ${SSE_CLIENTS} SSE clients`, value: String(connectionsAtMany), target: 'same at 1 and 500', ok: connectionsAtMany === connectionsAtOne },
