@@ -1,19 +1,19 @@
 import { ConfigError } from '@mageagent/core';
-import {
-  PatternDeclarationSchema,
-  stepParts,
-  templateReferences,
-  type PatternDeclarationInput,
-  type StepDeclaration,
-  type StepType,
-} from './declaration';
+import { PatternDeclarationSchema, stepParts, type PatternDeclarationInput, type StepDeclaration, type StepParts } from './declaration';
+import { routeTargets, STEP_DEFINITIONS, type StepDefinition } from './steps';
+import { templateReferences } from './templates';
 
-/** A step ready to run: its id, primitive and options, and whether its output is final. */
-export type CompiledStep = ReturnType<typeof stepParts> & {
+/** A step ready to run: its id, kind and options, and whether its output is final. */
+export type CompiledStep = StepParts & {
   id: string;
   /** A generate step whose answer nothing later can replace: its deltas are the final answer. */
   final: boolean;
 };
+
+/** A step's definition, seen through its kind-independent parts. */
+function definitionOf(parts: StepParts): StepDefinition<unknown> {
+  return STEP_DEFINITIONS[parts.type] as unknown as StepDefinition<unknown>;
+}
 
 /** A pattern checked and ready to run. */
 export interface CompiledPattern {
@@ -25,11 +25,6 @@ export interface CompiledPattern {
   /** The declaration as written (defaults applied), for GET /patterns. */
   declaration: StepDeclaration[];
 }
-
-/** Steps after which there is an answer to review, compete with or extract tools from. */
-const ANSWERING: readonly StepType[] = ['generate', 'compete', 'route'];
-/** Steps that may replace the answer, so an earlier generate is only a draft. */
-const REPLACING: readonly StepType[] = ['generate', 'validate', 'compete', 'route'];
 
 /**
  * Parses and checks one declaration. Every problem names the source, the pattern and the step,
@@ -46,21 +41,16 @@ export function compilePattern(name: string, input: unknown, source: string, bui
   const ids = new Set<string>();
   const steps: CompiledStep[] = declaration.steps.map((step, index) => {
     const parts = stepParts(step);
+    const definition = definitionOf(parts);
     const at = `${where}, step ${index + 1} (${parts.type})`;
-    const id = parts.options.id ?? `${parts.type === 'extractTools' ? 'extract-tools' : parts.type}-${index + 1}`;
+    const declaredId = (parts.options as { id?: string }).id;
+    const id = declaredId ?? `${parts.type === 'extractTools' ? 'extract-tools' : parts.type}-${index + 1}`;
     if (ids.has(id)) throw new ConfigError(`${at}: duplicate step id "${id}"`);
-    const earlier = declaration.steps.slice(0, index).map((previous) => stepParts(previous).type);
-    const hasAnswer = earlier.some((type) => ANSWERING.includes(type));
-    if (parts.type === 'validate' && !hasAnswer) {
-      throw new ConfigError(`${at}: nothing to validate; put a generate, compete or route step before it`);
-    }
-    if (parts.type === 'extractTools' && parts.options.from === 'answer' && !hasAnswer) {
-      throw new ConfigError(`${at}: no answer to extract tool calls from; use from: request or put an answering step first`);
-    }
-    if (parts.type === 'route' && !(parts.options.default in parts.options.routes)) {
-      throw new ConfigError(`${at}: default route "${parts.options.default}" is not one of ${Object.keys(parts.options.routes).join(', ')}`);
-    }
-    for (const template of templatesOf(step)) {
+    const earlier = declaration.steps.slice(0, index).map((previous) => definitionOf(stepParts(previous)));
+    const hasAnswer = earlier.some((previous) => previous.answers);
+    const problem = definition.check?.(parts.options, { hasAnswer });
+    if (problem !== undefined) throw new ConfigError(`${at}: ${problem}`);
+    for (const template of definition.templates(parts.options)) {
       for (const reference of templateReferences(template)) {
         const known = reference === 'request' || reference === 'answer' || (reference.startsWith('steps.') && ids.has(reference.slice(6)));
         if (!known) {
@@ -72,8 +62,8 @@ export function compilePattern(name: string, input: unknown, source: string, bui
       }
     }
     ids.add(id);
-    const later = declaration.steps.slice(index + 1).map((next) => stepParts(next).type);
-    const final = parts.type === 'generate' && !later.some((type) => REPLACING.includes(type));
+    const later = declaration.steps.slice(index + 1).map((next) => definitionOf(stepParts(next)));
+    const final = parts.type === 'generate' && !later.some((next) => next.replacesAnswer);
     return { ...parts, id, final } as CompiledStep;
   });
   if (!steps.some((step) => step.type !== 'validate')) {
@@ -91,8 +81,7 @@ export function compilePattern(name: string, input: unknown, source: string, bui
 
 /** Checks what needs every pattern at once: route targets exist and routes do not loop. */
 export function checkRouteTargets(patterns: ReadonlyMap<string, CompiledPattern>, sourceOf: (name: string) => string): void {
-  const targetsOf = (pattern: CompiledPattern) =>
-    pattern.steps.flatMap((step) => (step.type === 'route' ? Object.values(step.options.routes).map((route) => route.pattern) : []));
+  const targetsOf = (pattern: CompiledPattern) => pattern.steps.flatMap((step) => (step.type === 'route' ? routeTargets(step.options) : []));
   for (const pattern of patterns.values()) {
     for (const target of targetsOf(pattern)) {
       if (!patterns.has(target)) {
@@ -114,36 +103,7 @@ export function checkRouteTargets(patterns: ReadonlyMap<string, CompiledPattern>
 
 /** The roles a pattern's steps call, router roles excepted (a router is optional by design). */
 export function rolesOf(pattern: CompiledPattern): string[] {
-  const roles = new Set<string>();
-  for (const step of pattern.steps) {
-    switch (step.type) {
-      case 'generate':
-        roles.add(step.options.role);
-        break;
-      case 'validate':
-        roles.add(step.options.role);
-        if (step.options.reviser) roles.add(step.options.reviser);
-        break;
-      case 'compete':
-        for (const role of step.options.roles) roles.add(role);
-        roles.add(step.options.judge);
-        break;
-      case 'extractTools':
-        roles.add(step.options.role);
-        break;
-      case 'route':
-        break;
-    }
-  }
-  return [...roles];
-}
-
-function templatesOf(step: StepDeclaration): string[] {
-  const parts = stepParts(step);
-  if (parts.type === 'generate' || parts.type === 'compete') {
-    return [parts.options.system, parts.options.prompt].filter((value): value is string => value !== undefined);
-  }
-  return [];
+  return [...new Set(pattern.steps.flatMap((step) => definitionOf(step).roles(step.options)))];
 }
 
 /** `steps.1.validate.maxRevisions` → `step 2 (validate).maxRevisions`, the way operators count. */
