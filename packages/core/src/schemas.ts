@@ -191,7 +191,31 @@ export interface ToolCall {
  * `answer`/`revision`/`candidate` output of a step marked `final` as content and everything
  * else as reasoning.
  */
-export type StepKind = 'answer' | 'draft' | 'revision' | 'candidate' | 'review' | 'judge' | 'tools' | 'route';
+export type StepKind =
+  | 'answer'
+  | 'draft'
+  | 'revision'
+  | 'candidate'
+  | 'review'
+  | 'judge'
+  | 'tools'
+  | 'route'
+  /** A proposer's answer in a Mixture-of-Agents layer (`aggregate`). */
+  | 'reference'
+  /** The aggregator's synthesis of the last layer's references. */
+  | 'aggregate'
+  /** One of several samples of one role (`select`). */
+  | 'sample'
+  /** The selector naming the most consistent sample. */
+  | 'select'
+  /** A critic's list of issues (`critique`). */
+  | 'critique';
+
+/** Where a call sits in a fan-out: the layer (aggregate) and the reference or sample number, from 1. */
+export interface StepPosition {
+  layer?: number;
+  reference?: number;
+}
 
 /** How `auto` (or a declared `route` step) chose the pattern it ran. */
 export interface RouteDecision {
@@ -222,6 +246,12 @@ export interface StepRecord {
   waitMs?: number;
   usage: TokenUsage;
   kind?: StepKind;
+  /** For references of a Mixture-of-Agents layer: the layer, from 1. */
+  layer?: number;
+  /** For references and samples: which one, from 1. */
+  reference?: number;
+  /** The temperature the call was sent with, when the step set one (samples, references). */
+  temperature?: number;
   /** PASS / FAIL / unparseable for reviews, A / B / ... for judges, the route for routers. */
   verdict?: string;
   /** Why the verdict was read as it was (a fallback, the reviewer's reasons, the judge's sentence). */
@@ -242,6 +272,34 @@ export interface TaskResult {
   approved?: boolean;
   /** Things the client should know: an answer not approved, tool output given up on, ... */
   warnings?: string[];
+  /** For Mixture-of-Agents (`aggregate`): how each layer went and whether the aggregator answered. */
+  aggregation?: AggregationRecord;
+  /** For self-consistency (`select`): which sample was chosen, and how. */
+  selection?: SelectionRecord;
+  /** For critic loops (`critique`): every round's verdict and issues. */
+  critique?: CritiqueRecord;
+}
+
+export interface AggregationRecord {
+  layers: Array<{ layer: number; answered: number; failed: number }>;
+  /** The aggregator failed and the first successful reference of the last layer is the answer. */
+  fallback?: boolean;
+}
+
+export interface SelectionRecord {
+  samples: number;
+  /** The chosen sample, from 1. */
+  chosen: number;
+  /** The selector's confidence, 0..1, when it gave one. */
+  confidence?: number;
+  /** `judge`: the selector chose; `fallback`: its answer was unusable (or it failed), so the first sample stands. */
+  method: 'judge' | 'fallback';
+}
+
+export interface CritiqueRecord {
+  rounds: Array<{ round: number; verdict: 'YES' | 'NO' | 'unparseable'; issues: string }>;
+  /** The last round's verdict. */
+  finalVerdict: 'YES' | 'NO' | 'unparseable';
 }
 
 export interface TaskErrorInfo {
@@ -297,6 +355,10 @@ export interface StepInfo {
   kind?: StepKind;
   /** True when this step's output is the task's final answer whatever happens next. */
   final?: boolean;
+  /** For references of a Mixture-of-Agents layer: the layer, from 1. */
+  layer?: number;
+  /** For references and samples: which one, from 1. */
+  reference?: number;
 }
 
 /** Event payloads by type; the log adds taskId, seq and at. */

@@ -53,6 +53,53 @@ export const BUILT_IN_PATTERNS: PatternDeclarations = {
     whenToUse: 'Hard problems where two different models disagree usefully; costs two answers and a judgement.',
     steps: [{ compete: { id: 'compete', roles: ['primary', 'competitor'], judge: 'validator' } }, { extractTools: {} }],
   },
+  moa: {
+    description:
+      'Mixture-of-Agents: primary, competitor and validator answer at once; the primary synthesises their answers into one; then tool extraction.',
+    whenToUse: 'Open-ended questions where several models see different sides; three answers and a synthesis, on one GPU one after another.',
+    steps: [
+      { aggregate: { id: 'moa', references: [{ role: 'primary' }, { role: 'competitor' }, { role: 'validator' }], layers: 1, aggregator: 'primary' } },
+      { extractTools: {} },
+    ],
+  },
+  'moa-deep': {
+    description:
+      'Two-layer Mixture-of-Agents: three proposers answer, answer again having seen each other, then the primary synthesises; then tool extraction.',
+    whenToUse: 'The hardest questions, when quality matters more than time: about twice the cost of moa.',
+    steps: [
+      {
+        aggregate: {
+          id: 'moa',
+          references: [{ role: 'primary' }, { role: 'competitor' }, { role: 'validator' }],
+          layers: 2,
+          aggregator: 'primary',
+        },
+      },
+      { extractTools: {} },
+    ],
+  },
+  'self-moa': {
+    description: 'Self-MoA: three samples of the primary at temperature 0.7, synthesised by the primary; then tool extraction.',
+    whenToUse: 'When the primary is clearly the best model: aggregating its own samples beats mixing in weaker ones (Self-MoA).',
+    steps: [
+      { aggregate: { id: 'self-moa', references: [{ role: 'primary', samples: 3, temperature: 0.7 }], layers: 1, aggregator: 'primary' } },
+      { extractTools: {} },
+    ],
+  },
+  'self-consistent': {
+    description: 'Self-consistency: three samples of the primary at temperature 0.7; the validator picks the most consistent one; then tool extraction.',
+    whenToUse: 'Questions with one right answer (facts, arithmetic, logic), where the majority of samples is usually right.',
+    steps: [{ select: { id: 'select', role: 'primary', samples: 3, temperature: 0.7, judge: 'validator' } }, { extractTools: {} }],
+  },
+  critic: {
+    description: 'The primary answers; the validator lists issues (ISSUES_FOUND: YES/NO); the primary revises, for up to two rounds; then tool extraction.',
+    whenToUse: 'Writing and code where a list of concrete issues improves the answer more than a pass/fail review.',
+    steps: [
+      { generate: { id: 'draft', role: 'primary' } },
+      { critique: { id: 'critique', critic: 'validator', reviser: 'primary', maxRounds: 2 } },
+      { extractTools: {} },
+    ],
+  },
   tools: {
     description: 'The tools model (Hermes-3) turns the request straight into tool calls, in one short call.',
     whenToUse: 'Agent loops that need tool calls fast, not prose.',

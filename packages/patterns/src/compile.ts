@@ -6,7 +6,7 @@ import { templateReferences } from './templates';
 /** A step ready to run: its id, kind and options, and whether its output is final. */
 export type CompiledStep = StepParts & {
   id: string;
-  /** A generate step whose answer nothing later can replace: its deltas are the final answer. */
+  /** A step whose answer nothing later can replace, written by its last call: those deltas are the final answer. */
   final: boolean;
 };
 
@@ -63,7 +63,7 @@ export function compilePattern(name: string, input: unknown, source: string, bui
     }
     ids.add(id);
     const later = declaration.steps.slice(index + 1).map((next) => definitionOf(stepParts(next)));
-    const final = parts.type === 'generate' && !later.some((next) => next.replacesAnswer);
+    const final = definition.streamsFinalAnswer && !later.some((next) => next.replacesAnswer);
     return { ...parts, id, final } as CompiledStep;
   });
   if (!steps.some((step) => step.type !== 'validate')) {

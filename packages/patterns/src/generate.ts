@@ -5,6 +5,7 @@ import {
   ModelUnavailableError,
   type ChatMessage,
   type StepKind,
+  type StepPosition,
   type StepRecord,
   type TaskOptions,
 } from '@mageagent/core';
@@ -23,6 +24,8 @@ export interface GenerateStep {
   responseFormat?: Record<string, unknown>;
   /** Reads a verdict out of the answer, so `step.completed` and the record carry it. */
   interpret?: (content: string) => { verdict?: string; note?: string };
+  /** Where the call sits in a fan-out (an aggregate's layer and reference, a select's sample). */
+  position?: StepPosition;
 }
 
 export interface GenerateOutcome {
@@ -63,6 +66,7 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
         attempt,
         ...(step.kind && { kind: step.kind }),
         ...(step.final && { final: true }),
+        ...step.position,
       },
     });
     try {
@@ -105,6 +109,8 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
           ...(waitMs !== undefined && { waitMs }),
           usage: response.usage,
           ...(step.kind && { kind: step.kind }),
+          ...step.position,
+          ...(step.options.temperature !== undefined && step.position !== undefined && { temperature: step.options.temperature }),
           ...reading,
         },
       };

@@ -33,6 +33,9 @@ export async function runCompiledPattern(
     pattern: run.pattern,
     ...(run.route && { route: run.route }),
     ...(run.approved !== undefined && { approved: run.approved }),
+    ...(run.aggregation && { aggregation: run.aggregation }),
+    ...(run.selection && { selection: run.selection }),
+    ...(run.critique && { critique: run.critique }),
     ...(run.warnings.length > 0 && { warnings: run.warnings }),
   };
 }

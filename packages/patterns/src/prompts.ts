@@ -86,3 +86,65 @@ export function routerSystemPrompt(routes: Array<{ name: string; description: st
     'Reply with only a JSON object {"route": "<route>", "confidence": <0..1>, "reason": "<one sentence>"}.',
   ].join('\n');
 }
+
+/** Contract: an aggregator's (or a later layer's proposer's) system prompt contains this sentence. */
+export const AGGREGATE_INSTRUCTION = 'Synthesize these responses into a single, high-quality response';
+/** Contract: the responses to synthesize follow this heading, each as `[n]` then the quoted text. */
+export const AGGREGATE_REFERENCES_HEADING = 'Responses from models:';
+/** Contract: a selector's system prompt contains this sentence. */
+export const SELECT_INSTRUCTION = 'Name the candidate most consistent with the others';
+/** Contract: a critic's system prompt contains this sentence. */
+export const CRITIQUE_INSTRUCTION = 'Start with ISSUES_FOUND: YES or ISSUES_FOUND: NO on the first line';
+/** Contract: a later critique round quotes the previous round's issues after this heading. */
+export const PREVIOUS_CRITIQUE_HEADING = 'Your previous critique of an earlier version listed:';
+
+/**
+ * The synthesis prompt of Mixture-of-Agents (after Together's): the references are shown with a
+ * warning that some may be wrong, and the model writes one better answer rather than copying one.
+ */
+export function aggregateSystemPrompt(references: string[]): string {
+  return [
+    "You have been provided with a set of responses from various models to the user's latest request.",
+    `Your task is to ${AGGREGATE_INSTRUCTION.charAt(0).toLowerCase()}${AGGREGATE_INSTRUCTION.slice(1)}.`,
+    'It is crucial to critically evaluate the information provided in these responses, recognizing that some of it may be biased or incorrect.',
+    'Your response should not simply replicate the given answers but should offer a refined, accurate and comprehensive reply to the request.',
+    'Ensure your response is well-structured, coherent, and adheres to the highest standards of accuracy and reliability.',
+    '',
+    AGGREGATE_REFERENCES_HEADING,
+    ...references.map((reference, index) => quote(`[${index + 1}]`, reference)),
+  ].join('\n');
+}
+
+export function selectSystemPrompt(count: number): string {
+  return [
+    `You are given ${count} candidate answers to the same request, numbered 1 to ${count}.`,
+    `${SELECT_INSTRUCTION}: the one that agrees best with what most of them say, and is itself correct.`,
+    'Reply with exactly two lines: "SELECTED: <number>" and "CONFIDENCE: <0 to 1>", then optionally one sentence why.',
+  ].join('\n');
+}
+
+export function selectUserPrompt(request: string, candidates: string[]): string {
+  return [quote('Request:', request), ...candidates.map((candidate, index) => quote(`Candidate ${index + 1}:`, candidate))].join('\n\n');
+}
+
+export function critiqueSystemPrompt(): string {
+  return [
+    'You are a demanding critic. Find what is wrong, missing or unclear in the answer below, judged against the request.',
+    `${CRITIQUE_INSTRUCTION}. With YES, list each issue on its own line starting with "- "; with NO, stop there.`,
+  ].join('\n');
+}
+
+export function critiqueUserPrompt(request: string, answer: string, previousIssues?: string): string {
+  const parts = [quote('Request:', request), quote('Answer to critique:', answer)];
+  if (previousIssues !== undefined) {
+    parts.push(quote(PREVIOUS_CRITIQUE_HEADING, previousIssues), 'Check whether those issues were fixed; list only what remains or is new.');
+  }
+  return parts.join('\n\n');
+}
+
+export function critiqueRevisionPrompt(issues: string): string {
+  return [
+    quote('A critic found these issues with your answer:', issues),
+    'Revise your answer to fix them. Reply with the complete revised answer only.',
+  ].join('\n\n');
+}

@@ -80,3 +80,45 @@ export function readRouterAnswer(answer: string, routes: string[]): RouterReadin
   const level = typeof confidence === 'number' && Number.isFinite(confidence) ? Math.min(Math.max(confidence, 0), 1) : 0;
   return { route, confidence: level, reason: typeof reason === 'string' ? reason : '' };
 }
+
+export interface SelectionReading {
+  /** The chosen candidate, 1-based, or null when the answer was not a valid selection. */
+  index: number | null;
+  confidence: number | null;
+  reason: string;
+}
+
+/**
+ * A selector must answer `SELECTED: <n>` (n between 1 and `count`) on its first non-empty line,
+ * and may add `CONFIDENCE: <0..1>`; anything else, or a number out of range, is unparseable.
+ */
+export function readSelection(answer: string, count: number): SelectionReading {
+  const lines = answer.trim().split('\n').map((line) => line.trim()).filter(Boolean);
+  const first = new RegExp(`${LEADING_DECORATION}selected\\s*:\\s*(?:candidate\\s*)?#?(\\d+)\\b`, 'i').exec(lines[0] ?? '');
+  const index = first ? Number(first[1]) : Number.NaN;
+  if (!Number.isInteger(index) || index < 1 || index > count) return { index: null, confidence: null, reason: answer.trim() };
+  const confidenceLine = lines.slice(1).find((line) => /^[\s*_]*confidence\s*:/i.test(line));
+  const confidenceMatch = confidenceLine ? /confidence\s*:\s*([0-9]*\.?[0-9]+)/i.exec(confidenceLine) : null;
+  const confidence = confidenceMatch ? Number(confidenceMatch[1]) : Number.NaN;
+  const reason = lines
+    .slice(1)
+    .filter((line) => line !== confidenceLine)
+    .join(' ');
+  return { index, confidence: confidence >= 0 && confidence <= 1 ? confidence : null, reason };
+}
+
+export type CritiqueVerdict = 'YES' | 'NO' | 'unparseable';
+
+export interface CritiqueReading {
+  verdict: CritiqueVerdict;
+  /** The issues listed after a YES (or the whole answer when unparseable). */
+  issues: string;
+}
+
+/** A critique must start with `ISSUES_FOUND: YES` or `ISSUES_FOUND: NO`; anything else is unparseable. */
+export function readCritique(answer: string): CritiqueReading {
+  const match = new RegExp(`${LEADING_DECORATION}issues[_ ]found\\s*:\\s*(YES|NO)\\b`, 'i').exec(answer);
+  if (!match || answer.slice(0, match.index).trim() !== '') return { verdict: 'unparseable', issues: answer.trim() };
+  const verdict = match[1]!.toUpperCase() as 'YES' | 'NO';
+  return { verdict, issues: answer.slice(match.index + match[0].length).trim() };
+}

@@ -27,6 +27,7 @@ export const competeStep: StepDefinition<CompeteStepDeclaration> = {
   schema: CompeteStepSchema,
   answers: true,
   replacesAnswer: true,
+  streamsFinalAnswer: false,
   roles: (options) => [...options.roles, options.judge],
   templates: (options) => templatesIn(options.system, options.prompt),
   async run(run, step) {

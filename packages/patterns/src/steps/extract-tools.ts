@@ -23,6 +23,7 @@ export const extractToolsStep: StepDefinition<ExtractToolsStepDeclaration> = {
   // With `from: request` it answers a tools-only pipeline (its calls and prose are the result).
   answers: false,
   replacesAnswer: false,
+  streamsFinalAnswer: false,
   roles: (options) => [options.role],
   templates: () => [],
   check: (options, { hasAnswer }) =>

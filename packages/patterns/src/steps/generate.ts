@@ -20,6 +20,7 @@ export const generateStep: StepDefinition<GenerateStepDeclaration> = {
   schema: GenerateStepSchema,
   answers: true,
   replacesAnswer: true,
+  streamsFinalAnswer: true,
   roles: (options) => [options.role],
   templates: (options) => templatesIn(options.system, options.prompt),
   async run(run, step) {

@@ -1,12 +1,15 @@
+import { aggregateStep } from './aggregate';
 import { competeStep } from './compete';
+import { critiqueStep } from './critique';
 import { extractToolsStep } from './extract-tools';
 import { generateStep } from './generate';
 import { routeStep } from './route';
+import { selectStep } from './select';
 import type { StepDefinition } from './types';
 import { validateStep } from './validate';
 
 /** Every step kind, as declared in patterns (`- <kind>: { … }`). */
-export const StepKinds = ['generate', 'validate', 'compete', 'extractTools', 'route'] as const;
+export const StepKinds = ['generate', 'validate', 'compete', 'aggregate', 'select', 'critique', 'extractTools', 'route'] as const;
 export type StepType = (typeof StepKinds)[number];
 
 /**
@@ -18,6 +21,9 @@ export const STEP_DEFINITIONS = {
   generate: generateStep,
   validate: validateStep,
   compete: competeStep,
+  aggregate: aggregateStep,
+  select: selectStep,
+  critique: critiqueStep,
   extractTools: extractToolsStep,
   route: routeStep,
 } satisfies Record<StepType, Pick<StepDefinition<unknown>, 'answers' | 'replacesAnswer'>>;
@@ -33,5 +39,8 @@ export { routeTargets } from './route';
 export * from './generate';
 export * from './validate';
 export * from './compete';
+export * from './aggregate';
+export * from './select';
+export * from './critique';
 export * from './extract-tools';
 export * from './route';

@@ -40,6 +40,7 @@ export const routeStep: StepDefinition<RouteStepDeclaration> = {
   schema: RouteStepSchema,
   answers: true,
   replacesAnswer: true,
+  streamsFinalAnswer: false,
   // The router role is optional by design (keywords decide without it), so it is not required.
   roles: () => [],
   templates: () => [],

@@ -1,4 +1,13 @@
-import type { ChatMessage, RouteDecision, StepRecord, TaskOptions, ToolCall } from '@mageagent/core';
+import type {
+  AggregationRecord,
+  ChatMessage,
+  CritiqueRecord,
+  RouteDecision,
+  SelectionRecord,
+  StepRecord,
+  TaskOptions,
+  ToolCall,
+} from '@mageagent/core';
 import type { PatternContext, PatternInput } from '../context';
 import { renderTemplate } from '../templates';
 import { StepIds, type GenerateOutcome } from '../generate';
@@ -25,6 +34,9 @@ export class PipelineRun {
   toolProse = '';
   approved: boolean | undefined;
   route: RouteDecision | undefined;
+  aggregation: AggregationRecord | undefined;
+  selection: SelectionRecord | undefined;
+  critique: CritiqueRecord | undefined;
   /** An extractTools step has run (or decided not to): later ones in the same run do nothing. */
   extractionConsidered = false;
   stopped = false;

@@ -33,6 +33,12 @@ export interface StepDefinition<Options> {
   answers: boolean;
   /** It may replace the answer, so an earlier `generate` is only a draft, not the final answer. */
   replacesAnswer: boolean;
+  /**
+   * Its last model call writes the answer in one go (a generate's call, an aggregate's aggregator),
+   * so when no later step may replace the answer that call is marked `final` and its deltas are the
+   * answer as it streams. Steps that choose or revise after their calls are never final.
+   */
+  streamsFinalAnswer: boolean;
   /** The roles it calls: the worker refuses to start when a declared pattern's role is not configured. */
   roles(options: Options): string[];
   /** The templates it renders: their `{{…}}` references are checked when the pattern is compiled. */

@@ -27,6 +27,7 @@ export const validateStep: StepDefinition<ValidateStepDeclaration> = {
   schema: ValidateStepSchema,
   answers: false,
   replacesAnswer: true,
+  streamsFinalAnswer: false,
   roles: (options) => [options.role, ...(options.reviser ? [options.reviser] : [])],
   templates: () => [],
   check: (_options, { hasAnswer }) => (hasAnswer ? undefined : 'nothing to validate; put a generate, compete or route step before it'),
