@@ -105,7 +105,7 @@ export const PREVIOUS_CRITIQUE_HEADING = 'Your previous critique of an earlier v
 export function aggregateSystemPrompt(references: string[]): string {
   return [
     "You have been provided with a set of responses from various models to the user's latest request.",
-    `Your task is to ${AGGREGATE_INSTRUCTION.charAt(0).toLowerCase()}${AGGREGATE_INSTRUCTION.slice(1)}.`,
+    `${AGGREGATE_INSTRUCTION}.`,
     'It is crucial to critically evaluate the information provided in these responses, recognizing that some of it may be biased or incorrect.',
     'Your response should not simply replicate the given answers but should offer a refined, accurate and comprehensive reply to the request.',
     'Ensure your response is well-structured, coherent, and adheres to the highest standards of accuracy and reliability.',
