@@ -35,12 +35,17 @@ export function detectCallRole(systemText: string): CallRole | undefined {
   return undefined;
 }
 
-/** The simulator's default generator: a role's answer when the prompt asks for one, else prose (or JSON when asked). */
-export const generateInRole: AnswerGenerator = (request, directives, model) => {
-  const systemText = request.messages
+/** The system (and developer) messages of a call, where a step states what the call is for. */
+export function systemTextOf(request: SimulatedChatRequest): string {
+  return request.messages
     .filter((message) => message.role === 'system' || message.role === 'developer')
     .map((message) => message.content)
     .join('\n');
+}
+
+/** The simulator's default generator: a role's answer when the prompt asks for one, else prose (or JSON when asked). */
+export const generateInRole: AnswerGenerator = (request, directives, model) => {
+  const systemText = systemTextOf(request);
   switch (detectCallRole(systemText)) {
     case 'reviewer':
       return stop(reviewAnswer(request, directives));
