@@ -12,7 +12,7 @@ import { splitIntoTokens } from './text';
 // The directive and text helpers are part of the simulator's API, so callers keep one import.
 export { directivesForRoles, numericDirective, parseDirectives, stripDirectives, textDirective, type Directives } from './directives';
 export { fnv1a, generateProse, inventText, splitIntoTokens } from './text';
-export { detectCallRole, generateInRole, systemTextOf, type CallRole } from './roles';
+export { detectCallRole, excerptOf, generateInRole, systemTextOf, type CallRole } from './roles';
 
 /**
  * The model SIMULATOR: an OpenAI-compatible chat server that invents deterministic text with
@@ -92,7 +92,7 @@ export interface SimulatorOptions {
   modelsConfig?: ModelsConfig;
   /** Divides config ttft and multiplies config tokens/s; directives are absolute and ignore it. Default 1. */
   speedup?: number;
-  /** Defaults to `generateInRole`: verdicts, picks, tool calls and routes in role, prose otherwise. */
+  /** Defaults to `generateInRole`: verdicts, picks, tool calls, routes, selections, critiques and syntheses in role, prose otherwise. */
   generateAnswer?: AnswerGenerator;
   logger?: Logger;
 }
