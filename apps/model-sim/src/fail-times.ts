@@ -1,5 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { Directives } from './directives';
+import { REQUEST_MEMORY, RequestCounter } from './request-counter';
 
 /**
  * The directives that make a call fail. `fail-times=N` lets the first N identical calls obey them
@@ -7,22 +7,19 @@ import type { Directives } from './directives';
  */
 const FAULT_KEYS = ['error', 'retry-after', 'retry-after-ms', 'hang', 'hang-after', 'disconnect-after', 'malformed', 'malformed-after'];
 
-/**
- * Distinct requests remembered. A fault suite sends a few dozen; the bound only keeps a long-running
- * simulator (benchmarks, the embedded default) from growing without end. Past it the request first
- * seen longest ago is forgotten, and its next call fails again as if new.
- */
-export const FAIL_TIMES_MEMORY = 10_000;
+/** Distinct requests remembered for `fail-times=` (see `REQUEST_MEMORY`). */
+export const FAIL_TIMES_MEMORY = REQUEST_MEMORY;
 
 /**
- * Counts calls per request for `fail-times=N`. Two calls are the same request when they go to the
- * same model with the same messages (directives included, as they are part of the messages), so
- * every retry of one pattern step counts against the same N while other steps count on their own.
+ * Counts calls per request for `fail-times=N`, so every retry of one pattern step counts against
+ * the same N while other steps count on their own (see `RequestCounter` for what "same" means).
  */
 export class FailTimesCounter {
-  private readonly calls = new Map<string, number>();
+  private readonly counter: RequestCounter;
 
-  constructor(private readonly memory: number = FAIL_TIMES_MEMORY) {}
+  constructor(memory: number = FAIL_TIMES_MEMORY) {
+    this.counter = new RequestCounter(memory);
+  }
 
   /**
    * Counts this call and returns the directives it obeys: all of them while it is among the first
@@ -31,13 +28,7 @@ export class FailTimesCounter {
   apply(directives: Directives, model: string, messages: ReadonlyArray<{ role: string; content: string }>): Directives {
     const times = directives['fail-times'];
     if (typeof times !== 'string' || !/^\d+$/.test(times.trim())) return directives;
-    const key = createHash('sha256').update(JSON.stringify([model, messages])).digest('base64');
-    const call = (this.calls.get(key) ?? 0) + 1;
-    if (!this.calls.has(key) && this.calls.size >= this.memory) {
-      const oldest = this.calls.keys().next();
-      if (oldest.done !== true) this.calls.delete(oldest.value);
-    }
-    this.calls.set(key, call);
+    const call = this.counter.count(model, messages);
     if (call <= Number(times)) return directives;
     const recovered = { ...directives };
     for (const fault of FAULT_KEYS) delete recovered[fault];
@@ -45,6 +36,6 @@ export class FailTimesCounter {
   }
 
   reset(): void {
-    this.calls.clear();
+    this.counter.reset();
   }
 }

@@ -1,5 +1,8 @@
 import Ajv from 'ajv';
 import {
+  aggregateSystemPrompt,
+  critiqueSystemPrompt,
+  critiqueUserPrompt,
   judgeSystemPrompt,
   judgeUserPrompt,
   quote,
@@ -7,13 +10,16 @@ import {
   reviewUserPrompt,
   revisionPrompt,
   routerSystemPrompt,
+  selectSystemPrompt,
+  selectUserPrompt,
   toolsRetryPrompt,
   toolsSystemPrompt,
   toolsUserPrompt,
   type ToolPromptEntry,
 } from '@mageagent/patterns/src/prompts';
+import { readCritique, readSelection } from '@mageagent/patterns/src/verdicts';
 import { directivesForRoles, parseDirectives } from './directives';
-import { detectCallRole } from './roles';
+import { detectCallRole, excerptOf } from './roles';
 import { synthesiseValue } from './schema-values';
 import { createSimulator, generateProse, splitIntoTokens, type SimulatedModel, type Simulator } from './simulator';
 
@@ -99,6 +105,21 @@ describe('detectCallRole', () => {
   it('takes a tool list quoting another role sentence for what it is', () => {
     const tools = [{ name: 'classify', description: 'Reply with PASS or FAIL on the first line', parameters: {} }];
     expect(detectCallRole(toolsSystemPrompt(tools))).toBe('tools');
+  });
+
+  it('reads the aggregator, selector and critic sentences', () => {
+    expect(detectCallRole(aggregateSystemPrompt(['one', 'two']))).toBe('aggregator');
+    expect(detectCallRole(selectSystemPrompt(3))).toBe('selector');
+    expect(detectCallRole(critiqueSystemPrompt())).toBe('critic');
+    // Only the aggregator's sentence counts with a lower-case first letter (its prompt writes it so).
+    expect(detectCallRole('Answer, then classify the request as you see fit.')).toBeUndefined();
+  });
+
+  it('takes the earliest contract sentence, so references quoting another role stay references', () => {
+    const references = ['Classify the request first.', 'Reply with PASS or FAIL on the first line', 'Reply with only a JSON array of tool calls'];
+    expect(detectCallRole(aggregateSystemPrompt(references))).toBe('aggregator');
+    // A later layer's proposer: the references, then the step's own system text.
+    expect(detectCallRole(`${aggregateSystemPrompt(references)}\n\n${selectSystemPrompt(2)}`)).toBe('aggregator');
   });
 });
 
@@ -501,5 +522,171 @@ describe('role-scoped directives', () => {
       { role: 'user', content: revisionPrompt('FAIL\nMissing error handling.') },
     ];
     expect((await send(PRIMARY.id, messages)).completionTokens).toBe(4);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const critique = (request: string, answer: string, previousIssues?: string): Message[] =>
+  conversation(critiqueSystemPrompt(), critiqueUserPrompt(request, answer, previousIssues));
+
+const issueLines = (content: string) => content.split('\n').filter((line) => line.startsWith('- '));
+
+describe('critic (critic=)', () => {
+  const answer = 'Read the file line by line, split each line on commas and collect the fields.';
+
+  it('issues-once by default: YES with two or three issues drawn from the answer, then NO once a round quotes them', async () => {
+    const first = (await send(VALIDATOR.id, critique('Write a CSV parser.', answer))).content;
+    expect(first.split('\n')[0]).toBe('ISSUES_FOUND: YES');
+    expect(issueLines(first).length).toBeGreaterThanOrEqual(2);
+    expect(issueLines(first).length).toBeLessThanOrEqual(3);
+    expect(first.split('\n')).toHaveLength(1 + issueLines(first).length);
+    expect(first).toContain(`"${excerptOf(answer)}"`);
+    expect(readCritique(first)).toMatchObject({ verdict: 'YES', issues: expect.stringMatching(/^- /) });
+    const issues = readCritique(first).issues;
+    expect((await send(VALIDATOR.id, critique('Write a CSV parser.', 'A revised answer.', issues))).content).toBe('ISSUES_FOUND: NO');
+  });
+
+  it('issues: YES in every round, with issues drawn from the answer under critique', async () => {
+    const request = '[[sim: critic=issues]] Write a CSV parser.';
+    const first = (await send(VALIDATOR.id, critique(request, answer))).content;
+    const revised = 'Use the csv module: it handles quoting, escapes and embedded newlines for you.';
+    const second = (await send(VALIDATOR.id, critique(request, revised, readCritique(first).issues))).content;
+    expect(readCritique(second).verdict).toBe('YES');
+    expect(second).toContain(`"${excerptOf(revised)}"`);
+    expect(second).not.toContain(excerptOf(answer));
+  });
+
+  it('is deterministic for the same answer, and answers another answer with other issues', async () => {
+    const messages = critique('[[sim: critic=issues]] Write a CSV parser.', answer);
+    const whole = (await send(VALIDATOR.id, messages)).content;
+    expect((await send(VALIDATOR.id, messages)).content).toBe(whole);
+    expect((await stream(VALIDATOR.id, messages)).content).toBe(whole);
+    expect((await send(VALIDATOR.id, critique('[[sim: critic=issues]] Write a CSV parser.', `${answer} Then print them.`))).content).not.toBe(whole);
+  });
+
+  it('none: NO at once; garbage: prose with no verdict line', async () => {
+    expect((await send(VALIDATOR.id, critique('[[sim: critic=none]] Write a CSV parser.', answer))).content).toBe('ISSUES_FOUND: NO');
+    const garbage = (await send(VALIDATOR.id, critique('[[sim: critic=garbage]] Write a CSV parser.', answer))).content;
+    expect(readCritique(garbage).verdict).toBe('unparseable');
+    expect(garbage).not.toMatch(/issues[_ ]found|^- /im);
+  });
+
+  it('scopes to a role: validator.critic=none clears the validator model only', async () => {
+    const messages = critique('[[sim: validator.critic=none; critic=issues]] Write a CSV parser.', answer);
+    expect((await send(VALIDATOR.id, messages)).content).toBe('ISSUES_FOUND: NO');
+    expect(readCritique((await send(TOOLS_MODEL.id, messages)).content).verdict).toBe('YES');
+  });
+
+  it('keeps its verdict when sampled, while the issues may vary', async () => {
+    const messages = critique('[[sim: critic=issues]] Write a CSV parser.', answer);
+    for (let sample = 0; sample < 4; sample += 1) {
+      const content = (await send(VALIDATOR.id, messages, { temperature: 0.7 })).content;
+      expect(readCritique(content).verdict).toBe('YES');
+      expect(content).toContain(`"${excerptOf(answer)}"`);
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const CANDIDATES = ['Lyon is the capital of France, I believe.', 'Paris is the capital of France.', 'The capital of France is Paris.'];
+
+const selection = (request: string, candidates = CANDIDATES): Message[] =>
+  conversation(selectSystemPrompt(candidates.length), selectUserPrompt(request, candidates));
+
+describe('selector (select=)', () => {
+  it('by default picks the candidate whose words agree most with the others, the first on a tie', async () => {
+    const content = (await send(VALIDATOR.id, selection('What is the capital of France?'))).content;
+    // Candidates 2 and 3 share every word (Jaccard 1) and 5 of 9 with candidate 1: 2 and 3 tie at 0.78, 2 comes first.
+    expect(content).toMatch(/^SELECTED: 2\nCONFIDENCE: 0\.89\n[A-Z][^\n]*\.$/);
+    expect(readSelection(content, 3)).toMatchObject({ index: 2, confidence: 0.89 });
+    const reordered = [CANDIDATES[1]!, CANDIDATES[0]!, 'Lyon, I believe, is the capital of France.'];
+    expect(readSelection((await send(VALIDATOR.id, selection('What is the capital of France?', reordered))).content, 3).index).toBe(2);
+  });
+
+  it('answers select=<n> with that number and confidence 0.8, even past the last candidate', async () => {
+    const chosen = (await send(VALIDATOR.id, selection('[[sim: select=3]] What is the capital of France?'))).content;
+    expect(chosen).toMatch(/^SELECTED: 3\nCONFIDENCE: 0\.8\n[A-Z][^\n]*\.$/);
+    expect(readSelection(chosen, 3)).toMatchObject({ index: 3, confidence: 0.8 });
+    const impossible = (await send(VALIDATOR.id, selection('[[sim: select=7]] What is the capital of France?'))).content;
+    expect(impossible.split('\n')[0]).toBe('SELECTED: 7');
+    expect(readSelection(impossible, 3).index).toBeNull();
+  });
+
+  it('garbage: a sentence without the format', async () => {
+    const content = (await send(VALIDATOR.id, selection('[[sim: select=garbage]] What is the capital of France?'))).content;
+    expect(readSelection(content, 3).index).toBeNull();
+    expect(content).not.toMatch(/selected|confidence|\d/i);
+  });
+
+  it('keeps its pick when sampled, and scopes to a role', async () => {
+    const messages = selection('[[sim: validator.select=1]] What is the capital of France?');
+    for (let sample = 0; sample < 3; sample += 1) {
+      expect((await send(VALIDATOR.id, messages, { temperature: 0.9 })).content.split('\n')[0]).toBe('SELECTED: 1');
+    }
+    expect((await send(TOOLS_MODEL.id, messages)).content.split('\n')[0]).toBe('SELECTED: 2');
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+
+const REFERENCES = [
+  'Use a loop over the lines and return the total of the parsed numbers.',
+  'Split the input on newlines, parse each line as a number, then sum them.',
+  'Reduce over the lines with an accumulator; skip the blank ones.',
+];
+
+const aggregation = (request: string, references = REFERENCES): Message[] => conversation(aggregateSystemPrompt(references), request);
+
+/** The reference lines of a synthesis: `[n] "excerpt"`. */
+const referenceLines = (content: string) => content.split('\n').filter((line) => /^\[\d+\] "/.test(line));
+
+describe('aggregator (and later-layer proposers)', () => {
+  it('says how many responses it synthesised and quotes the start of each, then writes prose', async () => {
+    const { content } = await send(PRIMARY.id, aggregation('Sum the numbers in a file.'));
+    const lines = content.split('\n');
+    expect(lines[0]).toBe('Synthesised from 3 responses:');
+    expect(referenceLines(content)).toEqual(REFERENCES.map((reference, index) => `[${index + 1}] "${excerptOf(reference)}"`));
+    expect(lines[4]).toBe('');
+    expect(splitIntoTokens(lines.slice(5).join('\n'))).toHaveLength(PRIMARY.defaultTokens);
+    expect(excerptOf(REFERENCES[0]!)).toBe('Use a loop over the lines…');
+  });
+
+  it('is deterministic for the same references, and draws on other references otherwise', async () => {
+    const messages = aggregation('Sum the numbers in a file.');
+    const whole = (await send(PRIMARY.id, messages)).content;
+    expect((await send(PRIMARY.id, messages)).content).toBe(whole);
+    expect((await stream(PRIMARY.id, messages)).content).toBe(whole);
+    const two = (await send(PRIMARY.id, aggregation('Sum the numbers in a file.', [REFERENCES[2]!, REFERENCES[0]!]))).content;
+    expect(two.split('\n')[0]).toBe('Synthesised from 2 responses:');
+    expect(referenceLines(two)).toEqual([`[1] "${excerptOf(REFERENCES[2]!)}"`, `[2] "${excerptOf(REFERENCES[0]!)}"`]);
+  });
+
+  it('reads references that contain closing lines, contract sentences or nothing', async () => {
+    const tricky = ['First line\n>>>\nstill the first reference', 'Reply with PASS or FAIL on the first line', 'Short one', ''];
+    const { status, content } = await send(PRIMARY.id, aggregation('Summarise.', tricky));
+    expect(status).toBe(200);
+    expect(referenceLines(content)).toEqual(['[1] "First line >>> still the first…"', '[2] "Reply with PASS or FAIL on…"', '[3] "Short one"', '[4] ""']);
+  });
+
+  it('answers a later layer\'s proposer (the step\'s own system text after the references) the same way', async () => {
+    const messages: Message[] = [{ role: 'system', content: `${aggregateSystemPrompt(REFERENCES)}\n\nBe concise.` }, { role: 'user', content: 'Sum the numbers.' }];
+    expect(referenceLines((await send(PRIMARY.id, messages)).content)).toHaveLength(3);
+  });
+
+  it('lets tokens= set the prose length, and puts the whole synthesis in {"answer"} under json_object', async () => {
+    const short = (await send(PRIMARY.id, aggregation('[[sim: tokens=5]] Sum the numbers.'))).content;
+    expect(splitIntoTokens(short.split('\n').slice(5).join('\n'))).toHaveLength(5);
+    const json = JSON.parse((await send(PRIMARY.id, aggregation('Sum the numbers.'), { response_format: { type: 'json_object' } })).content) as { answer: string };
+    expect(json.answer).toBe((await send(PRIMARY.id, aggregation('Sum the numbers.'))).content);
+  });
+
+  it('varies the prose, not the references it quotes, when sampled', async () => {
+    const messages = aggregation('[[sim: tokens=12]] Sum the numbers in a list.');
+    const samples = [];
+    for (let sample = 0; sample < 3; sample += 1) samples.push((await send(PRIMARY.id, messages, { temperature: 0.7 })).content);
+    expect(new Set(samples).size).toBe(3);
+    for (const content of samples) expect(referenceLines(content)).toEqual(referenceLines(samples[0]!));
   });
 });

@@ -1,8 +1,13 @@
 import {
+  AGGREGATE_INSTRUCTION,
+  AGGREGATE_REFERENCES_HEADING,
+  CRITIQUE_INSTRUCTION,
   JUDGE_INSTRUCTION,
+  PREVIOUS_CRITIQUE_HEADING,
   PREVIOUS_REVIEW_HEADING,
   REVIEW_INSTRUCTION,
   ROUTER_INSTRUCTION,
+  SELECT_INSTRUCTION,
   TOOLS_INSTRUCTION,
   TOOLS_RETRY_LEAD,
 } from '@mageagent/patterns/src/prompts';
@@ -19,28 +24,60 @@ import { chooseToolCalls, invalidToolCalls, parseToolList, renderToolCalls, type
  */
 
 /** What a call is for, read from its system prompt. */
-export type CallRole = 'reviewer' | 'judge' | 'tools' | 'router';
+export type CallRole = 'reviewer' | 'judge' | 'tools' | 'router' | 'aggregator' | 'selector' | 'critic';
+
+/** Lower-cases a sentence's first letter, as a prompt that weaves it into one of its own writes it. */
+const woven = (sentence: string): string => sentence.charAt(0).toLowerCase() + sentence.slice(1);
 
 /**
- * The role a system prompt asks for, or undefined for an ordinary answer. The tool extractor is
- * checked first because its prompt quotes tool descriptions, the one place another role's
- * sentence could turn up.
+ * Each role's contract sentences (packages/patterns/src/prompts.ts), as the step prompts write
+ * them: the aggregator's prompt weaves its sentence into "Your task is to synthesize…", so it is
+ * also recognised with a lower-case first letter (only it: "classify the request" in an ordinary
+ * prompt must not turn it into a router's).
+ */
+const CONTRACT_SENTENCES: ReadonlyArray<readonly [CallRole, readonly string[]]> = [
+  ['tools', [TOOLS_INSTRUCTION]],
+  ['reviewer', [REVIEW_INSTRUCTION]],
+  ['judge', [JUDGE_INSTRUCTION]],
+  ['router', [ROUTER_INSTRUCTION]],
+  ['aggregator', [AGGREGATE_INSTRUCTION, woven(AGGREGATE_INSTRUCTION)]],
+  ['selector', [SELECT_INSTRUCTION]],
+  ['critic', [CRITIQUE_INSTRUCTION]],
+];
+
+/**
+ * The role a system prompt asks for, or undefined for an ordinary answer. When several contract
+ * sentences turn up, the earliest wins: every step states its instruction before whatever it
+ * quotes, and quoted text (a tool's description, an aggregator's references, which are other
+ * models' answers) is the one place another role's sentence could appear.
  */
 export function detectCallRole(systemText: string): CallRole | undefined {
   if (systemText === '') return undefined;
-  if (systemText.includes(TOOLS_INSTRUCTION)) return 'tools';
-  if (systemText.includes(REVIEW_INSTRUCTION)) return 'reviewer';
-  if (systemText.includes(JUDGE_INSTRUCTION)) return 'judge';
-  if (systemText.includes(ROUTER_INSTRUCTION)) return 'router';
-  return undefined;
+  let found: CallRole | undefined;
+  let foundAt = Number.POSITIVE_INFINITY;
+  for (const [role, sentences] of CONTRACT_SENTENCES) {
+    for (const sentence of sentences) {
+      const at = systemText.indexOf(sentence);
+      if (at !== -1 && at < foundAt) {
+        found = role;
+        foundAt = at;
+      }
+    }
+  }
+  return found;
+}
+
+/** The system (and developer) messages of a call, where a step states what the call is for. */
+export function systemTextOf(request: SimulatedChatRequest): string {
+  return request.messages
+    .filter((message) => message.role === 'system' || message.role === 'developer')
+    .map((message) => message.content)
+    .join('\n');
 }
 
 /** The simulator's default generator: a role's answer when the prompt asks for one, else prose (or JSON when asked). */
 export const generateInRole: AnswerGenerator = (request, directives, model) => {
-  const systemText = request.messages
-    .filter((message) => message.role === 'system' || message.role === 'developer')
-    .map((message) => message.content)
-    .join('\n');
+  const systemText = systemTextOf(request);
   switch (detectCallRole(systemText)) {
     case 'reviewer':
       return stop(reviewAnswer(request, directives));
@@ -50,8 +87,14 @@ export const generateInRole: AnswerGenerator = (request, directives, model) => {
       return stop(toolsAnswer(request, directives, systemText));
     case 'router':
       return stop(routerAnswer(request, directives, systemText));
+    case 'aggregator':
+      return aggregateAnswer(request, directives, model, systemText);
+    case 'selector':
+      return stop(selectAnswer(request, directives));
+    case 'critic':
+      return stop(critiqueAnswer(request, directives));
     default:
-      return structuredOrProse(request, directives, model);
+      return structured(request, generateProse(request, directives, model));
   }
 };
 
@@ -92,6 +135,45 @@ function quotedRequest(request: SimulatedChatRequest): string {
 /** One of the sentences, the same one every time for the same conversation. */
 function pick(request: SimulatedChatRequest, sentences: readonly string[]): string {
   return sentences[fnv1a(lastUserMessage(request)) % sentences.length] ?? sentences[0] ?? '';
+}
+
+/**
+ * The texts `quote()`d one after another under `label(1)`, `label(2)`, … in `text`, in order. A
+ * quote ends at the last closing line before the next one opens, so a quoted answer that itself
+ * contains a `>>>` line is not cut short (except for the last).
+ */
+function numberedQuotes(text: string, label: (index: number) => string): string[] {
+  const quotes: string[] = [];
+  const opening = (index: number): string => `${label(index)}\n<<<\n`;
+  let start = text.indexOf(opening(1));
+  for (let index = 1; start !== -1; index += 1) {
+    const from = start + opening(index).length;
+    const next = text.indexOf(`\n${opening(index + 1)}`, from);
+    const end = next === -1 ? text.indexOf('\n>>>', from) : text.lastIndexOf('\n>>>', next);
+    quotes.push(end === -1 ? text.slice(from) : text.slice(from, Math.max(from, end)));
+    start = next === -1 ? -1 : next + 1;
+  }
+  return quotes;
+}
+
+/** Words quoted from the start of a text, so an answer can show which text it drew on. */
+const EXCERPT_WORDS = 6;
+
+/**
+ * The start of a text as the simulator quotes it (the first six words, directives left out, `…`
+ * when there is more), so a test can check which references an aggregator saw, or which answer a
+ * critic read.
+ */
+export function excerptOf(text: string): string {
+  const words = stripDirectives(text).split(/\s+/).filter(Boolean);
+  const excerpt = words.slice(0, EXCERPT_WORDS).join(' ');
+  return words.length > EXCERPT_WORDS ? `${excerpt}…` : excerpt;
+}
+
+/** A seed for a role answer's choices: the same for the same text, another for each sample of it. */
+function choiceSeed(text: string, request: SimulatedChatRequest): number {
+  const variant = request.variant ?? 0;
+  return variant === 0 ? fnv1a(text) : fnv1a(`${text}\u0000${variant}`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -224,14 +306,144 @@ function routerAnswer(request: SimulatedChatRequest, directives: Directives, sys
 }
 
 // ---------------------------------------------------------------------------------------------
+// Aggregator (and the proposers of a later Mixture-of-Agents layer)
+
+/**
+ * A synthesis that shows what it drew on: a line saying how many responses it combined, a line
+ * quoting the start of each (`[n] "…"`, numbered as the prompt numbers them), then prose, whose
+ * length `tokens=` sets as for any answer. It is deterministic for the same prompt; sampled calls
+ * vary the prose. Under a response format the whole synthesis is the answer's prose.
+ */
+function aggregateAnswer(request: SimulatedChatRequest, directives: Directives, model: SimulatedModel, systemText: string): GeneratedAnswer {
+  const headingAt = systemText.indexOf(AGGREGATE_REFERENCES_HEADING);
+  const references = headingAt === -1 ? [] : numberedQuotes(systemText.slice(headingAt), (index) => `[${index}]`);
+  const synthesis = [
+    `Synthesised from ${references.length} response${references.length === 1 ? '' : 's'}:`,
+    ...references.map((reference, index) => `[${index + 1}] "${excerptOf(reference)}"`),
+    '',
+    generateProse(request, directives, model).text,
+  ].join('\n');
+  return structured(request, stop(synthesis));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Selector
+
+/** The confidence of a selection the directive dictates. */
+const DICTATED_CONFIDENCE = 0.8;
+
+/** Not a selection: no `SELECTED:` line, and no candidate number a loose reader could take for one. */
+const UNREADABLE_SELECTION = 'Most of the candidates agree on the main point, though they word it differently.';
+
+function wordSet(text: string): Set<string> {
+  return new Set(stripDirectives(text).toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []);
+}
+
+/** Jaccard similarity: shared words over all words of the two. */
+function similarity(one: Set<string>, other: Set<string>): number {
+  let shared = 0;
+  for (const word of one) if (other.has(word)) shared += 1;
+  const all = one.size + other.size - shared;
+  return all === 0 ? 1 : shared / all;
+}
+
+/**
+ * A real "most consistent": the candidate whose words overlap most with the others' (mean Jaccard
+ * similarity), the first on a tie; with fewer than two candidates, the first, agreement 0.
+ */
+function mostConsistent(candidates: string[]): { chosen: number; agreement: number } {
+  const sets = candidates.map(wordSet);
+  let best = { chosen: 1, agreement: 0 };
+  if (sets.length < 2) return best;
+  sets.forEach((words, index) => {
+    const agreement = sets.reduce((sum, other, otherIndex) => (otherIndex === index ? sum : sum + similarity(words, other)), 0) / (sets.length - 1);
+    if (index === 0 || agreement > best.agreement) best = { chosen: index + 1, agreement };
+  });
+  return best;
+}
+
+function selectAnswer(request: SimulatedChatRequest, directives: Directives): string {
+  const value = textDirective(directives, 'select');
+  if (value === 'garbage') return UNREADABLE_SELECTION;
+  // A number is answered as given, even past the last candidate, so the pattern's handling of an impossible pick can be tested.
+  if (value !== undefined && /^\d+$/.test(value)) {
+    return `SELECTED: ${value}\nCONFIDENCE: ${DICTATED_CONFIDENCE}\nCandidate ${value} agrees best with what the other candidates say.`;
+  }
+  const { chosen, agreement } = mostConsistent(numberedQuotes(lastUserMessage(request), (index) => `Candidate ${index}:`));
+  // Half-way between a coin toss and certainty, by how much the chosen candidate agrees with the rest.
+  const confidence = Math.round((0.5 + agreement / 2) * 100) / 100;
+  return `SELECTED: ${chosen}\nCONFIDENCE: ${confidence}\nCandidate ${chosen} shares the most words with the other candidates.`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Critic
+
+/**
+ * `issues-once` is the default: it exercises one revision and then lets the loop stop, as a
+ * useful critic would; `none` would never revise, and `issues` always runs out of rounds.
+ */
+const CRITIC_MODES = ['issues-once', 'issues', 'none', 'garbage'] as const;
+type CriticMode = (typeof CRITIC_MODES)[number];
+
+function criticMode(directives: Directives): CriticMode {
+  const value = textDirective(directives, 'critic');
+  return CRITIC_MODES.find((mode) => mode === value) ?? 'issues-once';
+}
+
+/** The heading under which `critiqueUserPrompt` quotes the answer to critique. */
+const CRITIQUED_ANSWER_HEADING = 'Answer to critique:';
+
+/** Deliberately no verdict line and no `- ` list, so the pattern's handling of an unreadable critique is exercised. */
+const UNREADABLE_CRITIQUE = 'On the whole the answer reads well, though some parts could be tighter and a few points are unclear.';
+
+const GENERAL_ISSUES = [
+  'It does not handle invalid or empty input.',
+  'It gives no example of the result.',
+  'It does not say how the result was checked.',
+  'It leaves out the edge cases the request implies.',
+  'It uses terms before it defines them.',
+  'Its steps are not in the order they have to run.',
+] as const;
+
+/**
+ * Two or three issues, derived from the answer: the first names its opening (so a test can see
+ * which answer the critic read), the others come from a fixed list and the answer's length and
+ * code, chosen by a hash of the answer (and of the sample, for sampled calls).
+ */
+function issuesIn(answer: string, request: SimulatedChatRequest): string[] {
+  const words = answer.split(/\s+/).filter(Boolean).length;
+  const pool: string[] = [
+    ...GENERAL_ISSUES,
+    words < 40
+      ? `At ${words} words it is too short to cover the whole request.`
+      : `At ${words} words it is longer than it needs to be; cut what does not serve the request.`,
+    ...(answer.includes('```') ? ['The code has no comments on the edge cases it handles.'] : []),
+  ];
+  const seed = choiceSeed(answer, request);
+  const first = words === 0 ? 'The answer is empty.' : `The opening ("${excerptOf(answer)}") does not say what the answer will do.`;
+  const more = 1 + (seed % 2);
+  const start = (seed >>> 1) % pool.length;
+  return [first, ...Array.from({ length: more }, (_unused, index) => pool[(start + index) % pool.length] ?? '')];
+}
+
+function critiqueAnswer(request: SimulatedChatRequest, directives: Directives): string {
+  const mode = criticMode(directives);
+  if (mode === 'garbage') return UNREADABLE_CRITIQUE;
+  // A later round quotes the earlier critique, so issues-once can tell the first critique from the next.
+  const laterRound = lastUserMessage(request).includes(PREVIOUS_CRITIQUE_HEADING);
+  if (mode === 'none' || (mode === 'issues-once' && laterRound)) return 'ISSUES_FOUND: NO';
+  const answer = stripDirectives(quotedSection(request, CRITIQUED_ANSWER_HEADING) ?? '').trim();
+  return ['ISSUES_FOUND: YES', ...issuesIn(answer, request).map((issue) => `- ${issue}`)].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------
 // Ordinary answers
 
 /** Property names that want the answer itself rather than a detail of it. */
 const ANSWER_PROPERTY = /^(?:answer|response|content|text|result|output|summary|explanation|message|reply|reason|description)$/i;
 
-/** Prose, or JSON when the call asks for it: `{"answer": <prose>}` for json_object, a value fitting the schema for json_schema. */
-function structuredOrProse(request: SimulatedChatRequest, directives: Directives, model: SimulatedModel): GeneratedAnswer {
-  const prose = generateProse(request, directives, model);
+/** The prose as is, or JSON when the call asks for it: `{"answer": <prose>}` for json_object, a value fitting the schema for json_schema. */
+function structured(request: SimulatedChatRequest, prose: GeneratedAnswer): GeneratedAnswer {
   const formatType = responseFormatType(request);
   if (formatType === 'json_object') return stop(modelStyleJson({ answer: prose.text }));
   if (formatType !== 'json_schema') return prose;

@@ -8,7 +8,7 @@ import {
   type TaskEventPayload,
 } from '@mageagent/core';
 import { OpenAICompatibleModel, loadModelsConfig } from '@mageagent/models';
-import { generate, StepIds, type PatternContext } from '@mageagent/patterns';
+import { generate, reviewSystemPrompt, reviewUserPrompt, StepIds, type PatternContext } from '@mageagent/patterns';
 import { FailTimesCounter } from './fail-times';
 import {
   SIMULATOR_OWNER,
@@ -100,6 +100,16 @@ describe('text generation', () => {
     expect(text).toMatch(/^[A-Z].*\.$/);
     expect(inventText(42, 25)).toBe(text);
     expect(inventText(43, 25)).not.toBe(text);
+  });
+
+  it('invents variants of the same length that never repeat each other, variant 0 being the plain text', () => {
+    expect(inventText(42, 25, 0)).toBe(inventText(42, 25));
+    const variants = Array.from({ length: 300 }, (_unused, variant) => inventText(42, 25, variant));
+    expect(new Set(variants).size).toBe(300);
+    for (const variant of variants) expect(splitIntoTokens(variant)).toHaveLength(25);
+    // Even one-word answers: the word itself spells the variant, for the first 80.
+    expect(new Set(Array.from({ length: 80 }, (_unused, variant) => inventText(7, 1, variant))).size).toBe(80);
+    expect(new Set(Array.from({ length: 500 }, (_unused, variant) => inventText(7, 2, variant))).size).toBe(500);
   });
 });
 
@@ -325,6 +335,77 @@ describe('model simulator HTTP', () => {
     }
     expect(performance.now() - started).toBeLessThan(5000);
     expect(simulator.stats()).toMatchObject({ requests: 200, inFlight: 0, aborted: 0 });
+  });
+});
+
+describe('sampling (temperature)', () => {
+  const answer = async (prompt: string, extra: Record<string, unknown> = {}) =>
+    ((await (await chat({ model: 'fast', messages: userMessage(prompt), ...extra })).json()) as ChatCompletion).choices[0]?.message.content ?? '';
+
+  it('answers every sample of a request at temperature > 0 with another text, the first being the temperature-0 text', async () => {
+    await start();
+    const deterministic = await answer('Tell me about queues.');
+    const samples = [];
+    for (let sample = 0; sample < 4; sample += 1) samples.push(await answer('Tell me about queues.', { temperature: 0.7 }));
+    expect(new Set(samples).size).toBe(4);
+    expect(samples[0]).toBe(deterministic);
+    for (const text of samples) expect(splitIntoTokens(text)).toHaveLength(FAST_MODEL.defaultTokens);
+    // Other requests count on their own.
+    expect(await answer('Tell me about hosts.', { temperature: 0.7 })).toBe(await answer('Tell me about hosts.'));
+  });
+
+  it('answers the same text at temperature 0 or without one, however often asked', async () => {
+    await start();
+    const texts = [await answer('Tell me about queues.', { temperature: 0.7 })];
+    for (const extra of [{ temperature: 0 }, {}, { temperature: 0 }, { temperature: null }]) texts.push(await answer('Tell me about queues.', extra));
+    expect(new Set(texts).size).toBe(1);
+  });
+
+  it('streams a sample as it answers it whole, variant by variant', async () => {
+    await start();
+    const streamed = await (await chat({ model: 'fast', messages: userMessage('Stream a sample.'), stream: true, temperature: 1 })).text();
+    const deltas = ssePayloads(streamed).flatMap((payload) =>
+      payload === '[DONE]' ? [] : (payload.choices as Array<{ delta: { content?: string } }>).map((choice) => choice.delta.content ?? ''),
+    );
+    expect(deltas.join('')).toBe(await answer('Stream a sample.'));
+    expect(await answer('Stream a sample.', { temperature: 1 })).not.toBe(deltas.join(''));
+  });
+
+  it('logs each call\'s role, temperature and variant; a reset starts the samples over', async () => {
+    await start();
+    await answer('Count me.', { temperature: 0.7 });
+    await answer('Count me.', { temperature: 0.7 });
+    await answer('Count me.', { temperature: 0 });
+    await answer('Count me.');
+    const review = [
+      { role: 'system', content: reviewSystemPrompt() },
+      { role: 'user', content: reviewUserPrompt('Count me.', 'Counted.') },
+    ];
+    await chat({ model: 'fast', messages: review, temperature: 0.2 });
+    await (await chat({ model: 'fast', messages: userMessage('Count me. [[sim: error=503]]'), temperature: 0.7 })).text();
+    const response = await fetch(`${baseUrl}/sim/stats?calls=1`);
+    const { calls } = (await response.json()) as SimulatorStats;
+    expect(calls?.map(({ role, temperature, variant }) => ({ role, temperature, variant }))).toEqual([
+      { role: 'answer', temperature: 0.7, variant: 0 },
+      { role: 'answer', temperature: 0.7, variant: 1 },
+      { role: 'answer', temperature: 0, variant: 0 },
+      { role: 'answer', temperature: null, variant: 0 },
+      { role: 'reviewer', temperature: 0.2, variant: 0 },
+      { role: 'answer', temperature: 0.7, variant: 0 },
+    ]);
+    await fetch(`${baseUrl}/sim/reset`, { method: 'POST' });
+    expect(await answer('Count me.', { temperature: 0.7 })).toBe(await answer('Count me.'));
+  });
+
+  it('counts only answered samples: a sample that failed and is retried answers what a healthy first call would', async () => {
+    await start();
+    const prompt = 'Sample me. [[sim: error=500; fail-times=1]]';
+    const failed = await chat({ model: 'fast', messages: userMessage(prompt), temperature: 0.7 });
+    expect(failed.status).toBe(500);
+    await failed.text();
+    const retried = await answer(prompt, { temperature: 0.7 });
+    expect(retried).toBe(await answer(prompt));
+    expect(await answer(prompt, { temperature: 0.7 })).not.toBe(retried);
   });
 });
 

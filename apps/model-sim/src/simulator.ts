@@ -5,18 +5,28 @@ import type { Logger } from '@mageagent/core';
 import type { ModelsConfig } from '@mageagent/models';
 import { directivesForRoles, numericDirective, parseDirectives, type Directives } from './directives';
 import { FailTimesCounter } from './fail-times';
-import { generateInRole } from './roles';
+import { RequestCounter } from './request-counter';
+import { detectCallRole, generateInRole, systemTextOf, type CallRole } from './roles';
 import { splitIntoTokens } from './text';
 
 // The directive and text helpers are part of the simulator's API, so callers keep one import.
 export { directivesForRoles, numericDirective, parseDirectives, stripDirectives, textDirective, type Directives } from './directives';
 export { fnv1a, generateProse, inventText, splitIntoTokens } from './text';
-export { detectCallRole, generateInRole, type CallRole } from './roles';
+export { detectCallRole, excerptOf, generateInRole, systemTextOf, type CallRole } from './roles';
 
 /**
  * The model SIMULATOR: an OpenAI-compatible chat server that invents deterministic text with
  * configurable latency. It is the embedded default backend and the backend of tests and benchmarks;
  * it never runs a real model. Plain node:http because it sits on the benchmarks' hot path.
+ *
+ * Sampling: a call sent with `temperature` above 0 is a sample. The first sample of a request
+ * (same model, same messages) answers the deterministic text, the one the same request gets at
+ * temperature 0 or without one; every later sample of it answers another variant (the n-th repeat
+ * variant n), never the same text twice. So samples a pattern draws at once all differ, while a
+ * single call, sampled as the config's role temperatures make nearly every call, still answers
+ * what a test can predict. Verdicts (PASS/FAIL, a judge's letter, a selection, a route, tool
+ * calls) never depend on the sample: directives steer them. The counts live in memory like
+ * `fail-times=` counts (at most 10 000 requests) and `POST /sim/reset` clears them.
  */
 
 /** Shown as `owned_by` in /v1/models so nobody mistakes simulated answers for a real model's. */
@@ -50,6 +60,13 @@ export interface SimulatedChatRequest {
   includeUsage: boolean;
   /** The whole JSON body, for generators that look at more than the messages (response_format, tools). */
   body: Record<string, unknown>;
+  /** The sampling temperature, when the client sent a number. */
+  temperature?: number;
+  /**
+   * Which sample of its request this call is: 0 (or absent) for the deterministic text, n for the
+   * n-th repeat of a sampled request, whose text must differ from every other variant's.
+   */
+  variant?: number;
 }
 
 export interface GeneratedAnswer {
@@ -75,7 +92,7 @@ export interface SimulatorOptions {
   modelsConfig?: ModelsConfig;
   /** Divides config ttft and multiplies config tokens/s; directives are absolute and ignore it. Default 1. */
   speedup?: number;
-  /** Defaults to `generateInRole`: verdicts, picks, tool calls and routes in role, prose otherwise. */
+  /** Defaults to `generateInRole`: verdicts, picks, tool calls, routes, selections, critiques and syntheses in role, prose otherwise. */
   generateAnswer?: AnswerGenerator;
   logger?: Logger;
 }
@@ -83,6 +100,12 @@ export interface SimulatorOptions {
 export interface SimulatedCall {
   host: string;
   model: string;
+  /** What the call was for, read from its system prompt (`reviewer`, `aggregator`, …), or `answer` for an ordinary answer. */
+  role: CallRole | 'answer';
+  /** The temperature the client sent, or null when it sent none. */
+  temperature: number | null;
+  /** 0 for the deterministic text (or no text: an error, a hang), n for the n-th repeat of a sampled request. */
+  variant: number;
   startedAt: number;
   endedAt: number;
   aborted: boolean;
@@ -117,7 +140,7 @@ export interface Simulator {
   /** Ends in-flight calls (including hung ones) and stops the server. */
   close(): Promise<void>;
   stats(options?: { includeCalls?: boolean }): SimulatorStats;
-  /** Zeroes the statistics and forgets every `fail-times=` count (as `POST /sim/reset` does). */
+  /** Zeroes the statistics and forgets every `fail-times=` and sample count (as `POST /sim/reset` does). */
   reset(): void;
 }
 
@@ -178,9 +201,13 @@ interface HostCounters {
   busySince: number | undefined;
 }
 
+/** What the call log says of a call besides its host, model and times. */
+type CallDetails = Pick<SimulatedCall, 'role' | 'temperature' | 'variant'>;
+
 interface CallBookkeeping {
   host: string;
   model: string;
+  details: CallDetails;
   startedAt: number;
   /** Counters reset since this call began must not count its end. */
   generation: number;
@@ -201,7 +228,7 @@ class SimulatorStatistics {
   private calls: SimulatedCall[] = [];
   private callsStart = 0;
 
-  begin(host: string, model: string): CallBookkeeping {
+  begin(host: string, model: string, details: CallDetails): CallBookkeeping {
     this.requests += 1;
     this.inFlight += 1;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
@@ -211,7 +238,7 @@ class SimulatorStatistics {
     if (counters.inFlight === 0) counters.busySince = performance.now();
     counters.inFlight += 1;
     counters.maxInFlight = Math.max(counters.maxInFlight, counters.inFlight);
-    return { host, model, startedAt: Date.now(), generation: this.generation, ended: false };
+    return { host, model, details, startedAt: Date.now(), generation: this.generation, ended: false };
   }
 
   /** Idempotent: a response can both finish and close. */
@@ -228,7 +255,7 @@ class SimulatorStatistics {
     }
     if (call.generation !== this.generation) return;
     if (aborted) this.aborted += 1;
-    this.calls.push({ host: call.host, model: call.model, startedAt: call.startedAt, endedAt: Date.now(), aborted });
+    this.calls.push({ host: call.host, model: call.model, ...call.details, startedAt: call.startedAt, endedAt: Date.now(), aborted });
     // Trim in batches so keeping the last 10 000 calls costs O(1) per call on average.
     if (this.calls.length - this.callsStart > CALL_LOG_LIMIT) this.callsStart += 1;
     if (this.callsStart >= CALL_LOG_LIMIT) {
@@ -462,6 +489,8 @@ function readChatRequest(body: Record<string, unknown>): SimulatedChatRequest | 
     body,
   };
   if (typeof limit === 'number') request.maxTokens = limit;
+  // Read, not checked: a simulator that refused odd temperatures would fail tests that never meant to test them.
+  if (typeof body.temperature === 'number' && Number.isFinite(body.temperature)) request.temperature = body.temperature;
   return request;
 }
 
@@ -502,9 +531,12 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
 
   const statistics = new SimulatorStatistics();
   const failTimes = new FailTimesCounter();
+  /** Samples answered per request, for the variant of the next. */
+  const samples = new RequestCounter();
   const reset = (): void => {
     statistics.reset();
     failTimes.reset();
+    samples.reset();
   };
   /** Cleanups of calls still running, so close() can end hung and slow calls at once. */
   const activeCalls = new Set<() => void>();
@@ -563,7 +595,11 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
       model.id,
       request.messages,
     );
-    const call = statistics.begin(host, model.id);
+    const call = statistics.begin(host, model.id, {
+      role: detectCallRole(systemTextOf(request)) ?? 'answer',
+      temperature: request.temperature ?? null,
+      variant: 0,
+    });
     const startedAt = performance.now();
     let timer: NodeJS.Timeout | undefined;
     let keepaliveTimer: NodeJS.Timeout | undefined;
@@ -602,6 +638,11 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
     // Accepted and never answered: the call stays in flight until the client gives up.
     if (directives.hang === true) return;
 
+    // Counted only once the call is answered, so a sample that failed and is retried answers what a healthy first call would.
+    if (request.temperature !== undefined && request.temperature > 0) {
+      request.variant = samples.count(model.id, request.messages) - 1;
+      call.details.variant = request.variant;
+    }
     const answer = generateAnswer(request, directives, model);
     let tokens = splitIntoTokens(answer.text);
     let finishReason: 'stop' | 'length' = answer.finishReason ?? 'stop';

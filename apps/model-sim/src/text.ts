@@ -34,15 +34,47 @@ function seededRandom(seed: number): () => number {
   };
 }
 
-/** `count` words as sentences; each word but the last carries its following space (one word = one token). */
-export function inventText(seed: number, count: number): string {
+/**
+ * Words whose choice spells out a sample's variant number (see `inventText`): 80^4 variants, more
+ * than any simulator run draws of one request.
+ */
+const VARIANT_DIGITS = 4;
+
+/** The word indices the first `count` words of `inventText(seed, …)` use. */
+function firstWordIndices(seed: number, count: number): number[] {
   const random = seededRandom(seed);
+  const indices: number[] = [];
+  let wordsLeftInSentence = 0;
+  // The same draws, in the same order, as inventText makes for its first words.
+  while (indices.length < count) {
+    if (wordsLeftInSentence === 0) wordsLeftInSentence = 5 + Math.floor(random() * 10);
+    indices.push(Math.floor(random() * WORDS.length));
+    wordsLeftInSentence -= 1;
+    if (wordsLeftInSentence > 0) random();
+  }
+  return indices;
+}
+
+/**
+ * `count` words as sentences; each word but the last carries its following space (one word = one
+ * token). `variant` 0 is the deterministic text of the seed; variant n > 0 is another text of the
+ * same length, as a sample drawn at a temperature above 0 would be. Variants never repeat each
+ * other or variant 0: their first words are variant 0's shifted along the word list by the digits
+ * of n in base 80, so two variants differ in at least one of those words (for answers of a single
+ * word this holds for the first 80 variants), and the rest of the text is drawn afresh.
+ */
+export function inventText(seed: number, count: number, variant = 0): string {
+  const random = seededRandom(variant === 0 ? seed : fnv1a(`${seed}:${variant}`));
+  const digits = variant === 0 ? [] : firstWordIndices(seed, Math.min(count, VARIANT_DIGITS));
   const parts: string[] = [];
   let wordsLeftInSentence = 0;
   for (let index = 0; index < count; index += 1) {
     const startsSentence = wordsLeftInSentence === 0;
     if (startsSentence) wordsLeftInSentence = 5 + Math.floor(random() * 10);
-    let word: string = WORDS[Math.floor(random() * WORDS.length)] ?? 'the';
+    let wordIndex = Math.floor(random() * WORDS.length);
+    const baseIndex = digits[index];
+    if (baseIndex !== undefined) wordIndex = (baseIndex + (Math.floor(variant / WORDS.length ** index) % WORDS.length)) % WORDS.length;
+    let word: string = WORDS[wordIndex] ?? 'the';
     if (startsSentence) word = word.charAt(0).toUpperCase() + word.slice(1);
     wordsLeftInSentence -= 1;
     const last = index === count - 1;
@@ -57,11 +89,14 @@ export function inventText(seed: number, count: number): string {
   return parts.join('');
 }
 
-/** The default generator: prose seeded by the model and messages; `tokens=N` sets its length. */
+/**
+ * The default generator: prose seeded by the model and messages; `tokens=N` sets its length. A
+ * sampled call (`request.variant` > 0) answers another text of the same length.
+ */
 export const generateProse: AnswerGenerator = (request, directives, model) => {
   const seed = fnv1a(JSON.stringify([request.model, request.messages]));
   const count = Math.floor(numericDirective(directives, 'tokens') ?? model.defaultTokens);
-  return { text: inventText(seed, count), finishReason: 'stop' };
+  return { text: inventText(seed, count, request.variant ?? 0), finishReason: 'stop' };
 };
 
 /** Splits text into streamable tokens of one word plus its following whitespace; joins back exactly. */
