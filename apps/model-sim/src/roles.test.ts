@@ -111,8 +111,9 @@ describe('detectCallRole', () => {
     expect(detectCallRole(aggregateSystemPrompt(['one', 'two']))).toBe('aggregator');
     expect(detectCallRole(selectSystemPrompt(3))).toBe('selector');
     expect(detectCallRole(critiqueSystemPrompt())).toBe('critic');
-    // Only the aggregator's sentence counts with a lower-case first letter (its prompt writes it so).
+    // A contract sentence counts only as written: lower-cased inside other prose it is just prose.
     expect(detectCallRole('Answer, then classify the request as you see fit.')).toBeUndefined();
+    expect(detectCallRole('Please synthesize these responses into a single, high-quality response.')).toBeUndefined();
   });
 
   it('takes the earliest contract sentence, so references quoting another role stay references', () => {

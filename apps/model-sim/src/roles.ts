@@ -26,23 +26,15 @@ import { chooseToolCalls, invalidToolCalls, parseToolList, renderToolCalls, type
 /** What a call is for, read from its system prompt. */
 export type CallRole = 'reviewer' | 'judge' | 'tools' | 'router' | 'aggregator' | 'selector' | 'critic';
 
-/** Lower-cases a sentence's first letter, as a prompt that weaves it into one of its own writes it. */
-const woven = (sentence: string): string => sentence.charAt(0).toLowerCase() + sentence.slice(1);
-
-/**
- * Each role's contract sentences (packages/patterns/src/prompts.ts), as the step prompts write
- * them: the aggregator's prompt weaves its sentence into "Your task is to synthesize…", so it is
- * also recognised with a lower-case first letter (only it: "classify the request" in an ordinary
- * prompt must not turn it into a router's).
- */
-const CONTRACT_SENTENCES: ReadonlyArray<readonly [CallRole, readonly string[]]> = [
-  ['tools', [TOOLS_INSTRUCTION]],
-  ['reviewer', [REVIEW_INSTRUCTION]],
-  ['judge', [JUDGE_INSTRUCTION]],
-  ['router', [ROUTER_INSTRUCTION]],
-  ['aggregator', [AGGREGATE_INSTRUCTION, woven(AGGREGATE_INSTRUCTION)]],
-  ['selector', [SELECT_INSTRUCTION]],
-  ['critic', [CRITIQUE_INSTRUCTION]],
+/** Each role's contract sentence (packages/patterns/src/prompts.ts), as the step prompts state it verbatim. */
+const CONTRACT_SENTENCES: ReadonlyArray<readonly [CallRole, string]> = [
+  ['tools', TOOLS_INSTRUCTION],
+  ['reviewer', REVIEW_INSTRUCTION],
+  ['judge', JUDGE_INSTRUCTION],
+  ['router', ROUTER_INSTRUCTION],
+  ['aggregator', AGGREGATE_INSTRUCTION],
+  ['selector', SELECT_INSTRUCTION],
+  ['critic', CRITIQUE_INSTRUCTION],
 ];
 
 /**
@@ -55,13 +47,11 @@ export function detectCallRole(systemText: string): CallRole | undefined {
   if (systemText === '') return undefined;
   let found: CallRole | undefined;
   let foundAt = Number.POSITIVE_INFINITY;
-  for (const [role, sentences] of CONTRACT_SENTENCES) {
-    for (const sentence of sentences) {
-      const at = systemText.indexOf(sentence);
-      if (at !== -1 && at < foundAt) {
-        found = role;
-        foundAt = at;
-      }
+  for (const [role, sentence] of CONTRACT_SENTENCES) {
+    const at = systemText.indexOf(sentence);
+    if (at !== -1 && at < foundAt) {
+      found = role;
+      foundAt = at;
     }
   }
   return found;
