@@ -88,6 +88,20 @@ test('calls on two hosts run at the same time; on one host, one after the other'
   expect(stats.maxInFlightByHost['gpu-a']).toBe(1);
 });
 
+test('moa on three hosts: its three references run at the same time; the aggregator waits for them', async () => {
+  const task = await waitForTask(service.api, await createTask(service.api, { prompt: 'moa across hosts [[sim: ttft=300]]', pattern: 'moa' }));
+  expect(task.status).toBe('completed');
+  expect(task.result!.steps.filter((step) => step.kind === 'reference').map((step) => step.host).sort()).toEqual(['gpu-a', 'gpu-b', 'gpu-c']);
+  const stats = await simStats(service.sim);
+  const reference = (host: string) => callsOn(stats, host).find((call) => call.role === 'answer')!;
+  const [a, b, c] = [reference('gpu-a'), reference('gpu-b'), reference('gpu-c')];
+  expect(overlap(a, b) && overlap(b, c) && overlap(a, c)).toBe(true);
+  // The synthesis (on gpu-a, after its reference there) starts once the last reference has ended.
+  const synthesis = callsOn(stats, 'gpu-a').find((call) => call.role === 'aggregator')!;
+  expect(synthesis.startedAt).toBeGreaterThanOrEqual(Math.max(a.endedAt, b.endedAt, c.endedAt));
+  expect(stats.maxInFlightByHost['gpu-a']).toBe(1);
+});
+
 test('a host whose server stops answering is marked down; its calls fail fast until a probe succeeds', async () => {
   flakyUp = false;
   const down = await eventually(async () => {

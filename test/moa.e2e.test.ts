@@ -166,6 +166,11 @@ test('critic: issues once → one revision, then NO; issues every time → stops
   expect(once.task.result!.critique!.rounds[0]!.issues).not.toBe('');
   expect(once.task.result!.content).toBe(once.steps[2]!.text);
 
+  // Calls whose answer the pipeline reads go out at temperature 0, not at the role's sampling temperature.
+  const verdictCalls = (await simStats(service.sim)).calls.filter((call) => call.role === 'critic' || call.role === 'tools');
+  expect(verdictCalls.length).toBeGreaterThanOrEqual(2);
+  expect(verdictCalls.map((call) => call.temperature)).toEqual(verdictCalls.map(() => 0));
+
   const always = await run('Write a lexer [[sim: critic=issues]]', 'critic');
   expect(always.steps.map((entry) => entry.step.kind)).toEqual(['draft', 'critique', 'revision', 'critique', 'revision']);
   expect(always.task.result!.critique).toMatchObject({ finalVerdict: 'YES', rounds: [{ verdict: 'YES' }, { verdict: 'YES' }] });

@@ -151,6 +151,27 @@ test('a streaming call per model: concatenated content is the task result; inter
   }
 });
 
+test('the Mixture-of-Agents models: listed, and their references and critiques stream as reasoning before the answer', async () => {
+  const ids = await listModelIds();
+  for (const name of ['moa', 'moa-deep', 'self-moa', 'self-consistent', 'critic']) expect(ids).toContain(`mageagent:${name}`);
+  const moa = await readStream({ model: 'mageagent:moa', stream: true, messages: [{ role: 'user', content: 'Three views on caching, please' }] });
+  const log = await events(moa.taskId);
+  const referenceIds = new Set(log.flatMap((event) => (event.type === 'step.started' && event.step.kind === 'reference' ? [event.step.id] : [])));
+  expect(referenceIds.size).toBe(3);
+  for (const id of referenceIds) {
+    const text = log.map((event) => (event.type === 'delta' && event.stepId === id ? event.text : '')).join('');
+    expect(moa.reasoning).toContain(text.trim());
+  }
+  expect(moa.content).toMatch(/^Synthesised from 3 responses:/);
+  // Reasoning comes first: no reasoning chunk follows the first content chunk.
+  const firstContent = moa.chunks.findIndex((chunk) => (chunk.choices[0]?.delta.content ?? '') !== '');
+  expect(moa.chunks.slice(firstContent).some((chunk) => reasoningOf(chunk) !== '')).toBe(false);
+
+  const critic = await readStream({ model: 'mageagent:critic', stream: true, messages: [{ role: 'user', content: 'Write a retry loop' }] });
+  expect(critic.reasoning).toMatch(/ISSUES_FOUND: YES/);
+  expect(critic.content).toBe((await task(critic.taskId)).result?.content);
+});
+
 test('stream_options.include_usage adds a final usage chunk with no choices', async () => {
   const read = await readStream({
     model: 'mageagent:primary',

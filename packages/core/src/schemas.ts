@@ -359,6 +359,8 @@ export interface StepInfo {
   layer?: number;
   /** For references and samples: which one, from 1. */
   reference?: number;
+  /** For references and samples drawn at a set temperature: that temperature. */
+  temperature?: number;
 }
 
 /** Event payloads by type; the log adds taskId, seq and at. */

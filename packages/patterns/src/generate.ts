@@ -28,6 +28,13 @@ export interface GenerateStep {
   position?: StepPosition;
 }
 
+/**
+ * The options of a call whose answer is read by the pipeline, not by the user (a review, a
+ * judgement, a selection, a critique, a route, tool calls): temperature 0, so the same answer
+ * gets the same verdict instead of one drawn at the role's sampling temperature (0.7 by default).
+ */
+export const VERDICT_OPTIONS: Readonly<TaskOptions> = Object.freeze({ temperature: 0 });
+
 export interface GenerateOutcome {
   content: string;
   step: StepRecord;
@@ -52,6 +59,11 @@ export class StepIds {
 export async function generate(context: PatternContext, stepIds: StepIds, step: GenerateStep): Promise<GenerateOutcome> {
   const model = context.models.role(step.role);
   const stepId = stepIds.take(step.name);
+  // A fan-out's call says where it sits and, when it set one, the temperature it was drawn at.
+  const placement = {
+    ...step.position,
+    ...(step.options.temperature !== undefined && step.position !== undefined && { temperature: step.options.temperature }),
+  };
   for (let attempt = 1; ; attempt += 1) {
     throwIfAborted(context.signal);
     const startedAt = new Date();
@@ -66,7 +78,7 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
         attempt,
         ...(step.kind && { kind: step.kind }),
         ...(step.final && { final: true }),
-        ...step.position,
+        ...placement,
       },
     });
     try {
@@ -109,8 +121,7 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
           ...(waitMs !== undefined && { waitMs }),
           usage: response.usage,
           ...(step.kind && { kind: step.kind }),
-          ...step.position,
-          ...(step.options.temperature !== undefined && step.position !== undefined && { temperature: step.options.temperature }),
+          ...placement,
           ...reading,
         },
       };

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { abortReason, generate, type GenerateOutcome } from '../generate';
+import { abortReason, generate, VERDICT_OPTIONS, type GenerateOutcome } from '../generate';
 import { judgeSystemPrompt, judgeUserPrompt } from '../prompts';
 import { readJudgement } from '../verdicts';
 import { fanOut } from './fan-out';
@@ -68,7 +68,7 @@ export const competeStep: StepDefinition<CompeteStepDeclaration> = {
           name: 'judge',
           role: options.judge,
           kind: 'judge',
-          options: {},
+          options: VERDICT_OPTIONS,
           messages: [
             { role: 'system', content: judgeSystemPrompt(present) },
             {

@@ -1,6 +1,6 @@
 import type { ChatMessage, CritiqueRecord } from '@mageagent/core';
 import { z } from 'zod';
-import { generate } from '../generate';
+import { generate, VERDICT_OPTIONS } from '../generate';
 import { critiqueRevisionPrompt, critiqueSystemPrompt, critiqueUserPrompt } from '../prompts';
 import { readCritique } from '../verdicts';
 import { Role, StepId } from './fields';
@@ -45,7 +45,7 @@ export const critiqueStep: StepDefinition<CritiqueStepDeclaration> = {
           name: `${step.id}-critic`,
           role: options.critic,
           kind: 'critique',
-          options: {},
+          options: VERDICT_OPTIONS,
           messages: [
             { role: 'system', content: critiqueSystemPrompt() },
             { role: 'user', content: critiqueUserPrompt(run.requestText, answer.content, previousIssues) },

@@ -1,6 +1,6 @@
 import type { RouteDecision } from '@mageagent/core';
 import { z } from 'zod';
-import { abortReason, generate } from '../generate';
+import { abortReason, generate, VERDICT_OPTIONS } from '../generate';
 import { routerSystemPrompt } from '../prompts';
 import { routeByKeywords } from '../routing';
 import { readRouterAnswer } from '../verdicts';
@@ -76,7 +76,7 @@ async function decideRoute(run: PipelineRun, step: CompiledStepOf<RouteStepDecla
           name: 'route',
           role: options.role,
           kind: 'route',
-          options: {},
+          options: VERDICT_OPTIONS,
           messages: [
             {
               role: 'system',

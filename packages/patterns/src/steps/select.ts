@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { abortReason, generate } from '../generate';
+import { abortReason, generate, VERDICT_OPTIONS } from '../generate';
 import { selectSystemPrompt, selectUserPrompt } from '../prompts';
 import { readSelection } from '../verdicts';
 import { DEFAULT_SAMPLE_TEMPERATURE, sampleOptions } from './aggregate';
@@ -75,7 +75,7 @@ export const selectStep: StepDefinition<SelectStepDeclaration> = {
           name: `${step.id}-select`,
           role: options.judge,
           kind: 'select',
-          options: {},
+          options: VERDICT_OPTIONS,
           messages: [
             { role: 'system', content: selectSystemPrompt(candidates.length) },
             { role: 'user', content: selectUserPrompt(run.requestText, candidates) },

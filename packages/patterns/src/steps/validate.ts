@@ -1,6 +1,6 @@
 import type { ChatMessage } from '@mageagent/core';
 import { z } from 'zod';
-import { generate } from '../generate';
+import { generate, VERDICT_OPTIONS } from '../generate';
 import { reviewSystemPrompt, reviewUserPrompt, revisionPrompt } from '../prompts';
 import { readReview } from '../verdicts';
 import { Role, StepId } from './fields';
@@ -44,7 +44,7 @@ export const validateStep: StepDefinition<ValidateStepDeclaration> = {
           name: step.id,
           role: options.role,
           kind: 'review',
-          options: {},
+          options: VERDICT_OPTIONS,
           messages: [
             { role: 'system', content: reviewSystemPrompt() },
             { role: 'user', content: reviewUserPrompt(run.requestText, answer.content, previousReview) },

@@ -1,6 +1,6 @@
 import { ValidationError, type ChatMessage, type StepRecord, type ToolCall } from '@mageagent/core';
 import type { PatternContext } from '../context';
-import { generate, type StepIds } from '../generate';
+import { generate, VERDICT_OPTIONS, type StepIds } from '../generate';
 import { toolsRetryPrompt, toolsSystemPrompt, toolsUserPrompt } from '../prompts';
 import type { JsonSchema, ToolSpec } from './definitions';
 import { parseToolCalls } from './parse';
@@ -106,7 +106,7 @@ export async function extractTools(
       name,
       role,
       messages,
-      options: {},
+      options: VERDICT_OPTIONS,
       kind: 'tools',
       ...(final && { final: true }),
       ...(responseFormat && { responseFormat }),
