@@ -62,7 +62,7 @@ test('GET /patterns lists what this build runs', async () => {
   const { body } = await requestJson(`${service.api}/patterns`);
   expect(body.default).toBe('auto');
   expect(body.patterns.map((pattern: { name: string }) => pattern.name)).toEqual([
-    'auto', 'hybrid', 'validated', 'compete', 'tools', 'primary', 'validator', 'competitor',
+    'auto', 'hybrid', 'validated', 'compete', 'moa', 'moa-deep', 'self-moa', 'self-consistent', 'critic', 'tools', 'primary', 'validator', 'competitor',
   ]);
   const validated = body.patterns.find((pattern: { name: string }) => pattern.name === 'validated');
   expect(validated).toMatchObject({ builtIn: true, description: expect.any(String), steps: [{ generate: { role: 'primary' } }, { validate: { role: 'validator', onFail: 'revise', maxRevisions: 1 } }, { extractTools: { role: 'tools' } }] });
