@@ -3,7 +3,16 @@ import { BUILT_IN_PATTERNS, needsTools, routeByKeywords, type RouteStepDeclarati
 import type { SimulatedCall } from '../apps/model-sim/src/simulator';
 import { busyMsByHost, callsIn, costColumns, costRow, median, pathOf, PATTERN_PROMPTS, summarisePattern, type TaskSample } from './pattern-costs';
 
-const call = (host: string, startedAt: number, endedAt: number): SimulatedCall => ({ host, model: `${host}-model`, startedAt, endedAt, aborted: false });
+const call = (host: string, startedAt: number, endedAt: number): SimulatedCall => ({
+  host,
+  model: `${host}-model`,
+  role: 'answer',
+  temperature: null,
+  variant: 0,
+  startedAt,
+  endedAt,
+  aborted: false,
+});
 
 const step = (kind: StepRecord['kind'], verdict?: string): StepRecord => ({
   id: 's',
