@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { createLogger, onShutdown } from '@mageagent/core';
+import { createLogger, logOptionsOf, onShutdown } from '@mageagent/core';
 import { redisReady } from '@mageagent/tasks';
 import { loadApiEnv } from './env';
 import { endChatCalls } from './openai/router';
@@ -12,7 +12,7 @@ const REDIS_STARTUP_WAIT_MS = 5_000;
 
 async function main(): Promise<void> {
   const env = loadApiEnv();
-  const logger = createLogger({ service: 'api', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
+  const logger = createLogger({ service: 'api', ...logOptionsOf(env) });
 
   const { services, subscriber } = createApiServices(env, logger);
   const { redis } = services;
