@@ -1,33 +1,14 @@
 import { execFile } from 'node:child_process';
 import path from 'node:path';
-import { PassThrough } from 'node:stream';
-import winston from 'winston';
 import { parseEnv, RedisEnv, logOptionsOf } from './env';
 import { z } from 'zod';
-import { createLogger, REDACTED, type LoggerOptions } from './logger';
+import { REDACTED } from './logger';
+import { capturedLogger } from './test-logger';
 
 const API_KEY = 'mak_live_0123456789abcdefghij';
 const BEARER = `Bearer ${API_KEY}`;
 const PROMPT = 'Summarise the quarterly report for ACME';
 const OUTPUT = 'ACME grew 12% this quarter';
-
-/** A logger made by createLogger whose lines land in an array instead of the console. */
-function capturedLogger(options: Omit<LoggerOptions, 'service'> = {}): { logger: winston.Logger; lines: () => Array<Record<string, unknown>>; raw: () => string } {
-  const logger = createLogger({ service: 'test', ...options });
-  const stream = new PassThrough();
-  let raw = '';
-  stream.on('data', (chunk: Buffer) => (raw += chunk.toString()));
-  logger.clear().add(new winston.transports.Stream({ stream }));
-  return {
-    logger,
-    raw: () => raw,
-    lines: () =>
-      raw
-        .split('\n')
-        .filter((line) => line !== '')
-        .map((line) => JSON.parse(line) as Record<string, unknown>),
-  };
-}
 
 /** Everything a careless caller might log about a request. */
 const requestLog = {

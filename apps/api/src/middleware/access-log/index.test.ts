@@ -6,10 +6,9 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { PassThrough } from 'node:stream';
 import express, { type ErrorRequestHandler } from 'express';
-import winston from 'winston';
-import { createLogger, NotFoundError } from '@mageagent/core';
+import { NotFoundError } from '@mageagent/core';
+import { capturedLogger } from '../../../../../packages/core/src/test-logger';
 import { accessLog, type AccessLogLine } from './index';
 
 const SECRET_KEY = 'mak_live_0123456789abcdefghij';
@@ -37,11 +36,7 @@ interface LoggedApp {
 
 /** An app shaped like the api's: a principal set by "authentication", app routes, a /v1 router, a 404 and an error handler. */
 async function startApp(): Promise<LoggedApp> {
-  const logger = createLogger({ service: 'access-log-test', level: 'info', logPrompts: true });
-  const stream = new PassThrough();
-  let raw = '';
-  stream.on('data', (chunk: Buffer) => (raw += chunk.toString()));
-  logger.clear().add(new winston.transports.Stream({ stream }));
+  const { logger, raw, lines: allLines } = capturedLogger({ service: 'access-log-test', level: 'info', logPrompts: true });
 
   const app = express();
   app.use(accessLog({ logger }));
@@ -89,15 +84,11 @@ async function startApp(): Promise<LoggedApp> {
 
   const server = createServer(app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const lines = () =>
-    raw
-      .split('\n')
-      .filter((line) => line !== '')
-      .map((line) => JSON.parse(line) as AccessLogLine & { message: string; level: string });
+  const lines = () => allLines<AccessLogLine & { message: string; level: string }>();
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     lines,
-    raw: () => raw,
+    raw,
     async linesAfter(count) {
       const deadline = Date.now() + 5000;
       while (lines().length < count) {
@@ -220,4 +211,23 @@ describe('access log', () => {
     const [line] = (await app.linesAfter(before + 1)).slice(before);
     expect(line).toMatchObject({ route: '/tasks/:id/stream', status: 499, aborted: true });
   });
+});
+
+test('below the logger\'s level, nothing is logged (and nothing is formatted)', async () => {
+  const { logger, raw } = capturedLogger({ level: 'warn' });
+  const app = express();
+  app.use(accessLog({ logger }));
+  app.get('/x', (_req, res) => {
+    res.json({});
+  });
+  const server = createServer(app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    await (await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/x`)).arrayBuffer();
+    await sleep(50);
+    expect(raw()).toBe('');
+  } finally {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  }
 });

@@ -44,6 +44,8 @@ const CLIENT_CLOSED_REQUEST = 499;
 export function accessLog(options: AccessLogOptions): RequestHandler {
   const level = options.level ?? 'info';
   return (req, res, next) => {
+    // winston formats a line before its transports drop it for its level: skip the work up front.
+    if (!options.logger.isLevelEnabled(level)) return next();
     const startedAt = performance.now();
     // The connection's count, not the response's: streams and res.write() are counted too, for free.
     const bytesBefore = req.socket.bytesWritten;
