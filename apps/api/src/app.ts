@@ -4,6 +4,8 @@ import { pingRedis } from '@mageagent/tasks';
 import { openaiFacade } from './openai/router';
 import { hostsHandler } from './hosts';
 import { asClientError } from './http-errors';
+import { accessLog } from './middleware/access-log';
+import { securityHeaders } from './middleware/security-headers';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
 import { cancelTask, createTask, parseResumePoint, requireTaskId } from './tasks-service';
@@ -22,6 +24,10 @@ export function createApp(services: ApiServices): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // First of all, so every answer is logged and carries the headers: errors, 413s and draining 503s
+  // too (a browser reads an error body only if it has its CORS headers).
+  if (services.config.accessLog) app.use(accessLog({ logger: services.logger }));
+  app.use(securityHeaders({ corsOrigins: services.config.corsOrigins, hstsMaxAgeSeconds: services.config.hstsMaxAgeSeconds }));
   // A stopping api no longer listens, but clients may still send on keep-alive connections they
   // hold (an SSE client reconnecting at once, say): they are told to go elsewhere, and the
   // connection is closed, so nothing new starts here while it drains.
@@ -35,6 +41,7 @@ export function createApp(services: ApiServices): express.Express {
   // The hot path first: express tries routes in order.
   app.post('/tasks', async (req, res) => {
     const task = await createTask(services, req.body);
+    res.locals.taskId = task.id;
     res
       .status(202)
       .location(`/tasks/${task.id}`)
