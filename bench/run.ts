@@ -27,6 +27,11 @@ const HOST_TASKS = Number(process.env.BENCH_HOST_TASKS ?? 400);
 /** Tasks of the utilization run (the stack's models at HOST_SPEEDUP). */
 const HOST_BACKLOG_TASKS = Number(process.env.BENCH_HOST_BACKLOG_TASKS ?? 24);
 const HOST_SPEEDUP = Number(process.env.BENCH_HOST_SPEEDUP ?? 20);
+/**
+ * The spine's api log level: `warn` by default; `BENCH_LOG_LEVEL=info` measures POST /tasks with
+ * its access log lines written (to a pipe the bench drains, as a supervisor's would be).
+ */
+const SPINE_LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'warn';
 /** `BENCH_ONLY=spine`, `hosts` or `memory` runs only that table. */
 const ONLY = process.env.BENCH_ONLY;
 if (ONLY !== undefined && !['spine', 'hosts', 'memory'].includes(ONLY)) throw new Error(`BENCH_ONLY must be spine, hosts or memory, not "${ONLY}"`);
@@ -236,7 +241,7 @@ async function main(): Promise<void> {
     redis.disconnect();
   }
 
-  process.stdout.write(`${formatTable('Spine', rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
+  process.stdout.write(`${formatTable(`Spine (api LOG_LEVEL ${SPINE_LOG_LEVEL})`, rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
 }
 
 /** The spine's table: ingest beside its ceilings, orchestration overhead, api connections. */
@@ -244,7 +249,7 @@ async function spine(prefix: () => string): Promise<void> {
   const redis = new Redis(REDIS_URL);
   try {
     log('POST /tasks through the api (no workers, so only the api and Redis are measured)');
-    const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: 'warn' }, sink: quiet });
+    const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: SPINE_LOG_LEVEL }, sink: quiet });
     await ingest.start();
     const httpCeiling = await startHttpCeiling();
     let api: LoadSummary;
@@ -279,7 +284,7 @@ async function spine(prefix: () => string): Promise<void> {
     const queue = await queueCeiling(prefix());
 
     log(`orchestration overhead: ${OVERHEAD_TASKS} tasks, zero-latency simulated model, 2 workers x 4`);
-    const full = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 2, workerConcurrency: 4, env: { LOG_LEVEL: 'warn' }, sink: quiet });
+    const full = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 2, workerConcurrency: 4, env: { LOG_LEVEL: SPINE_LOG_LEVEL }, sink: quiet });
     await full.start();
     const latencies: number[] = [];
     try {
