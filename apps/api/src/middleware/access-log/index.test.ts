@@ -7,8 +7,8 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type ErrorRequestHandler } from 'express';
-import { NotFoundError } from '@mageagent/core';
-import { capturedLogger } from '../../../../../packages/core/src/test-logger';
+import { createLogger, NotFoundError } from '@mageagent/core';
+import { capturedOutput } from '../../../../../packages/core/src/test-logger';
 import { accessLog, type AccessLogLine } from './index';
 
 const SECRET_KEY = 'mak_live_0123456789abcdefghij';
@@ -36,10 +36,11 @@ interface LoggedApp {
 
 /** An app shaped like the api's: a principal set by "authentication", app routes, a /v1 router, a 404 and an error handler. */
 async function startApp(): Promise<LoggedApp> {
-  const { logger, raw, lines: allLines } = capturedLogger({ service: 'access-log-test', level: 'info', logPrompts: true });
+  const logger = createLogger({ service: 'access-log-test', level: 'info', logPrompts: true });
+  const { stream, raw, lines: allLines } = capturedOutput();
 
   const app = express();
-  app.use(accessLog({ logger }));
+  app.use(accessLog({ logger, output: stream }));
   app.use((req, res, next) => {
     if (req.get('x-api-key') === SECRET_KEY) res.locals.principal = { tenant: 'acme', keyId: 'key_1', scopes: ['tasks'] };
     next();
@@ -213,10 +214,10 @@ describe('access log', () => {
   });
 });
 
-test('below the logger\'s level, nothing is logged (and nothing is formatted)', async () => {
-  const { logger, raw } = capturedLogger({ level: 'warn' });
+test('below the logger\'s level, nothing is logged', async () => {
+  const { stream, raw } = capturedOutput();
   const app = express();
-  app.use(accessLog({ logger }));
+  app.use(accessLog({ logger: createLogger({ service: 'test', level: 'warn' }), output: stream }));
   app.get('/x', (_req, res) => {
     res.json({});
   });
