@@ -4,14 +4,45 @@
  * no stream, listener, timer or subscription behind, and never an unhandled rejection.
  */
 import { randomUUID } from 'node:crypto';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { io as connectSocket } from 'socket.io-client';
-import { deleteKeysWithPrefix } from '@mageagent/tasks';
+import { createLogger } from '@mageagent/core';
+import { deleteKeysWithPrefix, redisReady } from '@mageagent/tasks';
 import { queuedTask } from '../../../packages/tasks/src/test-tasks';
+import { loadApiEnv } from './env';
+import { createApiServer } from './server';
+import { createApiServices, type ApiServices } from './services';
 import { openStreams } from './sse';
-import { startApi, type InProcessApi } from './test-api';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+interface InProcessApi {
+  url: string;
+  services: ApiServices;
+  close(): Promise<void>;
+}
+
+async function startApi(redisUrl: string, prefix: string): Promise<InProcessApi> {
+  const env = loadApiEnv({ REDIS_URL: redisUrl, REDIS_PREFIX: prefix, LOG_LEVEL: 'error', SSE_PING_MS: '200' });
+  const { services, subscriber } = createApiServices(env, createLogger({ service: 'api-test', level: 'error' }));
+  await redisReady(services.redis, 5000);
+  const { server, io } = createApiServer(services);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    services,
+    async close() {
+      io.close();
+      server.closeAllConnections();
+      await new Promise((resolve) => (server as Server).close(resolve));
+      await services.queue.close();
+      services.redis.disconnect();
+      subscriber.disconnect();
+    },
+  };
+}
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
