@@ -30,6 +30,11 @@ const HOST_TASKS = Number(process.env.BENCH_HOST_TASKS ?? 400);
 /** Tasks of the utilization run (the stack's models at HOST_SPEEDUP). */
 const HOST_BACKLOG_TASKS = Number(process.env.BENCH_HOST_BACKLOG_TASKS ?? 24);
 const HOST_SPEEDUP = Number(process.env.BENCH_HOST_SPEEDUP ?? 20);
+/**
+ * The spine's api log level: `warn` by default; `BENCH_LOG_LEVEL=info` measures POST /tasks with
+ * its access log lines written (to a pipe the bench drains, as a supervisor's would be).
+ */
+const SPINE_LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'warn';
 /** `BENCH_ONLY=spine`, `hosts` or `memory` runs only that table. */
 const ONLY = process.env.BENCH_ONLY;
 if (ONLY !== undefined && !['spine', 'hosts', 'memory'].includes(ONLY)) throw new Error(`BENCH_ONLY must be spine, hosts or memory, not "${ONLY}"`);
@@ -240,7 +245,7 @@ async function main(): Promise<void> {
     redis.disconnect();
   }
 
-  process.stdout.write(`${formatTable('Spine', rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
+  process.stdout.write(`${formatTable(`Spine (api LOG_LEVEL ${SPINE_LOG_LEVEL})`, rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
 }
 
 /** A keys file with one key (quotas from the environment), in a temporary directory. */
@@ -258,7 +263,7 @@ async function spine(prefix: () => string): Promise<void> {
   try {
     log('POST /tasks through the api (no workers, so only the api and Redis are measured)');
     // No bound on the backlog: with no workers, every task posted stays queued.
-    const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: 'warn', MAX_QUEUED_TASKS: '0' }, sink: quiet });
+    const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: SPINE_LOG_LEVEL, MAX_QUEUED_TASKS: '0' }, sink: quiet });
     await ingest.start();
     // The same with an API key and quotas on: authentication, a requests-per-minute check in Redis
     // and the active-task bound, set high enough to be counted on every request but never reached.
@@ -270,7 +275,7 @@ async function spine(prefix: () => string): Promise<void> {
       simPort: 0,
       workers: 0,
       workerConcurrency: 1,
-      env: { LOG_LEVEL: 'warn', MAX_QUEUED_TASKS: '0', API_KEYS_FILE: keys.file, QUOTA_REQUESTS_PER_MINUTE: '100000000', QUOTA_MAX_ACTIVE_TASKS: '100000000' },
+      env: { LOG_LEVEL: SPINE_LOG_LEVEL, MAX_QUEUED_TASKS: '0', API_KEYS_FILE: keys.file, QUOTA_REQUESTS_PER_MINUTE: '100000000', QUOTA_MAX_ACTIVE_TASKS: '100000000' },
       sink: quiet,
     });
     await secured.start();
@@ -316,7 +321,7 @@ async function spine(prefix: () => string): Promise<void> {
     const queue = await queueCeiling(prefix());
 
     log(`orchestration overhead: ${OVERHEAD_TASKS} tasks, zero-latency simulated model, 2 workers x 4`);
-    const full = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 2, workerConcurrency: 4, env: { LOG_LEVEL: 'warn' }, sink: quiet });
+    const full = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 2, workerConcurrency: 4, env: { LOG_LEVEL: SPINE_LOG_LEVEL }, sink: quiet });
     await full.start();
     const latencies: number[] = [];
     try {

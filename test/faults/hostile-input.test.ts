@@ -40,9 +40,12 @@ const hostile: Array<{ name: string; body: string; status: number; contentType?:
   { name: 'an operator object as priority', body: '{"prompt":"hi","priority":{"$gt":""}}', status: 400 },
   { name: '10 000 tools', body: JSON.stringify({ prompt: 'hi', tools: Array.from({ length: 10_000 }, (_, i) => ({ type: 'function', function: { name: `f${i}` } })) }), status: 400 },
   { name: 'a timeout of 1e308 ms', body: '{"prompt":"hi","options":{"timeoutMs":1e308}}', status: 400 },
+  { name: 'a prompt of 300 000 characters (under the body limit, over the field\'s)', body: JSON.stringify({ prompt: 'x'.repeat(300_000) }), status: 400 },
+  { name: '1 001 messages', body: JSON.stringify({ messages: Array.from({ length: 1001 }, () => ({ role: 'user', content: 'hi' })) }), status: 400 },
   { name: 'an unknown pattern 100 000 characters long', body: JSON.stringify({ prompt: 'hi', pattern: 'p'.repeat(100_000) }), status: 400 },
   { name: 'OpenAI facade: messages nested in content parts', body: `{"model":"mageagent:primary","messages":[{"role":"user","content":[${nestedObject(10_000)}]}]}`, status: 400, route: '/v1/chat/completions' },
   { name: 'OpenAI facade: a 1 MB model id', body: JSON.stringify({ model: 'm'.repeat(1_000_000), messages: [{ role: 'user', content: 'hi' }] }), status: 404, route: '/v1/chat/completions' },
+  { name: 'OpenAI facade: a message of 300 000 characters', body: JSON.stringify({ model: 'mageagent:primary', messages: [{ role: 'user', content: 'x'.repeat(300_000) }] }), status: 400, route: '/v1/chat/completions' },
   { name: 'OpenAI facade: deep tool parameters', body: `{"model":"mageagent:primary","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":${nestedObject(10_000)}}}]}`, status: 400, route: '/v1/chat/completions' },
 ];
 

@@ -5,6 +5,8 @@ import { authenticate, callerOf, requireScope } from './auth/middleware';
 import { hostsHandler } from './hosts';
 import { asClientError, retryAfterOf } from './http-errors';
 import { idempotencyKeyOf } from './idempotency';
+import { accessLog } from './middleware/access-log';
+import { securityHeaders } from './middleware/security-headers';
 import { openaiFacade } from './openai/router';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
@@ -14,6 +16,10 @@ export function createApp(services: ApiServices): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // First of all, so every answer is logged and carries the headers: errors, 413s and draining 503s
+  // too (a browser reads an error body only if it has its CORS headers).
+  if (services.config.accessLog) app.use(accessLog({ logger: services.logger }));
+  app.use(securityHeaders({ corsOrigins: services.config.corsOrigins, hstsMaxAgeSeconds: services.config.hstsMaxAgeSeconds }));
   // A stopping api no longer listens, but clients may still send on keep-alive connections they
   // hold (an SSE client reconnecting at once, say): they are told to go elsewhere, and the
   // connection is closed, so nothing new starts here while it drains.
@@ -41,6 +47,7 @@ export function createApp(services: ApiServices): express.Express {
   app.post('/tasks', tasksScope, async (req, res) => {
     const { task, replayed } = await services.tasks.create(callerOf(res), req.body, idempotencyKeyOf(req));
     if (replayed) res.setHeader('idempotent-replayed', 'true');
+    res.locals.taskId = task.id;
     res
       .status(202)
       .location(`/tasks/${task.id}`)

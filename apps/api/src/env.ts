@@ -1,4 +1,5 @@
 import { intEnv, parseEnv, PatternsEnv, RedisEnv, z } from '@mageagent/core';
+import { CorsOriginsSchema } from './middleware/security-headers';
 
 export const ApiEnvSchema = z.object({
   ...RedisEnv,
@@ -74,6 +75,24 @@ export const ApiEnvSchema = z.object({
    * told open streams to reconnect, before it exits anyway.
    */
   SHUTDOWN_GRACE_MS: intEnv(10_000, 0),
+
+  // Hardening. LOG_PROMPTS (prompts and outputs in the logs) is shared with the workers: see RedisEnv.
+  /**
+   * Browser origins whose pages may call the api and open Socket.io connections: comma-separated,
+   * exact (`https://app.example.com,http://localhost:5173`). Empty (the default): no CORS header is
+   * sent, so browsers on other origins are refused, and so are cross-origin socket handshakes.
+   */
+  CORS_ORIGINS: CorsOriginsSchema,
+  /**
+   * `Strict-Transport-Security` max-age in seconds; 0 (the default) sends none. Set it (a year is
+   * 31536000) when browsers reach the api only over HTTPS, through a proxy that terminates TLS.
+   */
+  HSTS_MAX_AGE_SECONDS: intEnv(0, 0, 63_072_000),
+  /** The access log: one JSON line per request, at info. "false" turns it off without hiding the rest of info. */
+  ACCESS_LOG: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((value) => value === 'true'),
 });
 export type ApiEnv = z.infer<typeof ApiEnvSchema>;
 

@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { ConfigError, createLogger, onShutdown, type Logger } from '@mageagent/core';
+import { ConfigError, createLogger, logOptionsOf, onShutdown, type Logger } from '@mageagent/core';
 import { redisReady } from '@mageagent/tasks';
 import { ApiKeyRegistry } from './auth/api-keys';
 import { keyDirectoryOf } from './auth/key-directory';
@@ -14,7 +14,7 @@ const REDIS_STARTUP_WAIT_MS = 5_000;
 
 async function main(): Promise<void> {
   const env = loadApiEnv();
-  const logger = createLogger({ service: 'api', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
+  const logger = createLogger({ service: 'api', ...logOptionsOf(env) });
 
   const registry = loadKeyRegistry(env, logger);
   const keys = registry && keyDirectoryOf(registry);

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Server as SocketServer } from 'socket.io';
 import { createApp } from './app';
+import { socketOriginOptions } from './middleware/security-headers';
 import type { ApiServices } from './services';
 import { attachSocketHandlers, type ApiSocketServer } from './socket';
 
@@ -12,7 +13,8 @@ export function createApiServer(services: ApiServices): { server: Server; io: Ap
   // Long-lived SSE responses must not be cut by Node's request timeout.
   server.requestTimeout = 0;
   server.keepAliveTimeout = 65_000;
-  const io: ApiSocketServer = new SocketServer(server, { cors: { origin: true }, serveClient: false });
+  // CORS for the polling transport and an Origin check on every handshake, from CORS_ORIGINS.
+  const io: ApiSocketServer = new SocketServer(server, { ...socketOriginOptions({ corsOrigins: services.config.corsOrigins }), serveClient: false });
   attachSocketHandlers(io, services);
   return { server, io };
 }

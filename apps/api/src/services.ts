@@ -26,7 +26,16 @@ export interface ApiServices {
   /** The commands connection, for readiness probes. */
   redis: Redis;
   logger: Logger;
-  config: { bodyLimitBytes: number; ssePingMs: number; socketMaxSubscriptions: number; chatKeepAliveMs: number };
+  config: {
+    bodyLimitBytes: number;
+    ssePingMs: number;
+    socketMaxSubscriptions: number;
+    chatKeepAliveMs: number;
+    /** Browser origins allowed for CORS and Socket.io handshakes; empty: none. */
+    corsOrigins: string[];
+    hstsMaxAgeSeconds: number;
+    accessLog: boolean;
+  };
   /** Set once the api is shutting down: requests still arriving on open connections are turned away. */
   lifecycle: { draining: boolean };
 }
@@ -110,6 +119,9 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
       ssePingMs: env.SSE_PING_MS,
       socketMaxSubscriptions: env.SOCKET_MAX_SUBSCRIPTIONS,
       chatKeepAliveMs: env.OPENAI_KEEPALIVE_MS,
+      corsOrigins: env.CORS_ORIGINS,
+      hstsMaxAgeSeconds: env.HSTS_MAX_AGE_SECONDS,
+      accessLog: env.ACCESS_LOG,
     },
     lifecycle: { draining: false },
   };

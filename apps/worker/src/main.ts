@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { Worker } from 'bullmq';
-import { ConfigError, createLogger, isMageError, onShutdown, readApiKeysFile } from '@mageagent/core';
+import { ConfigError, createLogger, isMageError, logOptionsOf, onShutdown, readApiKeysFile } from '@mageagent/core';
 import {
   DEFAULT_MODELS_CONFIG_PATH,
   HostHealth,
@@ -34,7 +34,7 @@ const SHUTDOWN_HAND_BACK_MS = 5_000;
 
 async function main(): Promise<void> {
   const env = loadWorkerEnv();
-  const logger = createLogger({ service: 'worker', level: env.LOG_LEVEL, redact: env.LOG_REDACT });
+  const logger = createLogger({ service: 'worker', ...logOptionsOf(env) });
   const workerName = `${hostname()}:${process.pid}`;
   const modelsConfig = loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH);
 

@@ -23,12 +23,34 @@ export const RedisEnv = {
     .default('mageagent'),
   /** winston level: error, warn, info, http, verbose, debug, silly. */
   LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
-  /** Set to "false" to log prompts and outputs (development only). */
-  LOG_REDACT: z
+  /**
+   * "true" writes prompts and outputs to the logs (development only). Credentials (authorization
+   * headers, API keys, tokens, passwords, secrets) are redacted whatever it says.
+   */
+  LOG_PROMPTS: z
     .enum(['true', 'false'])
-    .default('true')
-    .transform((value) => value === 'true'),
+    .optional()
+    .transform((value) => (value === undefined ? undefined : value === 'true')),
+  /** Deprecated: "false" is read as LOG_PROMPTS=true (no longer as "log credentials too"). */
+  LOG_REDACT: z.enum(['true', 'false']).optional(),
 };
+
+/** The log settings of an env parsed with `RedisEnv`'s fields, as `createLogger` takes them. */
+export function logOptionsOf(env: {
+  LOG_LEVEL: string;
+  LOG_PROMPTS?: boolean | undefined;
+  LOG_REDACT?: 'true' | 'false' | undefined;
+}): { level: string; logPrompts: boolean; deprecations: string[] } {
+  const deprecations: string[] = [];
+  if (env.LOG_REDACT !== undefined) {
+    deprecations.push(
+      env.LOG_PROMPTS === undefined
+        ? `LOG_REDACT is deprecated: read as LOG_PROMPTS=${env.LOG_REDACT === 'false'}; credentials are redacted whatever it says`
+        : 'LOG_REDACT is deprecated and ignored: LOG_PROMPTS is set',
+    );
+  }
+  return { level: env.LOG_LEVEL, logPrompts: env.LOG_PROMPTS ?? env.LOG_REDACT === 'false', deprecations };
+}
 
 /** A positive integer env var with a default. */
 export const intEnv = (defaultValue: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>

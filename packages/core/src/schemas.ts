@@ -5,13 +5,45 @@ import { quote } from './quote';
 /** Most content parts one message may have; the text parts are joined into one string. */
 export const MAX_CONTENT_PARTS = 256;
 
+/**
+ * Longest prompt, and longest content of one message (its parts joined), in characters as
+ * JavaScript counts them (UTF-16 code units). 256 Ki characters is about 64 K tokens of English,
+ * twice the 32 K-token context of the largest models in the example config: any text a model can
+ * read fits, while one field can no longer be the whole of a 1 MiB body, nor of a larger one an
+ * operator allows with BODY_LIMIT_BYTES. At up to 3 UTF-8 bytes a character it still fits that
+ * default body.
+ */
+export const MAX_TEXT_CHARS = 262_144;
+
+/**
+ * Most messages one request may carry. A conversation of 1 000 messages of a sentence each already
+ * fills a 32 K-token context; agents that run longer compact their history first.
+ */
+export const MAX_MESSAGES = 1_000;
+
+/** A bounded text field whose error says the limit and the length it got, never the text. */
+export const boundedText = (maxChars = MAX_TEXT_CHARS) =>
+  z.string().max(maxChars, { error: (issue) => `must be at most ${maxChars} characters (got ${lengthOf(issue.input)})` });
+
+const lengthOf = (input: unknown): number | string => (typeof input === 'string' || Array.isArray(input) ? input.length : '?');
+
+const ContentPartsSchema = z
+  .array(z.object({ type: z.literal('text'), text: boundedText() }))
+  .min(1)
+  .max(MAX_CONTENT_PARTS)
+  .superRefine((parts, context) => {
+    // A part over the limit has said so already.
+    if (parts.some((part) => part.text.length > MAX_TEXT_CHARS)) return;
+    const chars = parts.reduce((sum, part) => sum + part.text.length, 0);
+    if (chars > MAX_TEXT_CHARS) context.addIssue({ code: 'custom', message: `parts must be at most ${MAX_TEXT_CHARS} characters together (got ${chars})`, input: undefined });
+  });
+
 /** A chat message as OpenAI-compatible clients send it; multi-part text content is accepted. */
 export const ChatMessageSchema = z.object({
   role: z.enum(['system', 'user', 'assistant', 'tool']),
-  content: z.union(
-    [z.string(), z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1).max(MAX_CONTENT_PARTS), z.null()],
-    { error: `must be a string, null, or 1 to ${MAX_CONTENT_PARTS} parts {type: "text", text}` },
-  ),
+  content: z.union([boundedText(), ContentPartsSchema, z.null()], {
+    error: `must be a string, null, or 1 to ${MAX_CONTENT_PARTS} parts {type: "text", text}`,
+  }),
   name: z.string().max(128).optional(),
   tool_call_id: z.string().max(256).optional(),
 });
@@ -76,7 +108,7 @@ export type ToolDefinition = z.infer<typeof ToolDefinitionSchema>;
 /** OpenAI's `tool_choice`: `none` skips extraction, a named function restricts it to that one. */
 export const ToolChoiceSchema = z.union([
   z.enum(['auto', 'none', 'required']),
-  z.strictObject({ type: z.literal('function'), function: z.strictObject({ name: z.string().min(1) }) }),
+  z.strictObject({ type: z.literal('function'), function: z.strictObject({ name: z.string().min(1).max(64) }) }),
 ]);
 export type ToolChoice = z.infer<typeof ToolChoiceSchema>;
 
@@ -88,7 +120,7 @@ export const ResponseFormatSchema = z.union([
     type: z.literal('json_schema'),
     json_schema: z.strictObject({
       name: z.string().min(1).max(64),
-      description: z.string().optional(),
+      description: z.string().max(4096).optional(),
       schema: JsonSchemaObject.optional(),
       strict: z.boolean().nullable().optional(),
     }),
@@ -138,8 +170,12 @@ export type TaskPriority = (typeof TaskPriorities)[number];
 
 export const CreateTaskRequestSchema = z
   .strictObject({
-    prompt: z.string().min(1, 'prompt must not be empty').optional(),
-    messages: z.array(ChatMessageSchema).min(1, 'messages must not be empty').optional(),
+    prompt: boundedText().min(1, 'prompt must not be empty').optional(),
+    messages: z
+      .array(ChatMessageSchema)
+      .min(1, 'messages must not be empty')
+      .max(MAX_MESSAGES, { error: (issue) => `must be at most ${MAX_MESSAGES} messages (got ${lengthOf(issue.input)})` })
+      .optional(),
     pattern: z.string().min(1).max(64).optional(),
     priority: z.enum(TaskPriorities).optional(),
     options: TaskOptionsSchema.optional(),

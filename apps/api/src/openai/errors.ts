@@ -88,6 +88,16 @@ export function fromZodError(error: z.ZodError): OpenAIFacadeError {
     return invalidRequest(`Missing required parameter: '${param}'.${others}`, param, 'missing_required_parameter');
   }
   const where = param === null ? 'the request body' : `'${param}'`;
+  if (issue.code === 'too_big' && (issue.origin === 'string' || issue.origin === 'array')) {
+    // OpenAI's words and codes for a string or array over its limit; the length, never the value.
+    const [kind, article] = issue.origin === 'string' ? ['string', 'a'] : ['array', 'an'];
+    const got = typeof issue.input === 'string' || Array.isArray(issue.input) ? `, but got ${article} ${kind} with length ${issue.input.length} instead` : '';
+    return invalidRequest(
+      `Invalid ${where}: ${kind} too long. Expected ${article} ${kind} with maximum length ${issue.maximum}${got}.${others}`,
+      param,
+      `${kind}_above_max_length`,
+    );
+  }
   const code = issue.code === 'invalid_type' ? 'invalid_type' : 'invalid_value';
   return invalidRequest(`Invalid value for ${where}: ${quote(issue.message, 256)}.${others}`, param, code);
 }

@@ -1,4 +1,4 @@
-import { CreateTaskRequestSchema, ModelUnavailableError, ValidationError } from '@mageagent/core';
+import { CreateTaskRequestSchema, MAX_MESSAGES, MAX_TEXT_CHARS, ModelUnavailableError, ValidationError } from '@mageagent/core';
 import { fromTaskError, OpenAIFacadeError, toOpenAIError } from './errors';
 import { parseChatRequest, patternOfModel, runsInBackground, toTaskRequest } from './request';
 
@@ -60,6 +60,50 @@ describe('parseChatRequest', () => {
     const error = openAIErrorOf(() => parseChatRequest(body));
     expect(error.status).toBe(400);
     expect(error.body).toMatchObject({ type: 'invalid_request_error', param, code });
+  });
+
+  const long = 'x'.repeat(MAX_TEXT_CHARS + 1);
+  test.each<[string, Record<string, unknown>, string, string, string]>([
+    [
+      'a message over MAX_TEXT_CHARS',
+      { ...minimal, messages: [{ role: 'user', content: long }] },
+      'messages[0].content',
+      'string_above_max_length',
+      `Invalid 'messages[0].content': string too long. Expected a string with maximum length ${MAX_TEXT_CHARS}, but got a string with length ${MAX_TEXT_CHARS + 1} instead.`,
+    ],
+    [
+      'a text part over MAX_TEXT_CHARS',
+      { ...minimal, messages: [{ role: 'user', content: [{ type: 'text', text: long }] }] },
+      'messages[0].content[0].text',
+      'string_above_max_length',
+      `Invalid 'messages[0].content[0].text': string too long. Expected a string with maximum length ${MAX_TEXT_CHARS}, but got a string with length ${MAX_TEXT_CHARS + 1} instead.`,
+    ],
+    [
+      'tool call arguments over MAX_TEXT_CHARS',
+      { ...minimal, messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: long } }] }] },
+      'messages[0].tool_calls[0].function.arguments',
+      'string_above_max_length',
+      expect.stringContaining('string too long'),
+    ],
+    [
+      'more than MAX_MESSAGES messages',
+      { ...minimal, messages: Array.from({ length: MAX_MESSAGES + 1 }, () => ({ role: 'user', content: 'hi' })) },
+      'messages',
+      'array_above_max_length',
+      `Invalid 'messages': array too long. Expected an array with maximum length ${MAX_MESSAGES}, but got an array with length ${MAX_MESSAGES + 1} instead.`,
+    ],
+    [
+      'a metadata value over 512 characters',
+      { ...minimal, metadata: { note: 'x'.repeat(513) } },
+      'metadata.note',
+      'string_above_max_length',
+      expect.stringContaining('maximum length 512'),
+    ],
+  ])('%s is a 400 in OpenAI\'s words, naming its param, without the value', (_what, body, param, code, message) => {
+    const error = openAIErrorOf(() => parseChatRequest(body));
+    expect(error.status).toBe(400);
+    expect(error.body).toEqual({ type: 'invalid_request_error', param, code, message });
+    expect(error.body.message).not.toContain('xxxxxxxx');
   });
 
   test('a body that is not an object is a 400', () => {
@@ -150,6 +194,28 @@ describe('toTaskRequest', () => {
       { role: 'assistant', content: 'Function call: legacy {}' },
       { role: 'user', content: 'Result of function legacy:\nok' },
     ]);
+  });
+
+  test('a message within bounds field by field but not as the models read it is refused, naming it', () => {
+    const half = 'x'.repeat(MAX_TEXT_CHARS / 2 + 1);
+    const parts = openAIErrorOf(() => map({ messages: [{ role: 'user', content: [{ type: 'text', text: half }, { type: 'text', text: half }] }] }));
+    expect(parts.body).toMatchObject({ param: 'messages[0]', code: 'string_above_max_length' });
+    expect(parts.body.message).toBe(`Invalid 'messages[0]': the text the models would read is ${MAX_TEXT_CHARS + 2} characters; at most ${MAX_TEXT_CHARS} are accepted.`);
+    const results = openAIErrorOf(() =>
+      map({
+        messages: [
+          { role: 'user', content: 'go' },
+          { role: 'assistant', content: null, tool_calls: [{ id: 'a', type: 'function', function: { name: 'f', arguments: '{}' } }, { id: 'b', type: 'function', function: { name: 'f', arguments: '{}' } }] },
+          { role: 'tool', tool_call_id: 'a', content: half },
+          { role: 'tool', tool_call_id: 'b', content: half },
+        ],
+      }),
+    );
+    expect(results.body).toMatchObject({ param: 'messages[3]', code: 'string_above_max_length' });
+    expect(results.body.message).toMatch(/^Invalid 'messages\[2\]' to 'messages\[3\]' \(tool results, read as one message\)/);
+    // Within bounds once converted: the task's own schema accepts what the facade accepts.
+    const fits = map({ messages: [{ role: 'user', content: 'x'.repeat(MAX_TEXT_CHARS) }] });
+    expect(CreateTaskRequestSchema.safeParse(fits).success).toBe(true);
   });
 
   test('images, audio and files are refused by name', () => {

@@ -1,4 +1,8 @@
 import {
+  boundedText,
+  MAX_CONTENT_PARTS,
+  MAX_MESSAGES,
+  MAX_TEXT_CHARS,
   ResponseFormatSchema,
   TaskOptionsSchema,
   ToolChoiceSchema,
@@ -35,16 +39,16 @@ export function patternOfModel(model: string, patterns: PatternNames, param: str
  * Content parts are read loosely here and checked in `contentParts`, so an image or audio part gets
  * a precise "not supported" answer instead of a generic schema mismatch.
  */
-const ContentPartSchema = z.looseObject({ type: z.string(), text: z.string().optional(), refusal: z.string().optional() });
-const ContentSchema = z.union([z.string(), z.array(ContentPartSchema)]);
+const ContentPartSchema = z.looseObject({ type: z.string().max(64), text: boundedText().optional(), refusal: boundedText().optional() });
+const ContentSchema = z.union([boundedText(), z.array(ContentPartSchema).max(MAX_CONTENT_PARTS)]);
 const NameSchema = z.string().max(128);
 
 const RequestToolCallSchema = z.object({
   id: z.string().min(1).max(256),
   type: z.literal('function').optional(),
-  function: z.object({ name: z.string().min(1).max(64), arguments: z.string() }),
+  function: z.object({ name: z.string().min(1).max(64), arguments: boundedText() }),
 });
-const LegacyFunctionCallSchema = z.object({ name: z.string().min(1).max(64), arguments: z.string() });
+const LegacyFunctionCallSchema = z.object({ name: z.string().min(1).max(64), arguments: boundedText() });
 
 const RequestMessageSchema = z.discriminatedUnion('role', [
   // `developer` is what newer OpenAI clients send instead of `system`.
@@ -54,12 +58,12 @@ const RequestMessageSchema = z.discriminatedUnion('role', [
     role: z.literal('assistant'),
     content: ContentSchema.nullish(),
     name: NameSchema.optional(),
-    refusal: z.string().nullish(),
-    tool_calls: z.array(RequestToolCallSchema).nullish(),
+    refusal: boundedText().nullish(),
+    tool_calls: z.array(RequestToolCallSchema).max(128).nullish(),
     function_call: LegacyFunctionCallSchema.nullish(),
   }),
   z.object({ role: z.literal('tool'), content: ContentSchema, tool_call_id: z.string().min(1).max(256) }),
-  z.object({ role: z.literal('function'), name: z.string().min(1).max(64), content: z.string().nullable() }),
+  z.object({ role: z.literal('function'), name: z.string().min(1).max(64), content: boundedText().nullable() }),
 ]);
 type RequestMessage = z.infer<typeof RequestMessageSchema>;
 
@@ -79,7 +83,7 @@ const MaxTokensSchema = TaskOptionsSchema.shape.maxTokens.unwrap();
  */
 export const ChatCompletionRequestSchema = z.object({
   model: z.string().min(1),
-  messages: z.array(RequestMessageSchema).min(1),
+  messages: z.array(RequestMessageSchema).min(1).max(MAX_MESSAGES),
   stream: z.boolean().nullish(),
   stream_options: z.object({ include_usage: z.boolean().nullish() }).nullish(),
   temperature: TemperatureSchema.nullish(),
@@ -158,13 +162,16 @@ export function toTaskMessages(messages: RequestMessage[]): ChatMessageInput[] {
   const functionNames = new Map<string, string>();
   const converted: ChatMessageInput[] = [];
   let toolResults: string[] = [];
-  const flushToolResults = () => {
+  const flushToolResults = (lastIndex: number) => {
     if (toolResults.length === 0) return;
-    converted.push({ role: 'user', content: toolResults.join('\n\n') });
+    const content = toolResults.join('\n\n');
+    checkConvertedLength(content, lastIndex - toolResults.length + 1, lastIndex);
+    converted.push({ role: 'user', content });
     toolResults = [];
   };
 
   messages.forEach((message, index) => {
+    if (message.role !== 'tool' && message.role !== 'function') flushToolResults(index - 1);
     if (message.role === 'tool' || message.role === 'function') {
       const text = message.content === null ? '' : contentText(message.content, index);
       const heading =
@@ -174,7 +181,6 @@ export function toTaskMessages(messages: RequestMessage[]): ChatMessageInput[] {
       toolResults.push(`${heading}\n${text}`);
       return;
     }
-    flushToolResults();
     if (message.role === 'assistant') {
       const calls = [
         ...(message.tool_calls ?? []).map((call) => {
@@ -186,17 +192,35 @@ export function toTaskMessages(messages: RequestMessage[]): ChatMessageInput[] {
       const text = [message.content == null ? '' : contentText(message.content, index), message.refusal ?? '', ...calls]
         .filter((part) => part !== '')
         .join('\n');
+      checkConvertedLength(text, index, index);
       converted.push({ role: 'assistant', content: text, ...(message.name !== undefined && { name: message.name }) });
       return;
     }
+    const content = contentText(message.content, index);
+    checkConvertedLength(content, index, index);
     converted.push({
       role: message.role === 'developer' ? 'system' : message.role,
-      content: contentText(message.content, index),
+      content,
       ...(message.name !== undefined && { name: message.name }),
     });
   });
-  flushToolResults();
+  flushToolResults(messages.length - 1);
   return converted;
+}
+
+/**
+ * Each field was within MAX_TEXT_CHARS, but a message as the models read it (parts joined, tool
+ * calls written out, a run of tool results made one message) may not be: refused here, naming the
+ * messages, rather than by POST /tasks' validation in a shape OpenAI clients do not read.
+ */
+function checkConvertedLength(text: string, firstIndex: number, lastIndex: number): void {
+  if (text.length <= MAX_TEXT_CHARS) return;
+  const what = firstIndex === lastIndex ? `'messages[${lastIndex}]'` : `'messages[${firstIndex}]' to 'messages[${lastIndex}]' (tool results, read as one message)`;
+  throw invalidRequest(
+    `Invalid ${what}: the text the models would read is ${text.length} characters; at most ${MAX_TEXT_CHARS} are accepted.`,
+    `messages[${lastIndex}]`,
+    'string_above_max_length',
+  );
 }
 
 const nameSuffix = (name: string | undefined) => (name === undefined ? '' : ` (${name})`);

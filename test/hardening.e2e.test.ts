@@ -1,0 +1,157 @@
+/**
+ * The api process as deployed, over real HTTP and Socket.io: security headers and CORS on every
+ * answer, an access log line on its stdout for each request (and nothing of the prompts or keys),
+ * Socket.io's origin check, the per-field bounds, and the cap of tasks one socket may follow.
+ * No workers: tasks stay queued, so a socket can follow them for as long as the test needs.
+ */
+import { randomUUID } from 'node:crypto';
+import { io as connectSocket, type Socket } from 'socket.io-client';
+import { eventually } from './support/http';
+import { startTestStack, type TestStack } from './support/stack';
+
+const APP_ORIGIN = 'https://app.example.com';
+const MAX_SUBSCRIPTIONS = 3;
+const PROMPT = 'a prompt that only the task record may hold';
+const API_KEY = 'mak_secret_value_123456789';
+
+let service: TestStack;
+
+beforeAll(async () => {
+  service = await startTestStack({
+    workers: 0,
+    env: { LOG_LEVEL: 'info', CORS_ORIGINS: APP_ORIGIN, SOCKET_MAX_SUBSCRIPTIONS: String(MAX_SUBSCRIPTIONS) },
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await service?.stop();
+}, 30_000);
+
+interface AccessLine {
+  message: string;
+  service: string;
+  method: string;
+  route: string | null;
+  status: number;
+  durationMs: number;
+  bytesSent: number;
+  taskId?: string;
+}
+
+/** The api's access log lines so far, from its stdout. */
+const accessLines = (): AccessLine[] =>
+  service.output
+    .filter((line) => line.startsWith('[api] {'))
+    .map((line) => JSON.parse(line.slice('[api] '.length)) as AccessLine)
+    .filter((line) => line.message === 'request');
+
+/** Sends a request and returns its answer and its access log line. */
+async function exchange(path: string, init: RequestInit = {}): Promise<{ response: Response; body: string; line: AccessLine }> {
+  const before = accessLines().length;
+  const response = await fetch(`${service.api}${path}`, init);
+  const body = await response.text();
+  const line = await eventually(async () => accessLines()[before], 5000, `the access log line of ${path}`);
+  return { response, body, line };
+}
+
+describe('HTTP', () => {
+  test('POST /tasks from an allowed origin: CORS and security headers; its access log line has the new task id, and no line has the prompt or the key', async () => {
+    const { response, body, line } = await exchange('/tasks', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', origin: APP_ORIGIN, authorization: `Bearer ${API_KEY}`, 'x-api-key': API_KEY },
+      body: JSON.stringify({ prompt: PROMPT, pattern: 'primary' }),
+    });
+    expect(response.status).toBe(202);
+    expect(response.headers.get('access-control-allow-origin')).toBe(APP_ORIGIN);
+    expect(response.headers.get('access-control-expose-headers')).toContain('Location');
+    expect(response.headers.get('content-security-policy')).toBe("default-src 'none';frame-ancestors 'none'");
+    expect(response.headers.get('x-content-type-options')).toBe('nosniff');
+    const { id } = JSON.parse(body) as { id: string };
+    expect(line).toMatchObject({ service: 'api', method: 'POST', route: '/tasks', status: 202, taskId: id });
+    expect(line.durationMs).toBeGreaterThanOrEqual(0);
+    expect(line.bytesSent).toBeGreaterThan(body.length);
+    const everything = service.output.join('\n');
+    expect(everything).not.toContain(PROMPT);
+    expect(everything).not.toContain(API_KEY);
+  });
+
+  test('errors carry the headers too (a browser can read them) and are logged with their route; other origins get no CORS header', async () => {
+    const unknownTask = randomUUID();
+    const missing = await exchange(`/tasks/${unknownTask}`, { headers: { origin: APP_ORIGIN } });
+    expect(missing.response.status).toBe(404);
+    expect(missing.response.headers.get('access-control-allow-origin')).toBe(APP_ORIGIN);
+    expect(missing.line).toMatchObject({ route: '/tasks/:id', status: 404, taskId: unknownTask });
+
+    expect((await exchange('/v1/models')).line).toMatchObject({ method: 'GET', route: '/v1/models', status: 200 });
+
+    const nowhere = await exchange(`/nowhere/${unknownTask}`, { headers: { origin: 'https://evil.example.net' } });
+    expect(nowhere.response.headers.get('access-control-allow-origin')).toBeNull();
+    expect(nowhere.line).toMatchObject({ route: null, status: 404 });
+    expect(nowhere.line).not.toHaveProperty('taskId');
+  });
+
+  test('a preflight from the allowed origin is answered; per-field bounds are 400s naming the field, under /v1 in OpenAI\'s shape', async () => {
+    const preflight = await fetch(`${service.api}/tasks`, {
+      method: 'OPTIONS',
+      headers: { origin: APP_ORIGIN, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,idempotency-key' },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-headers')).toContain('Idempotency-Key');
+    const tooLong = await fetch(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'x'.repeat(300_000) }) });
+    expect(tooLong.status).toBe(400);
+    expect(await tooLong.json()).toEqual({
+      error: { code: 'VALIDATION_FAILED', message: 'invalid task request', details: [{ path: 'prompt', message: 'must be at most 262144 characters (got 300000)' }] },
+    });
+    const facade = await fetch(`${service.api}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'mageagent:primary', messages: [{ role: 'user', content: 'x'.repeat(300_000) }] }),
+    });
+    expect(facade.status).toBe(400);
+    expect(await facade.json()).toMatchObject({ error: { type: 'invalid_request_error', param: 'messages[0].content', code: 'string_above_max_length' } });
+  });
+});
+
+describe('Socket.io', () => {
+  async function connect(origin?: string): Promise<Socket> {
+    const socket = connectSocket(service.api, { transports: ['websocket'], reconnection: false, ...(origin !== undefined && { extraHeaders: { origin } }) });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', () => resolve());
+      socket.once('connect_error', reject);
+    });
+    return socket;
+  }
+
+  async function newTask(): Promise<string> {
+    const response = await fetch(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'wait', pattern: 'primary' }) });
+    return ((await response.json()) as { id: string }).id;
+  }
+
+  test('a handshake from another origin is refused; the allowed origin and clients without an Origin connect', async () => {
+    await expect(connect('https://evil.example.net')).rejects.toThrow();
+    for (const origin of [APP_ORIGIN, undefined]) {
+      const socket = await connect(origin);
+      expect(socket.connected).toBe(true);
+      socket.disconnect();
+    }
+  });
+
+  test(`a socket follows at most SOCKET_MAX_SUBSCRIPTIONS (${MAX_SUBSCRIPTIONS}) tasks; subscribing again to one it follows does not count; one let go makes room`, async () => {
+    const taskIds = await Promise.all(Array.from({ length: MAX_SUBSCRIPTIONS + 1 }, newTask));
+    const socket = await connect();
+    const subscribe = (taskId: string) => socket.timeout(3000).emitWithAck('subscribe-task', { taskId }) as Promise<Record<string, unknown>>;
+    for (const taskId of taskIds.slice(0, MAX_SUBSCRIPTIONS)) expect(await subscribe(taskId)).toMatchObject({ task: { id: taskId } });
+
+    const extra = taskIds[MAX_SUBSCRIPTIONS]!;
+    expect(await subscribe(extra)).toEqual({ error: { code: 'VALIDATION_FAILED', message: `a socket may follow at most ${MAX_SUBSCRIPTIONS} tasks` } });
+    expect(await subscribe(taskIds[0]!)).toMatchObject({ task: { id: taskIds[0] } });
+
+    expect(await socket.timeout(3000).emitWithAck('unsubscribe-task', { taskId: taskIds[1] })).toEqual({ ok: true });
+    expect(await subscribe(extra)).toMatchObject({ task: { id: extra } });
+    // Another socket has a count of its own.
+    const other = await connect();
+    expect(await other.timeout(3000).emitWithAck('subscribe-task', { taskId: taskIds[1] })).toMatchObject({ task: { id: taskIds[1] } });
+    socket.disconnect();
+    other.disconnect();
+  });
+});
