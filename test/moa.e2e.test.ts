@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { StepInfo, TaskEvent, TaskRecord } from '@mageagent/core';
 import { excerptOf } from '../apps/model-sim/src/simulator';
 import { callsOn, overlap, simStats } from './support/hosts';
-import { createTask, postJson, requestJson, waitForTask } from './support/http';
+import { createTask, eventually, postJson, requestJson, waitForTask } from './support/http';
 import { eventsOf, startTestStack, type TestStack } from './support/stack';
 
 let service: TestStack;
@@ -227,6 +227,22 @@ test('declared select (majority) and critique (tough-critic) run their declared 
     'revision/competitor',
   ]);
   expect(critic.task.result!.critique!.rounds).toHaveLength(3);
+});
+
+test('cancelling moa while its references run aborts the call on the GPU, stops the ones waiting for it, and never synthesises', async () => {
+  // The first reference holds the one GPU host; the other two wait for its lease.
+  const id = await createTask(service.api, { prompt: 'Hold on [[sim: hang]]', pattern: 'moa' });
+  await eventually(async () => ((await simStats(service.sim)).inFlight === 1 ? true : undefined), 10_000, 'the first reference on the GPU');
+  const cancelled = await postJson(`${service.api}/tasks/${id}/cancel`, {});
+  expect(cancelled.body).toMatchObject({ id, status: 'cancelled' });
+  await eventually(async () => ((await simStats(service.sim)).aborted === 1 ? true : undefined), 10_000, 'the simulator to see the abort');
+  // Nothing started after the cancel: no other reference, no synthesis.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const stats = await simStats(service.sim);
+  expect(stats.requests).toBe(1);
+  expect(stats.inFlight).toBe(0);
+  const task = await waitForTask(service.api, id);
+  expect(task).toMatchObject({ status: 'cancelled', result: null });
 });
 
 test('GET /patterns shows the new built-ins and the declared ones with their steps', async () => {
