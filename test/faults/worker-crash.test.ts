@@ -36,7 +36,8 @@ for (const workers of [2, 1]) {
     test('the launcher restarts it; its tasks restart elsewhere (or on it) and complete; nothing is lost', async () => {
       let interrupted: string | undefined;
       const run = await runUnderLoad(fault, {
-        body: { prompt: 'crash me [[sim: tokens=30; tps=40; ttft=60]]', pattern: 'primary' },
+        // Two seconds of streaming per task: long enough that the task found streaming is still streaming when the kill lands, on a loaded machine too.
+        body: { prompt: 'crash me [[sim: tokens=80; tps=40; ttft=60]]', pattern: 'primary' },
         disrupt: async (accepted) => {
           interrupted = (await killMidStream(fault, accepted)).taskId;
         },
