@@ -72,6 +72,7 @@ const request: fc.Arbitrary<GeneratedRequest> = fc
   .record({
     route: fc.constantFrom(
       'POST /tasks',
+      'GET /tasks',
       'POST /v1/chat/completions',
       'GET /tasks/:id',
       'GET /tasks/:id/events',
@@ -86,7 +87,7 @@ const request: fc.Arbitrary<GeneratedRequest> = fc
     id: taskIdLike,
     method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH'),
     anything: fc.string({ maxLength: 60 }).map(encodeURIComponent),
-    query: fc.dictionary(fc.constantFrom('after', 'limit', 'cursor', 'x', 'after[]'), headerText, { maxKeys: 3 }),
+    query: fc.dictionary(fc.constantFrom('after', 'limit', 'cursor', 'status', 'pattern', 'createdAfter', 'x', 'after[]', 'status[]'), headerText, { maxKeys: 3 }),
     contentType: fc.constantFrom('application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', 'application/json; charset=latin1', ''),
     lastEventId: fc.option(headerText, { nil: undefined }),
     extraHeader: fc.option(fc.tuple(fc.constantFrom('accept', 'x-api-key', 'authorization', 'idempotency-key', 'accept-encoding'), headerText), { nil: undefined }),
