@@ -13,6 +13,8 @@ export class RequestRateLimits {
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
+    /** The window the limit counts over: a minute, as the name says (shorter only in tests). */
+    private readonly windowSeconds = 60,
   ) {}
 
   /** Counts one request of the caller's key; throws RateLimitedError (429 + Retry-After) past its limit. */
@@ -38,7 +40,7 @@ export class RequestRateLimits {
         storeClient: this.redis,
         keyPrefix: `${this.prefix}:rate`,
         points,
-        duration: 60,
+        duration: this.windowSeconds,
         // A key that has used up its minute is refused from memory until the minute ends: abuse
         // costs Redis nothing.
         inMemoryBlockOnConsumed: points,
