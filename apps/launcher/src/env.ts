@@ -17,6 +17,11 @@ export const LauncherEnvSchema = z.object({
   WORKER_CONCURRENCY: intEnv(4, 1, 1000),
   /** Port of the embedded model simulator. */
   SIM_PORT: intEnv(3458, 0, 65535),
+  /**
+   * 1: run the services' bundles (apps/<app>/dist/main.js, from `npm run build`); 0: their TypeScript
+   * through tsx. Unset: bundles when the launcher itself is the bundle (`node apps/launcher/dist/main.js`).
+   */
+  MAGEAGENT_COMPILED: z.enum(['0', '1', '']).optional(),
   LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
 
   // Restarts: a service (api, worker, simulator, private Redis) that ends on its own is started again.

@@ -1,15 +1,40 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { StartFailedError, type ExitStatus, type SupervisedProcess } from './supervisor';
 
+// apps/launcher/src and apps/launcher/dist (the bundle) are both three levels below the root.
 export const ROOT = path.resolve(__dirname, '../../..');
+/** The TypeScript entries, run through tsx (development, tests). */
 export const ENTRIES = {
   'model-sim': path.join(ROOT, 'apps/model-sim/src/main.ts'),
   api: path.join(ROOT, 'apps/api/src/main.ts'),
   worker: path.join(ROOT, 'apps/worker/src/main.ts'),
 } as const;
+/** The bundles `npm run build` writes (production). */
+export const COMPILED_ENTRIES = {
+  'model-sim': path.join(ROOT, 'apps/model-sim/dist/main.js'),
+  api: path.join(ROOT, 'apps/api/dist/main.js'),
+  worker: path.join(ROOT, 'apps/worker/dist/main.js'),
+} as const;
 export type ServiceKind = keyof typeof ENTRIES;
+
+/** Whether this launcher is itself the bundle (`node apps/launcher/dist/main.js`). */
+const LAUNCHER_IS_COMPILED = path.basename(__dirname) === 'dist';
+
+/**
+ * The node arguments that run a service: its bundle when MAGEAGENT_COMPILED=1 (or, unset, when the
+ * launcher itself runs compiled), else its TypeScript entry through tsx. A missing bundle is an
+ * error rather than a silent fall-back to the sources, so a compiled run never measures tsx.
+ */
+export function serviceCommand(kind: ServiceKind, env: NodeJS.ProcessEnv): string[] {
+  const compiled = env.MAGEAGENT_COMPILED === undefined || env.MAGEAGENT_COMPILED === '' ? LAUNCHER_IS_COMPILED : env.MAGEAGENT_COMPILED === '1';
+  if (!compiled) return ['--import', 'tsx', ENTRIES[kind]];
+  const bundle = COMPILED_ENTRIES[kind];
+  if (!existsSync(bundle)) throw new Error(`${path.relative(ROOT, bundle)} does not exist: run \`npm run build\` first (or unset MAGEAGENT_COMPILED)`);
+  return ['--enable-source-maps', bundle];
+}
 
 interface ReadyMessage {
   type: 'ready';
@@ -54,8 +79,8 @@ export interface StartServiceOptions {
 }
 
 /**
- * Starts one service as a child process running its TypeScript entry through tsx, with
- * its output prefixed, and resolves once it reports `ready` over IPC. Rejects with a
+ * Starts one service as a child process running its TypeScript entry through tsx (or its bundle:
+ * see serviceCommand), with its output prefixed, and resolves once it reports `ready` over IPC. Rejects with a
  * StartFailedError when it ends (or is killed: timeout, abort) before that.
  */
 export async function startService(
@@ -68,7 +93,7 @@ export async function startService(
   if (signal?.aborted) throw new StartFailedError(`${name} was not started: its stack is stopping`, 'not started');
   // NODE_ARGS: extra node flags for every service (e.g. --max-old-space-size=512, --cpu-prof).
   const nodeArgs = (env.NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, '--import', 'tsx', ENTRIES[kind]], {
+  const child = spawn(process.execPath, [...nodeArgs, ...serviceCommand(kind, env)], {
     env,
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

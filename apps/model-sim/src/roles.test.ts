@@ -16,8 +16,8 @@ import {
   toolsSystemPrompt,
   toolsUserPrompt,
   type ToolPromptEntry,
-} from '@mageagent/patterns/src/prompts';
-import { readCritique, readSelection } from '@mageagent/patterns/src/verdicts';
+} from '@mageagent/patterns';
+import { readCritique, readSelection } from '@mageagent/patterns';
 import { directivesForRoles, parseDirectives } from './directives';
 import { detectCallRole, excerptOf } from './roles';
 import { synthesiseValue } from './schema-values';

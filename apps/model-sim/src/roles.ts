@@ -10,7 +10,7 @@ import {
   SELECT_INSTRUCTION,
   TOOLS_INSTRUCTION,
   TOOLS_RETRY_LEAD,
-} from '@mageagent/patterns/src/prompts';
+} from '@mageagent/patterns';
 import { stripDirectives, textDirective, type Directives } from './directives';
 import { isRecord, modelStyleJson, synthesiseValue, type JsonValue, type PropertyHint } from './schema-values';
 import type { AnswerGenerator, GeneratedAnswer, SimulatedChatRequest, SimulatedModel } from './simulator';

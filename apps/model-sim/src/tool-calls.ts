@@ -1,4 +1,4 @@
-import { TOOLS_LIST_HEADING } from '@mageagent/patterns/src/prompts';
+import { TOOLS_LIST_HEADING } from '@mageagent/patterns';
 import {
   identifierWords,
   isRecord,

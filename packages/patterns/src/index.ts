@@ -1,11 +1,44 @@
-export * from './context';
-export * from './generate';
-export * from './prompts';
-export * from './verdicts';
-export * from './declaration';
-export * from './compile';
-export * from './routing';
-export * from './pipeline';
-export * from './builtins';
-export * from './patterns';
-export * from './tools';
+// The public API of @mageagent/patterns: the names other workspaces import (apps, other packages,
+// tests, bench), listed by name so that everything else stays internal and tsc catches a name
+// removed while still in use. Export a name here only when another workspace needs it.
+export { BUILT_IN_PATTERNS } from './builtins';
+export { type ModelProvider, type PatternContext, type PatternEventSink, type RetryPolicy } from './context';
+export { generate, StepIds } from './generate';
+export { loadPatternRegistry, PatternRegistry, runPattern } from './patterns';
+export { routeByKeywords } from './routing';
+export { type RouteStepDeclaration } from './steps/route';
+export { checkToolRequest } from './tools/definitions';
+export { needsTools } from './tools/heuristics';
+// The prompts' texts and the verdict readers: the model simulator (apps/model-sim) recognises each
+// step by these exact texts and reads verdicts as the patterns do, so it answers as a model would.
+export {
+  AGGREGATE_INSTRUCTION,
+  AGGREGATE_REFERENCES_HEADING,
+  aggregateSystemPrompt,
+  CRITIQUE_INSTRUCTION,
+  critiqueSystemPrompt,
+  critiqueUserPrompt,
+  JUDGE_INSTRUCTION,
+  judgeSystemPrompt,
+  judgeUserPrompt,
+  PREVIOUS_CRITIQUE_HEADING,
+  PREVIOUS_REVIEW_HEADING,
+  quote,
+  REVIEW_INSTRUCTION,
+  reviewSystemPrompt,
+  reviewUserPrompt,
+  revisionPrompt,
+  ROUTER_INSTRUCTION,
+  routerSystemPrompt,
+  SELECT_INSTRUCTION,
+  selectSystemPrompt,
+  selectUserPrompt,
+  type ToolPromptEntry,
+  TOOLS_INSTRUCTION,
+  TOOLS_LIST_HEADING,
+  TOOLS_RETRY_LEAD,
+  toolsRetryPrompt,
+  toolsSystemPrompt,
+  toolsUserPrompt,
+} from './prompts';
+export { readCritique, readSelection } from './verdicts';

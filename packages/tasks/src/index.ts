@@ -1,8 +1,11 @@
-export * from './keys';
-export * from './redis';
-export * from './task-store';
-export * from './event-bus';
-export * from './task-follower';
-export * from './task-queue';
-export * from './task-intake';
-export * from './cancel-channel';
+// The public API of @mageagent/tasks: the names other workspaces import (apps, other packages,
+// tests, bench), listed by name so that everything else stays internal and tsc catches a name
+// removed while still in use. Export a name here only when another workspace needs it.
+export { CancelChannel } from './cancel-channel';
+export { TaskEventBus } from './event-bus';
+export { TaskKeys } from './keys';
+export { createRedis, deleteKeysWithPrefix, isRedisUnavailable, pingRedis, redisReady, redisUnavailable } from './redis';
+export { type FollowOptions, followTask, type TaskFollow } from './task-follower';
+export { TaskIntake, TaskNotQueuedError } from './task-intake';
+export { BULLMQ_PRIORITY, TASK_QUEUE_NAME, type TaskJobData, TaskQueue } from './task-queue';
+export { TaskStore, type TaskSummary } from './task-store';
