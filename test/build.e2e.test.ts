@@ -1,0 +1,221 @@
+/**
+ * The production build as the image runs it: `npm run build` (the command the Dockerfile's build
+ * stage runs, read from the Dockerfile), then the simulator, a worker and the api started from
+ * their bundles with the image's own command line, and a task run end to end through them. The
+ * Dockerfile's runtime stage is checked to hold no sources or tests, and the bundles to load only
+ * production dependencies (what `npm ci --omit=dev` leaves in the image).
+ */
+import { execSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import readline from 'node:readline';
+import { serviceCommand } from '../apps/launcher/src/service-process';
+import { createTask, readSse, requestJson } from './support/http';
+import { deleteTestKeys, REDIS_URL } from './support/stack';
+
+const ROOT = path.resolve(__dirname, '..');
+
+interface Stage {
+  name: string;
+  from: string;
+  /** Instructions after FROM, continuation lines joined, comments dropped. */
+  instructions: Array<{ keyword: string; args: string }>;
+}
+
+/** The Dockerfile's stages; `\`-continued lines are joined and comments dropped. */
+function parseDockerfile(text: string): { stages: Stage[]; comments: string[] } {
+  const comments: string[] = [];
+  const logical: string[] = [];
+  let pending = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line.startsWith('#')) {
+      comments.push(line.slice(1).trim());
+      continue;
+    }
+    if (line === '' && pending === '') continue;
+    pending += (pending ? ' ' : '') + line.replace(/\\$/, '').trim();
+    if (!line.endsWith('\\')) {
+      if (pending) logical.push(pending);
+      pending = '';
+    }
+  }
+  const stages: Stage[] = [];
+  for (const line of logical) {
+    const [, keyword = '', args = ''] = /^(\S+)\s*(.*)$/.exec(line) ?? [];
+    if (keyword.toUpperCase() === 'FROM') {
+      const [, image = '', name] = /^(\S+)(?:\s+AS\s+(\S+))?$/i.exec(args) ?? [];
+      stages.push({ name: name ?? String(stages.length), from: image, instructions: [] });
+    } else {
+      stages.at(-1)?.instructions.push({ keyword: keyword.toUpperCase(), args });
+    }
+  }
+  return { stages, comments };
+}
+
+/** A RUN's command, without BuildKit flags such as `--mount=…`. */
+const runCommand = (args: string) => args.replace(/^(--\S+\s+)+/, '').trim();
+
+const dockerfile = parseDockerfile(readFileSync(path.join(ROOT, 'Dockerfile'), 'utf8'));
+const stage = (name: string) => {
+  const found = dockerfile.stages.find((candidate) => candidate.name === name);
+  if (!found) throw new Error(`the Dockerfile has no stage "${name}"`);
+  return found;
+};
+const runtime = dockerfile.stages.at(-1)!;
+/** CMD of the image: the api. */
+const apiCommand = JSON.parse(runtime.instructions.find((instruction) => instruction.keyword === 'CMD')!.args) as string[];
+/** The documented commands of the other services, from the Dockerfile's header comment. */
+const documentedCommand = (service: string) => {
+  const line = dockerfile.comments.find((comment) => new RegExp(`^${service}(\\s|\\s\\(default\\)\\s)\\s*node `).test(comment));
+  if (!line) throw new Error(`the Dockerfile does not document the ${service} command`);
+  return line.replace(/^\S+\s+(\(default\)\s+)?/, '').trim().split(/\s+/);
+};
+
+interface Running {
+  name: string;
+  child: ChildProcess;
+  output: string[];
+  exited: Promise<unknown>;
+  port?: number;
+}
+const running: Running[] = [];
+const prefix = `test-${randomUUID().slice(0, 8)}`;
+
+/** Starts `argv` (a command from the Dockerfile, `node` first) in the repository, as the image would in /app; resolves when it reports ready. */
+async function start(name: string, argv: string[], env: NodeJS.ProcessEnv): Promise<Running> {
+  expect(argv[0]).toBe('node');
+  const child = spawn(process.execPath, argv.slice(1), { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  const output: string[] = [];
+  for (const stream of [child.stdout!, child.stderr!]) readline.createInterface({ input: stream }).on('line', (line) => output.push(`[${name}] ${line}`));
+  const service: Running = { name, child, output, exited: new Promise((resolve) => child.once('exit', resolve)) };
+  running.push(service);
+  const ready = await new Promise<{ port?: number }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${name} not ready in 15 s:\n${output.join('\n')}`)), 15_000);
+    child.on('message', (message: { type?: string; port?: number }) => {
+      if (message?.type !== 'ready') return;
+      clearTimeout(timer);
+      resolve(message);
+    });
+    void service.exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited (${String(code)}) before it was ready:\n${output.join('\n')}`));
+    });
+  });
+  service.port = ready.port;
+  return service;
+}
+
+const buildCommands = stage('build')
+  .instructions.filter((instruction) => instruction.keyword === 'RUN')
+  .map((instruction) => runCommand(instruction.args));
+
+beforeAll(() => {
+  // Exactly what the build stage runs, in the order it runs it.
+  for (const command of buildCommands) execSync(command, { cwd: ROOT, stdio: 'pipe', timeout: 120_000 });
+}, 150_000);
+
+afterAll(async () => {
+  for (const service of running.reverse()) {
+    service.child.kill('SIGTERM');
+    await service.exited;
+  }
+  await deleteTestKeys(prefix);
+}, 30_000);
+
+describe('the Dockerfile', () => {
+  test('builds with `npm run build` and runs the bundles with source maps', () => {
+    expect(buildCommands).toEqual(['npm run build']);
+    expect(apiCommand).toEqual(['node', '--enable-source-maps', 'apps/api/dist/main.js']);
+    expect(documentedCommand('api')).toEqual(apiCommand);
+    expect(documentedCommand('worker')).toEqual(['node', '--enable-source-maps', 'apps/worker/dist/main.js']);
+    expect(documentedCommand('model-sim')).toEqual(['node', '--enable-source-maps', 'apps/model-sim/dist/main.js']);
+    // The launcher's compiled mode runs the very same files with the same flags.
+    for (const kind of ['api', 'worker', 'model-sim'] as const) {
+      expect(serviceCommand(kind, { MAGEAGENT_COMPILED: '1' })).toEqual([documentedCommand(kind)[1], path.join(ROOT, documentedCommand(kind)[2]!)]);
+    }
+  });
+
+  test('the runtime stage holds production node_modules, bundles and config only: no sources, no tests, not root', () => {
+    expect(runtime.from).toBe('node:22-bookworm-slim');
+    const copies = runtime.instructions.filter((instruction) => instruction.keyword === 'COPY' || instruction.keyword === 'ADD');
+    expect(copies.length).toBeGreaterThan(0);
+    for (const { keyword, args } of copies) {
+      expect(keyword).toBe('COPY');
+      const from = /--from=(\S+)/.exec(args)?.[1];
+      const paths = args.replace(/--\S+/g, '').trim().split(/\s+/);
+      const sources = paths.slice(0, -1);
+      if (from === 'prod-deps') {
+        expect(sources).toEqual(['/app']);
+      } else if (from === 'build') {
+        for (const source of sources) expect(source).toMatch(/^\/app\/apps\/[a-z-]+\/dist$/);
+      } else {
+        expect(from).toBeUndefined();
+        expect(sources).toEqual(['config']);
+      }
+      for (const source of sources) expect(source).not.toMatch(/(^|\/)(src|test|tests|bench)(\/|$)|\.ts$/);
+    }
+    // What prod-deps copies into /app: manifests only, and it installs without dev dependencies.
+    const prodDeps = stage('prod-deps');
+    for (const { args } of prodDeps.instructions.filter((instruction) => instruction.keyword === 'COPY')) {
+      for (const source of args.trim().split(/\s+/).slice(0, -1)) expect(source).toMatch(/(^|\/)(package\.json|package-lock\.json)$/);
+    }
+    expect(prodDeps.instructions.filter((instruction) => instruction.keyword === 'RUN').map((instruction) => runCommand(instruction.args))).toEqual([
+      'npm ci --omit=dev --ignore-scripts --no-audit --no-fund',
+    ]);
+    const setting = (keyword: string) => runtime.instructions.filter((instruction) => instruction.keyword === keyword).map((instruction) => instruction.args);
+    expect(setting('USER')).toEqual(['node']);
+    expect(setting('ENV')).toContain('NODE_ENV=production');
+    expect(setting('HEALTHCHECK').join(' ')).toMatch(/\/readyz/);
+  });
+
+  test('the bundles load no workspace code, no tsx and no dev dependency from node_modules', () => {
+    const manifest = (file: string) => JSON.parse(readFileSync(path.join(ROOT, file), 'utf8')) as { dependencies?: Record<string, string>; devDependencies?: Record<string, string> };
+    const workspaces = ['apps/api', 'apps/worker', 'apps/model-sim', 'apps/launcher', 'packages/core', 'packages/models', 'packages/patterns', 'packages/tasks', 'packages/webhooks'];
+    const production = new Set(workspaces.flatMap((workspace) => Object.keys(manifest(`${workspace}/package.json`).dependencies ?? {})));
+    for (const bundle of ['apps/api/dist/main.js', 'apps/worker/dist/main.js', 'apps/model-sim/dist/main.js', 'apps/launcher/dist/main.js', 'apps/api/dist/keys-cli.js']) {
+      const text = readFileSync(path.join(ROOT, bundle), 'utf8');
+      const required = [...text.matchAll(/\brequire\("([^"]+)"\)/g)].map((match) => match[1]!).filter((name) => !name.startsWith('node:'));
+      expect(required.length).toBeGreaterThan(0);
+      for (const name of required) {
+        const packageName = name.split('/').slice(0, name.startsWith('@') ? 2 : 1).join('/');
+        expect(`${bundle}: ${packageName}`).not.toMatch(/@mageagent\/|: tsx$|: esbuild$|: typescript$/);
+        // A builtin without its node: prefix is fine; anything else must be installed by `npm ci --omit=dev`.
+        if (!require('node:module').builtinModules.includes(packageName)) expect(`${bundle}: ${packageName} ${production.has(packageName) ? 'production' : 'not a production dependency'}`).toMatch(/production$/);
+      }
+    }
+  });
+});
+
+describe('the compiled services', () => {
+  test('simulator, worker and api from their bundles run a task end to end', async () => {
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH,
+      NODE_ENV: 'production',
+      REDIS_URL,
+      REDIS_PREFIX: prefix,
+      LOG_LEVEL: 'warn',
+      SIM_SPEEDUP: '1000',
+      SIM_PORT: '0',
+      PORT: '0',
+    };
+    const sim = await start('model-sim', documentedCommand('model-sim'), env);
+    const withSim = { ...env, SIM_PORT: String(sim.port) };
+    const [api] = await Promise.all([start('api', apiCommand, withSim), start('worker', documentedCommand('worker'), withSim)]);
+    const base = `http://127.0.0.1:${api!.port}`;
+    const diagnostics = () => running.flatMap((service) => service.output).join('\n');
+
+    expect((await requestJson(`${base}/readyz`)).status).toBe(200);
+    const id = await createTask(base, { prompt: 'Explain BullMQ in two sentences', pattern: 'primary' });
+    const stream = await readSse(`${base}/tasks/${id}/stream`);
+    expect(stream.closedByServer).toBe(true);
+    const statuses = stream.events.flatMap((event) => (event.type === 'status' ? [event.status] : []));
+    expect({ statuses, output: statuses.includes('completed') ? '' : diagnostics() }).toMatchObject({ statuses: expect.arrayContaining(['processing', 'completed']) });
+    const task = await requestJson<{ status: string; result: { content: string; pattern?: string } }>(`${base}/tasks/${id}`);
+    expect(task.body.status).toBe('completed');
+    expect(task.body.result.content.length).toBeGreaterThan(0);
+    // Nothing went wrong on the way (an unbundled module, a missing file next to a bundle).
+    expect(running.flatMap((service) => service.output).filter((line) => /"level":"error"|Error:/.test(line))).toEqual([]);
+  }, 45_000);
+});
