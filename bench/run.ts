@@ -14,6 +14,7 @@ import { Stack } from '../apps/launcher/src/stack';
 import { callsOnHost, handoffGaps, type SimulatedCall, type SimulatorStats } from '../apps/model-sim/src/simulator';
 import { generateApiKey, sha256Hex } from '@mageagent/core';
 import { BULLMQ_PRIORITY, createRedis, deleteKeysWithPrefix, TASK_QUEUE_NAME } from '@mageagent/tasks';
+import { compiledRows } from './compiled';
 import { memoryRows } from './memory';
 import { formatTable, type Row } from './table';
 
@@ -35,14 +36,15 @@ const HOST_SPEEDUP = Number(process.env.BENCH_HOST_SPEEDUP ?? 20);
  * its access log lines written (to a pipe the bench drains, as a supervisor's would be).
  */
 const SPINE_LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'warn';
-/** `BENCH_ONLY=spine`, `hosts` or `memory` runs only that table. */
+/** `BENCH_ONLY=spine`, `hosts`, `memory` or `compiled` runs only that table. */
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && !['spine', 'hosts', 'memory'].includes(ONLY)) throw new Error(`BENCH_ONLY must be spine, hosts or memory, not "${ONLY}"`);
+if (ONLY !== undefined && !['spine', 'hosts', 'memory', 'compiled'].includes(ONLY)) throw new Error(`BENCH_ONLY must be spine, hosts, memory or compiled, not "${ONLY}"`);
 const SIM_HOST = 'sim-mac';
 
 const rows: Row[] = [];
 const hostRows: Row[] = [];
 const memory: Row[] = [];
+const compiled: Row[] = [];
 const log = (line: string) => process.stderr.write(`bench: ${line}\n`);
 const quiet = () => undefined;
 
@@ -262,6 +264,7 @@ async function main(): Promise<void> {
     if (ONLY === undefined || ONLY === 'spine') await spine(prefix);
     if (ONLY === undefined || ONLY === 'hosts') await hostScheduling(prefix);
     if (ONLY === undefined || ONLY === 'memory') memory.push(...(await memoryRows({ redisUrl: REDIS_URL, prefix: prefix(), log })));
+    if (ONLY === undefined || ONLY === 'compiled') compiled.push(...(await compiledRows({ redisUrl: REDIS_URL, prefix, log })));
   } finally {
     for (const value of prefixes) {
       await deleteKeysWithPrefix(redis, value);
@@ -270,7 +273,7 @@ async function main(): Promise<void> {
     redis.disconnect();
   }
 
-  process.stdout.write(`${formatTable(`Spine (api LOG_LEVEL ${SPINE_LOG_LEVEL})`, rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
+  process.stdout.write(`${formatTable(`Spine (api LOG_LEVEL ${SPINE_LOG_LEVEL})`, rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}${formatTable('Compiled processes (npm run build) beside tsx', compiled)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
 }
 
 /** A keys file with one key (quotas from the environment), in a temporary directory. */
