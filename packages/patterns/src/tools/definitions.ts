@@ -1,6 +1,4 @@
-import Ajv, { type ErrorObject, type Options as AjvOptions, type ValidateFunction } from 'ajv';
-import Ajv2019 from 'ajv/dist/2019';
-import Ajv2020 from 'ajv/dist/2020';
+import type { default as Ajv, ErrorObject, Options as AjvOptions, ValidateFunction } from 'ajv';
 import { ValidationError, z, type ToolChoice, type ToolDefinition } from '@mageagent/core';
 
 /** A JSON Schema object, as tool parameters and `response_format` carry them. */
@@ -125,18 +123,37 @@ export const BUILT_IN_TOOL_SPECS: readonly ToolSpec[] = [
 const ANY_OBJECT: JsonSchema = { type: 'object' };
 
 const AJV_OPTIONS: AjvOptions = { allErrors: true, strict: false, logger: false };
+type Dialect = 'draft7' | 'draft2019' | 'draft2020';
 // One instance per JSON Schema dialect a client may name in `$schema`; draft-07 otherwise.
-const ajvByDialect = {
-  draft7: new Ajv(AJV_OPTIONS),
-  draft2019: new Ajv2019(AJV_OPTIONS),
-  draft2020: new Ajv2020(AJV_OPTIONS),
-};
+const ajvByDialect: Partial<Record<Dialect, Ajv>> = {};
+
+/**
+ * ajv is loaded, and each dialect's instance (with its meta-schemas) built, only when a request
+ * first brings a tool of that dialect: loading ajv costs every api and worker process about 8 MB
+ * of RSS, and a process that never sees request tools never needs it. `require` (not import) is
+ * what makes it lazy; the bundles keep it as a require of the installed package.
+ */
+function createAjv(dialect: Dialect): Ajv {
+  switch (dialect) {
+    case 'draft2020': {
+      const { default: Ajv2020 } = require('ajv/dist/2020') as typeof import('ajv/dist/2020');
+      return new Ajv2020(AJV_OPTIONS);
+    }
+    case 'draft2019': {
+      const { default: Ajv2019 } = require('ajv/dist/2019') as typeof import('ajv/dist/2019');
+      return new Ajv2019(AJV_OPTIONS);
+    }
+    case 'draft7': {
+      const { default: Ajv7 } = require('ajv') as typeof import('ajv');
+      return new Ajv7(AJV_OPTIONS);
+    }
+  }
+}
 
 function ajvFor(schema: JsonSchema): Ajv {
-  const dialect = typeof schema.$schema === 'string' ? schema.$schema : '';
-  if (dialect.includes('2020-12')) return ajvByDialect.draft2020;
-  if (dialect.includes('2019-09')) return ajvByDialect.draft2019;
-  return ajvByDialect.draft7;
+  const declared = typeof schema.$schema === 'string' ? schema.$schema : '';
+  const dialect: Dialect = declared.includes('2020-12') ? 'draft2020' : declared.includes('2019-09') ? 'draft2019' : 'draft7';
+  return (ajvByDialect[dialect] ??= createAjv(dialect));
 }
 
 /** Requests repeat the same tools, and compiling is the slow part of ajv; bounded since clients choose the schemas. */
