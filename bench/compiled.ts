@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { promisify } from 'node:util';
-import { ROOT, serviceCommand, type ServiceKind } from '../apps/launcher/src/service-process';
+import { ROOT, serviceCommand, serviceEnv, type ServiceKind } from '../apps/launcher/src/service-process';
 import { Stack } from '../apps/launcher/src/stack';
 import type { Row } from './table';
 
@@ -63,7 +63,8 @@ async function readyIn(kind: ServiceKind, mode: Mode, env: NodeJS.ProcessEnv): P
   const started = performance.now();
   const child = spawn(process.execPath, argvOf(kind, mode), {
     cwd: ROOT,
-    env: { ...env, PORT: String(port), SIM_PORT: kind === 'model-sim' ? String(port) : env.SIM_PORT, LOG_LEVEL: 'info', TMPDIR: cache },
+    // Compiled: with the image's NODE_OPTIONS, as the launcher gives them.
+    env: serviceEnv({ ...env, MAGEAGENT_COMPILED: mode === 'compiled' ? '1' : '0', PORT: String(port), SIM_PORT: kind === 'model-sim' ? String(port) : env.SIM_PORT, LOG_LEVEL: 'info', TMPDIR: cache }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = new Promise((resolve) => child.once('exit', resolve));

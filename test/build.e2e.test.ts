@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { serviceCommand } from '../apps/launcher/src/service-process';
+import { PRODUCTION_NODE_OPTIONS, serviceCommand, serviceEnv } from '../apps/launcher/src/service-process';
 import { createTask, readSse, requestJson } from './support/http';
 import { deleteTestKeys, REDIS_URL } from './support/stack';
 
@@ -167,6 +167,10 @@ describe('the Dockerfile', () => {
     const setting = (keyword: string) => runtime.instructions.filter((instruction) => instruction.keyword === keyword).map((instruction) => instruction.args);
     expect(setting('USER')).toEqual(['node']);
     expect(setting('ENV')).toContain('NODE_ENV=production');
+    // The launcher's compiled services (and the benchmark) run with the image's NODE_OPTIONS.
+    expect(setting('ENV')).toContain(`NODE_OPTIONS=${PRODUCTION_NODE_OPTIONS}`);
+    expect(serviceEnv({ MAGEAGENT_COMPILED: '1' }).NODE_OPTIONS).toBe(PRODUCTION_NODE_OPTIONS);
+    expect(serviceEnv({ MAGEAGENT_COMPILED: '0' }).NODE_OPTIONS).toBeUndefined();
     expect(setting('HEALTHCHECK').join(' ')).toMatch(/\/readyz/);
   });
 
@@ -199,6 +203,7 @@ describe('the compiled services', () => {
       SIM_SPEEDUP: '1000',
       SIM_PORT: '0',
       PORT: '0',
+      NODE_OPTIONS: PRODUCTION_NODE_OPTIONS,
     };
     const sim = await start('model-sim', documentedCommand('model-sim'), env);
     const withSim = { ...env, SIM_PORT: String(sim.port) };

@@ -2,7 +2,7 @@ import { printPrefixed, startService, stopService, type LineSink, type ServiceKi
 import { supervisorFor, type SupervisionOptions, type Supervisor } from './supervisor';
 
 // Tests and the benchmark import the process helpers from here.
-export { COMPILED_ENTRIES, ENTRIES, printPrefixed, serviceCommand, startService, stopService } from './service-process';
+export { COMPILED_ENTRIES, ENTRIES, PRODUCTION_NODE_OPTIONS, printPrefixed, serviceCommand, serviceEnv, startService, stopService } from './service-process';
 export type { LineSink, ServiceKind, ServiceProcess } from './service-process';
 
 export interface StackOptions {
