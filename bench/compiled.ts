@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { promisify } from 'node:util';
-import { ROOT, serviceCommand, serviceEnv, type ServiceKind } from '../apps/launcher/src/service-process';
+import { PRODUCTION_NODE_OPTIONS, ROOT, serviceCommand, serviceEnv, type ServiceKind } from '../apps/launcher/src/service-process';
 import { Stack } from '../apps/launcher/src/stack';
 import type { Row } from './table';
 
@@ -87,7 +87,7 @@ async function readyIn(kind: ServiceKind, mode: Mode, env: NodeJS.ProcessEnv): P
 }
 
 /** RSS of the api and of each worker after RSS_TASKS tasks through a stack (2 workers × 4), 8 clients at once, each following its task over SSE. */
-async function rssAfterTasks(mode: Mode, options: CompiledBenchOptions): Promise<{ api: number; workers: number[] }> {
+async function rssAfterTasks(mode: Mode, options: CompiledBenchOptions, defaultV8 = false): Promise<{ api: number; workers: number[] }> {
   const stack = new Stack({
     redisUrl: options.redisUrl,
     prefix: options.prefix(),
@@ -95,7 +95,8 @@ async function rssAfterTasks(mode: Mode, options: CompiledBenchOptions): Promise
     simPort: 0,
     workers: 2,
     workerConcurrency: 4,
-    env: { LOG_LEVEL: 'warn', SIM_SPEEDUP: '1000', MAGEAGENT_COMPILED: mode === 'compiled' ? '1' : '0' },
+    // defaultV8: compiled, but without the image's NODE_OPTIONS (an empty NODE_OPTIONS is left alone).
+    env: { LOG_LEVEL: 'warn', SIM_SPEEDUP: '1000', MAGEAGENT_COMPILED: mode === 'compiled' ? '1' : '0', ...(defaultV8 ? { NODE_OPTIONS: '' } : {}) },
     sink: () => undefined,
   });
   await stack.start();
@@ -150,6 +151,8 @@ export async function compiledRows(options: CompiledBenchOptions): Promise<Row[]
     options.log(`compiled: RSS after ${RSS_TASKS} tasks (${mode})`);
     rss[mode] = await rssAfterTasks(mode, options);
   }
+  options.log(`compiled: RSS after ${RSS_TASKS} tasks (compiled, NODE_OPTIONS empty: V8's default semi-spaces)`);
+  const defaultV8 = await rssAfterTasks('compiled', options, true);
 
   const readyRow = (kind: ServiceKind, what: string): Row => {
     const compiled = median(ready[`${kind} compiled`]!);
@@ -162,6 +165,7 @@ export async function compiledRows(options: CompiledBenchOptions): Promise<Row[]
     };
   };
   const workerRss = (mode: Mode) => Math.max(...rss[mode]!.workers);
+  const imageOptions = `NODE_OPTIONS=${PRODUCTION_NODE_OPTIONS}`;
   return [
     { metric: 'npm run build (esbuild, 5 bundles)', value: `${Math.round(buildMs)} ms`, target: 'reference' },
     readyRow('api', '/readyz 200'),
@@ -169,13 +173,13 @@ export async function compiledRows(options: CompiledBenchOptions): Promise<Row[]
     readyRow('model-sim', 'GET /v1/models 200'),
     {
       metric: `worker RSS after ${RSS_TASKS} tasks (2 workers × 4, the larger)`,
-      value: `compiled ${MB(workerRss('compiled'))}; tsx ${MB(workerRss('tsx'))}`,
+      value: `compiled ${MB(workerRss('compiled'))} (${imageOptions}), ${MB(Math.max(...defaultV8.workers))} (V8 defaults); tsx ${MB(workerRss('tsx'))}`,
       target: '< 100 MB compiled',
       ok: workerRss('compiled') < WORKER_RSS_TARGET,
     },
     {
       metric: `api RSS after ${RSS_TASKS} tasks`,
-      value: `compiled ${MB(rss.compiled!.api)}; tsx ${MB(rss.tsx!.api)}`,
+      value: `compiled ${MB(rss.compiled!.api)} (${imageOptions}), ${MB(defaultV8.api)} (V8 defaults); tsx ${MB(rss.tsx!.api)}`,
       target: '< 110 MB compiled',
       ok: rss.compiled!.api < API_RSS_TARGET,
     },
