@@ -11,7 +11,8 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { PRODUCTION_NODE_OPTIONS, serviceCommand, serviceEnv } from '../apps/launcher/src/service-process';
-import { createTask, readSse, requestJson } from './support/http';
+import { createTask, eventually, readSse, requestJson, waitForTask } from './support/http';
+import { childrenOf } from './support/processes';
 import { deleteTestKeys, REDIS_URL } from './support/stack';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -222,5 +223,36 @@ describe('the compiled services', () => {
     expect(task.body.result.content.length).toBeGreaterThan(0);
     // Nothing went wrong on the way (an unbundled module, a missing file next to a bundle).
     expect(running.flatMap((service) => service.output).filter((line) => /"level":"error"|Error:/.test(line))).toEqual([]);
+  }, 45_000);
+});
+
+describe('the compiled launcher', () => {
+  test('`node apps/launcher/dist/main.js` runs the services from their bundles, with the image\'s NODE_OPTIONS, and stops them on SIGTERM', async () => {
+    const launcherPrefix = `test-${randomUUID().slice(0, 8)}`;
+    const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL, REDIS_PREFIX: launcherPrefix, PORT: '0', SIM_PORT: '0', WORKERS: '1', LOG_LEVEL: 'warn', SIM_SPEEDUP: '1000', RESTART_MAX: '0' };
+    delete env.MAGEAGENT_COMPILED;
+    delete env.NODE_OPTIONS;
+    const child = spawn(process.execPath, ['apps/launcher/dist/main.js'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines: string[] = [];
+    for (const stream of [child.stdout!, child.stderr!]) readline.createInterface({ input: stream }).on('line', (line) => lines.push(line));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      const api = await eventually(async () => /ready: api on (http:\/\/127\.0\.0\.1:\d+)/.exec(lines.join('\n'))?.[1], 20_000, `the launcher to be ready:\n${lines.join('\n')}`);
+      const services = childrenOf(child.pid!).map((entry) => entry.command);
+      expect(services).toHaveLength(3);
+      for (const kind of ['model-sim', 'api', 'worker']) {
+        expect(services).toContainEqual(expect.stringContaining(`--enable-source-maps ${path.join(ROOT, `apps/${kind}/dist/main.js`)}`));
+      }
+      expect(services.join('\n')).not.toMatch(/tsx|\.ts\b/);
+      for (const entry of childrenOf(child.pid!)) {
+        expect(readFileSync(`/proc/${entry.pid}/environ`, 'utf8').split('\0')).toContain(`NODE_OPTIONS=${PRODUCTION_NODE_OPTIONS}`);
+      }
+      const id = await createTask(api, { prompt: 'Say hi', pattern: 'primary' });
+      expect((await waitForTask(api, id)).status).toBe('completed');
+    } finally {
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+      await deleteTestKeys(launcherPrefix);
+    }
   }, 45_000);
 });
