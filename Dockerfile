@@ -71,7 +71,8 @@ COPY config ./config
 # Files stay root-owned: the service user can read the code but not rewrite it. Nothing is
 # written at run time (no transpile cache any more).
 USER node
-EXPOSE 3457 3458
+# api, model-sim, and the optional metrics/health listener (METRICS_PORT on the api, HEALTH_PORT on the worker).
+EXPOSE 3457 3458 9464
 # Every service drains on SIGTERM (api: stop accepting, end streams; worker: finish or
 # hand back jobs). node runs as PID 1 but installs its own handlers, so no init is needed.
 STOPSIGNAL SIGTERM
