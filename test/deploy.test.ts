@@ -33,14 +33,16 @@ function kubectlAvailable(): void {
   if (probe.error !== undefined || probe.status !== 0) {
     throw new Error(
       `kubectl is required to render k8s/ (tried "${KUBECTL}": ${probe.error?.message ?? probe.stderr}). ` +
-        'Install it (Debian: apt-get install kubernetes-client) or point KUBECTL at it.',
+        'Install it (Debian: apt-get install kubernetes-client; 1.20 or later) or point KUBECTL at it.',
     );
   }
 }
 
 function render(dir: string): K8sObject[] {
-  const text = execFileSync(KUBECTL, ['kustomize', dir], { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
-  return parseAllDocuments(text)
+  // stderr apart: newer kustomize warns there about the v2.0.3 syntax k8s/ keeps to on purpose.
+  const run = spawnSync(KUBECTL, ['kustomize', dir], { encoding: 'utf8', maxBuffer: 16 * 1024 * 1024 });
+  if (run.error !== undefined || run.status !== 0) throw new Error(`kubectl kustomize ${dir} failed: ${run.error?.message ?? run.stderr}`);
+  return parseAllDocuments(run.stdout)
     .map((document) => document.toJSON() as K8sObject | null)
     .filter((object): object is K8sObject => object !== null);
 }
@@ -72,7 +74,7 @@ function modelsConfigOf(objects: K8sObject[]): ModelsConfig {
   return parseModelsConfig(configMap.data['models.yaml'], configMap.metadata.name, {});
 }
 
-/** maxReplicaCount from GPU capacity (k8s/base/worker-scaledobject.yaml): twice the generations the hosts run at once, in worker slots. */
+/** maxReplicaCount from GPU capacity (k8s/components/keda/worker-scaledobject.yaml): twice the generations the hosts run at once, in worker slots. */
 const usefulWorkers = (config: ModelsConfig, concurrency: number) =>
   Math.ceil((2 * Object.values(config.hosts).reduce((sum, host) => sum + host.maxConcurrentGenerations, 0)) / concurrency);
 
@@ -335,14 +337,15 @@ describe('production overlay', () => {
   });
 });
 
-test('components/hpa replaces the ScaledObject with an HPA on the External metric mageagent_queue_backlog', () => {
+test('components/hpa, listed instead of components/keda, scales the workers with an HPA on the External metric mageagent_queue_backlog', () => {
   kubectlAvailable();
-  // A throwaway overlay: dev plus the component (kustomize loads directories from anywhere, by relative path).
+  // A throwaway overlay (kustomize loads bases from anywhere, by relative path).
   const dir = mkdtempSync(path.join(tmpdir(), 'mageagent-hpa-'));
+  const base = (name: string) => path.relative(dir, path.join(ROOT, 'k8s', name));
   try {
     writeFileSync(
       path.join(dir, 'kustomization.yaml'),
-      `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [${path.relative(dir, path.join(ROOT, 'k8s/overlays/dev'))}]\ncomponents: [${path.relative(dir, path.join(ROOT, 'k8s/components/hpa'))}]\n`,
+      `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: ${NAMESPACE}\nbases: [${base('base')}, ${base('components/hpa')}]\n`,
     );
     const objects = render(dir);
     expect(ofKind(objects, 'ScaledObject')).toEqual([]);
@@ -351,9 +354,16 @@ test('components/hpa replaces the ScaledObject with an HPA on the External metri
     const [hpa] = hpas;
     expect(hpa!.apiVersion).toBe('autoscaling/v2');
     expect(hpa!.spec.scaleTargetRef).toEqual({ apiVersion: 'apps/v1', kind: 'Deployment', name: 'worker' });
+    const worker = find(objects, 'Deployment', 'worker')!;
     expect(hpa!.spec.metrics).toEqual([
-      { type: 'External', external: { metric: { name: 'mageagent_queue_backlog' }, target: { type: 'AverageValue', averageValue: '4' } } },
+      {
+        type: 'External',
+        external: { metric: { name: 'mageagent_queue_backlog' }, target: { type: 'AverageValue', averageValue: envOf(containers(worker)[0], 'WORKER_CONCURRENCY') } },
+      },
     ]);
+    // Same bounds as the ScaledObject it replaces.
+    const scaledObject = render(path.join(ROOT, 'k8s/components/keda'))[0]!;
+    expect([hpa!.spec.minReplicas, hpa!.spec.maxReplicas]).toEqual([scaledObject.spec.minReplicaCount, scaledObject.spec.maxReplicaCount]);
     expect(validate(hpas)).toEqual([{ kind: 'HorizontalPodAutoscaler', name: 'worker', error: null }]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
