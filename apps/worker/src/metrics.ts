@@ -74,7 +74,7 @@ export class WorkerMetrics implements TaskObserver {
     });
     this.modelErrors = new Counter({
       name: 'mageagent_model_call_errors_total',
-      help: 'Failed model calls by error code (MODEL_TIMEOUT, MODEL_UNAVAILABLE, MODEL_RESPONSE_INVALID, ...); each retry counts.',
+      help: 'Failed model calls by error code (MODEL_TIMEOUT, MODEL_UNAVAILABLE, MODEL_ERROR, ...); each retry counts.',
       labelNames: ['role', 'host', 'code'],
       registers,
     });
