@@ -10,6 +10,7 @@ import {
 import { runPattern, type ModelProvider, type PatternRegistry, type RetryPolicy } from '@mageagent/patterns';
 import type { TaskJobData, TaskStore } from '@mageagent/tasks';
 import { TaskEventWriter } from './event-writer';
+import type { TaskObserver, TaskOutcome } from './metrics';
 
 export interface ProcessorDependencies {
   store: TaskStore;
@@ -23,6 +24,8 @@ export interface ProcessorDependencies {
   workerName: string;
   /** True once the process is stopping: an abort then hands the job back instead of failing the task. */
   isShuttingDown: () => boolean;
+  /** Told when tasks start and end (the worker's metrics); none in unit tests that do not care. */
+  observer?: TaskObserver;
 }
 
 /** Why a task is being started: the `reason` of its `processing` status event. */
@@ -65,6 +68,11 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
       return;
     }
 
+    const startedAt = Date.now();
+    // Queue wait is creation to first start; a restart's wait is a crash or a hand-back, not the queue's.
+    if (task.attempt === 0) deps.observer?.taskStarted(task.pattern, startedAt - Date.parse(task.createdAt));
+    const finished = (status: TaskOutcome): void => deps.observer?.taskFinished(task.pattern, status, Date.now() - startedAt);
+
     const timeoutMs = task.options.timeoutMs ?? deps.defaultTimeoutMs;
     const local = new AbortController();
     const timer = setTimeout(() => local.abort(new TaskTimeoutError(timeoutMs)), timeoutMs);
@@ -85,6 +93,9 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
       });
       await events.flush();
       const completed = await deps.store.complete(taskId, result, attempt);
+      // Not applied: cancelled meanwhile (counted as such) or taken over by another worker (its to count).
+      if (completed?.applied) finished('completed');
+      else if (completed?.applied === false && completed.currentStatus === 'cancelled') finished('cancelled');
       logger.info(completed?.applied ? 'task completed' : 'task ended before its result landed', {
         steps: result.steps.length,
       });
@@ -97,6 +108,7 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
           return;
         }
         logger.info('task cancelled while running');
+        finished('cancelled');
         return;
       }
       const lastAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
@@ -107,11 +119,13 @@ export function createTaskProcessor(deps: ProcessorDependencies) {
         if (!lastAttempt) throw failure;
         logger.error('task failed with an unexpected error', { error: String(failure) });
         await deps.store.fail(taskId, { code: 'INTERNAL', message: 'internal error while running the task', retryable: false }, attempt);
+        finished('failed');
         return;
       }
       const info: TaskErrorInfo = { code: failure.code, message: failure.message, retryable: failure.retryable };
       logger.warn('task failed', { code: failure.code });
       await deps.store.fail(taskId, info, attempt);
+      finished('failed');
     } finally {
       clearTimeout(timer);
     }

@@ -1,5 +1,6 @@
 export * from './types';
 export * from './config';
 export * from './openai-client';
+export * from './observer';
 export * from './registry';
 export * from './scheduling';
