@@ -9,6 +9,7 @@ import { idempotencyKeyOf } from './idempotency';
 import { accessLog } from './middleware/access-log';
 import { securityHeaders } from './middleware/security-headers';
 import { metricsRoute, queueStatsRoute } from './metrics/endpoints';
+import { serverSpans } from './middleware/tracing';
 import { openaiFacade } from './openai/router';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
@@ -18,6 +19,8 @@ export function createApp(services: ApiServices): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // Tracing first: the request's span is the parent of all it does (a no-op unless tracing is on).
+  app.use(serverSpans());
   // Before everything, so refusals (401, 413, draining 503s) are timed and counted too.
   app.use(services.metrics.httpMiddleware([BULL_BOARD_PATH]));
   // First of all, so every answer is logged and carries the headers: errors, 413s and draining 503s

@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { ConfigError, createLogger, logOptionsOf, onShutdown, type Logger } from '@mageagent/core';
+import { ConfigError, createLogger, logOptionsOf, onShutdown, startTracing, type Logger } from '@mageagent/core';
 import { redisReady } from '@mageagent/tasks';
 import { ApiKeyRegistry } from './auth/api-keys';
 import { keyDirectoryOf } from './auth/key-directory';
@@ -16,6 +16,8 @@ const REDIS_STARTUP_WAIT_MS = 5_000;
 async function main(): Promise<void> {
   const env = loadApiEnv();
   const logger = createLogger({ service: 'api', ...logOptionsOf(env) });
+  // Before anything creates spans; loads the SDK only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+  const tracing = await startTracing('mageagent-api', logger);
 
   const registry = loadKeyRegistry(env, logger);
   const keys = registry && keyDirectoryOf(registry);
@@ -86,6 +88,8 @@ async function main(): Promise<void> {
       { name: 'close the metrics listener', run: async () => void (await metricsListener?.close()) },
       { name: 'close queue', run: async () => void (await Promise.all([queue.close(), ...services.dashboardQueues.filter((shown) => shown !== queue.queue).map((shown) => shown.close())])) },
       { name: 'close redis', run: async () => void (await Promise.allSettled([redis.quit(), subscriber.quit()])) },
+      // Last: the spans of the requests that finished during the drain go out too.
+      { name: 'flush traces', run: () => tracing.shutdown() },
     ],
     { deadlineMs: env.SHUTDOWN_GRACE_MS },
   );

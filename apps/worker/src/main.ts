@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { Worker } from 'bullmq';
-import { ConfigError, createLogger, isMageError, logOptionsOf, onShutdown, readApiKeysFile } from '@mageagent/core';
+import { ConfigError, createLogger, isMageError, logOptionsOf, onShutdown, readApiKeysFile, startTracing } from '@mageagent/core';
 import {
   DEFAULT_MODELS_CONFIG_PATH,
   HostHealth,
@@ -37,6 +37,8 @@ const SHUTDOWN_HAND_BACK_MS = 5_000;
 async function main(): Promise<void> {
   const env = loadWorkerEnv();
   const logger = createLogger({ service: 'worker', ...logOptionsOf(env) });
+  // Before anything creates spans; loads the SDK only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+  const tracing = await startTracing('mageagent-worker', logger);
   const workerName = `${hostname()}:${process.pid}`;
   const modelsConfig = loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH);
 
@@ -185,6 +187,8 @@ async function main(): Promise<void> {
       name: 'close redis',
       run: async () => void (await Promise.allSettled([commands, blocking, subscriber, outboxWaitConnection, webhookWorkerConnection].map((connection) => connection.quit()))),
     },
+    // Last: the spans of the tasks that finished or were handed back during the grace go out too.
+    { name: 'flush traces', run: () => tracing.shutdown() },
     ],
     // The grace, then time to hand back what is still running; past that, BullMQ's stalled-job
     // check hands the jobs on (as after a crash).

@@ -4,9 +4,21 @@ import type { TaskPriority } from '@mageagent/core';
 
 export const TASK_QUEUE_NAME = 'tasks';
 
-/** The BullMQ job's payload: the task record is the source of truth, the job only carries its id. */
+/**
+ * The BullMQ job's payload: the task record is the source of truth, the job only carries its id,
+ * and, when tracing is on, the W3C trace context (`traceparent`, `tracestate`) of the request
+ * that created it, so the worker's task span continues that trace across the queue hop.
+ */
 export interface TaskJobData {
   taskId: string;
+  trace?: Record<string, string>;
+}
+
+/** One job to add: a task, its priority and the trace context it was created in. */
+export interface TaskJob {
+  taskId: string;
+  priority: TaskPriority;
+  trace?: Record<string, string> | undefined;
 }
 
 /** BullMQ priorities: lower runs first; 0 (no priority) would jump every prioritised job, so all get one. */
@@ -55,8 +67,10 @@ export class TaskQueue {
   }
 
   /** Adds one job per task in one pipelined write (BullMQ's addBulk); rejects if any add failed. */
-  async enqueueAll(tasks: readonly { taskId: string; priority: TaskPriority }[]): Promise<void> {
-    await this.queue.addBulk(tasks.map(({ taskId, priority }) => ({ name: 'run', data: { taskId }, opts: this.jobOptions(taskId, priority) })));
+  async enqueueAll(tasks: readonly TaskJob[]): Promise<void> {
+    await this.queue.addBulk(
+      tasks.map(({ taskId, priority, trace }) => ({ name: 'run', data: trace ? { taskId, trace } : { taskId }, opts: this.jobOptions(taskId, priority) })),
+    );
   }
 
   private jobOptions(taskId: string, priority: TaskPriority): JobsOptions {
