@@ -4,3 +4,4 @@ export * from './openai-client';
 export * from './observer';
 export * from './registry';
 export * from './scheduling';
+export * from './traced-model';

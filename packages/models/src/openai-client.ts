@@ -5,6 +5,7 @@ import {
   ModelTimeoutError,
   ModelUnavailableError,
   isMageError,
+  traceCarrier,
   type ChatMessage,
   type TokenUsage,
 } from '@mageagent/core';
@@ -163,6 +164,8 @@ export class OpenAICompatibleModel implements ChatModel {
       accept: streaming ? 'text/event-stream' : 'application/json',
     };
     if (this.apiKey !== undefined) headers.authorization = `Bearer ${this.apiKey}`;
+    // The call's trace context (W3C traceparent/tracestate), so a traced model server continues the trace.
+    Object.assign(headers, traceCarrier());
     return fetch(`${this.endpoint}/chat/completions`, {
       method: 'POST',
       headers,

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { CancelledError, isMageError } from '@mageagent/core';
+import { CancelledError, inSpan, isMageError } from '@mageagent/core';
 import type { RoleConfig } from '../config';
 import type { ModelCallOutcome, ModelObserver } from '../observer';
 import { OpenAICompatibleModel } from '../openai-client';
@@ -31,10 +31,14 @@ export class ScheduledModel implements ChatModel {
   }
 
   async chat(request: ChatRequest, options: ChatCallOptions = {}): Promise<ChatResponse> {
-    const lease = await this.scheduler.acquire(this.host, {
-      ...(options.priority !== undefined && { priority: options.priority }),
-      ...(options.owner !== undefined && { owner: options.owner }),
-      ...(options.signal !== undefined && { signal: options.signal }),
+    const lease = await inSpan('host lease wait', { attributes: { 'mageagent.host': this.host, ...(options.priority && { 'mageagent.task.priority': options.priority }) } }, async (span) => {
+      const granted = await this.scheduler.acquire(this.host, {
+        ...(options.priority !== undefined && { priority: options.priority }),
+        ...(options.owner !== undefined && { owner: options.owner }),
+        ...(options.signal !== undefined && { signal: options.signal }),
+      });
+      span.setAttribute('mageagent.lease.wait_ms', granted.waitMs);
+      return granted;
     });
     this.observer.leaseGranted?.(this.host, lease.waitMs);
     // A lost lease stops the HTTP call: another process may already be generating on the host.
