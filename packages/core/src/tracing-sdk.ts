@@ -1,31 +1,29 @@
 import { hostname } from 'node:os';
 import { context, diag, DiagLogLevel, propagation, trace } from '@opentelemetry/api';
-import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
-import { defaultResource, detectResources, envDetector, resourceFromAttributes } from '@opentelemetry/resources';
-import {
-  AlwaysOffSampler,
-  AlwaysOnSampler,
-  BatchSpanProcessor,
-  ParentBasedSampler,
-  TraceIdRatioBasedSampler,
-  TracerProvider,
-  type Sampler,
-  type SpanExporter,
-} from '@opentelemetry/sdk-trace';
+import type { Sampler, SpanExporter } from '@opentelemetry/sdk-trace';
 import { ConfigError } from './errors';
 import type { Logger } from './logger';
 import type { Tracing } from './tracing';
 
 /**
- * The OpenTelemetry SDK, loaded only through `startTracing`'s dynamic import when an OTLP endpoint
- * is configured: this module's static imports are the whole SDK, so a process without tracing
- * never loads them (the test/tracing e2e suite checks that on real processes).
+ * Starts the OpenTelemetry SDK. Reached only through `startTracing`'s dynamic import when an OTLP
+ * endpoint is configured, and it imports the SDK packages dynamically too, so a process without
+ * tracing never loads them (test/tracing.e2e.test.ts checks that on real processes).
  *
  * The exporters read OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _TIMEOUT and the TLS settings
  * themselves; the trace SDK 3.x no longer reads the sampler and batch settings, so they are read here.
  */
 export async function startTracingSdk(defaultServiceName: string, logger: Logger, env: NodeJS.ProcessEnv): Promise<Tracing> {
+  // Dynamic imports of the packages themselves (not only of this module): a bundler that inlines
+  // this file into the app's bundle keeps them as runtime imports, so they stay unloaded when off.
+  const [sdk, { AsyncLocalStorageContextManager }, { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator }, resources] =
+    await Promise.all([
+      import('@opentelemetry/sdk-trace'),
+      import('@opentelemetry/context-async-hooks'),
+      import('@opentelemetry/core'),
+      import('@opentelemetry/resources'),
+    ]);
+  const { defaultResource, detectResources, envDetector, resourceFromAttributes } = resources;
   // The SDK's own complaints (an unreachable collector, dropped spans) go to our log, once each kind.
   diag.setLogger(diagLogger(logger), { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
   const exporter = await createExporter(env);
@@ -33,11 +31,11 @@ export async function startTracingSdk(defaultServiceName: string, logger: Logger
   const resource = defaultResource()
     .merge(resourceFromAttributes({ 'service.name': defaultServiceName, 'service.instance.id': `${hostname()}:${process.pid}` }))
     .merge(detectResources({ detectors: [envDetector] }));
-  const provider = new TracerProvider({
+  const provider = new sdk.TracerProvider({
     resource,
-    sampler: samplerFromEnv(env),
+    sampler: samplerFromEnv(sdk, env),
     spanProcessors: [
-      new BatchSpanProcessor({
+      new sdk.BatchSpanProcessor({
         exporter,
         scheduledDelayMillis: positiveIntFromEnv(env, 'OTEL_BSP_SCHEDULE_DELAY', 5000),
         maxQueueSize: positiveIntFromEnv(env, 'OTEL_BSP_MAX_QUEUE_SIZE', 2048),
@@ -84,7 +82,8 @@ async function createExporter(env: NodeJS.ProcessEnv): Promise<SpanExporter> {
 }
 
 /** OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG as the spec defines them; default parentbased_always_on. */
-export function samplerFromEnv(env: NodeJS.ProcessEnv): Sampler {
+export function samplerFromEnv(sdk: typeof import('@opentelemetry/sdk-trace'), env: NodeJS.ProcessEnv): Sampler {
+  const { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler } = sdk;
   const name = (env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on').trim().toLowerCase();
   const ratio = (): number => {
     const raw = env.OTEL_TRACES_SAMPLER_ARG;

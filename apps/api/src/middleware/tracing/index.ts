@@ -3,6 +3,8 @@ import { context, propagation, trace } from '@opentelemetry/api';
 import { SpanKind, SpanStatusCode, tracer } from '@mageagent/core';
 import { routeTemplateOf } from '../access-log';
 
+const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
+
 /**
  * A SERVER span per request, the parent of everything the request does (a task's creation span,
  * and through the job's trace context the worker's task span). It continues a caller's W3C
@@ -11,9 +13,12 @@ import { routeTemplateOf } from '../access-log';
  *
  * Ends when the response ends or the client goes (`close`), so an SSE stream is one span over
  * its whole length. 5xx answers are errors; 4xx are the client's (OpenTelemetry's HTTP conventions).
+ * Not traced: /healthz, /readyz and /metrics.
  */
 export function serverSpans(): RequestHandler {
   return (req, res, next) => {
+    // Probes and scrapes come every few seconds from machines; their spans would only be noise.
+    if (UNTRACED_PATHS.has(req.path)) return next();
     const parent = propagation.extract(context.active(), req.headers);
     const span = tracer().startSpan(
       req.method,
