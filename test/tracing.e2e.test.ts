@@ -11,8 +11,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createTask, waitForTask } from './support/http';
-import { startTestStack, type TestStack } from './support/stack';
+import { createTask, eventually, postJson, waitForTask } from './support/http';
+import { eventsOf, startTestStack, type TestStack } from './support/stack';
 
 interface OtlpAttribute {
   key: string;
@@ -242,19 +242,35 @@ test('one trace from the api request through the queue to the worker, its steps,
   for (const body of collector.bodies) expect(body).not.toContain(secret);
 }, 90_000);
 
-test('a failed model call: the step and call spans are errors with the code, and the task span says failed', async () => {
+test('a failed model call is an error with its code; a cancelled task says cancelled and is no error', async () => {
   collector.spans.length = 0;
   const service = await startTestStack({
     workers: 1,
     env: { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '200', MODEL_RETRIES: '0' },
   });
   let taskId: string;
+  let cancelledId: string;
   try {
     taskId = await createTask(service.api, { prompt: 'Say hello [[sim: error=400]]', pattern: 'primary' });
     expect(await waitForTask(service.api, taskId)).toMatchObject({ status: 'failed' });
+    // A task whose model call hangs until it is cancelled.
+    cancelledId = await createTask(service.api, { prompt: 'hold the GPU [[sim: hang]]', pattern: 'primary' });
+    await eventually(async () => ((await eventsOf(service, cancelledId)).some((event) => event.type === 'step.started') ? true : undefined), 10_000, 'the call to start');
+    expect((await postJson(`${service.api}/tasks/${cancelledId}/cancel`, {})).body).toMatchObject({ status: 'cancelled' });
+    await eventually(
+      async () => (collector.spans.some((span) => span.name === 'task run' && span.attributes['mageagent.task.id'] === cancelledId) ? true : undefined),
+      10_000,
+      'the cancelled task span',
+    );
   } finally {
     await service.stop();
   }
+  const cancelled = collector.spans.find((span) => span.name === 'task run' && span.attributes['mageagent.task.id'] === cancelledId);
+  expect(cancelled).toMatchObject({ attributes: expect.objectContaining({ 'mageagent.task.status': 'cancelled' }) });
+  expect(cancelled?.status.code ?? 0).not.toBe(STATUS_ERROR);
+  // The aborted call inside it says why.
+  const aborted = collector.spans.find((span) => span.traceId === cancelled?.traceId && span.name.startsWith('chat '));
+  expect(aborted).toMatchObject({ attributes: expect.objectContaining({ 'mageagent.outcome': 'CANCELLED', 'error.type': 'CANCELLED' }) });
   const taskSpan = collector.spans.find((span) => span.name === 'task run' && span.attributes['mageagent.task.id'] === taskId);
   expect(taskSpan).toMatchObject({ status: { code: STATUS_ERROR }, attributes: expect.objectContaining({ 'mageagent.task.status': 'failed' }) });
   const code = taskSpan?.attributes['error.type'];
