@@ -24,8 +24,6 @@ export async function startTracingSdk(defaultServiceName: string, logger: Logger
       import('@opentelemetry/resources'),
     ]);
   const { defaultResource, detectResources, envDetector, resourceFromAttributes } = resources;
-  // The SDK's own complaints (an unreachable collector, dropped spans) go to our log, once each kind.
-  diag.setLogger(diagLogger(logger), { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
   const exporter = await createExporter(env);
   // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (envDetector) win over the defaults.
   const resource = defaultResource()
@@ -44,6 +42,9 @@ export async function startTracingSdk(defaultServiceName: string, logger: Logger
       }),
     ],
   });
+  // Globals only once the whole configuration was accepted (a ConfigError above leaves none set).
+  // The SDK's own complaints (an unreachable collector, dropped spans) go to our log, once each kind.
+  diag.setLogger(diagLogger(logger), { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()] }));
   trace.setGlobalTracerProvider(provider);
