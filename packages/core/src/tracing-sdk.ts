@@ -16,7 +16,7 @@ import type { Tracing } from './tracing';
 export async function startTracingSdk(defaultServiceName: string, logger: Logger, env: NodeJS.ProcessEnv): Promise<Tracing> {
   // Dynamic imports of the packages themselves (not only of this module): a bundler that inlines
   // this file into the app's bundle keeps them as runtime imports, so they stay unloaded when off.
-  const [sdk, { AsyncLocalStorageContextManager }, { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator }, resources] =
+  const [sdk, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, resources] =
     await Promise.all([
       import('@opentelemetry/sdk-trace'),
       import('@opentelemetry/context-async-hooks'),
@@ -46,7 +46,9 @@ export async function startTracingSdk(defaultServiceName: string, logger: Logger
   // The SDK's own complaints (an unreachable collector, dropped spans) go to our log, once each kind.
   diag.setLogger(diagLogger(logger), { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true });
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-  propagation.setGlobalPropagator(new CompositePropagator({ propagators: [new W3CTraceContextPropagator(), new W3CBaggagePropagator()] }));
+  // Trace context only, no W3C baggage: a client's baggage header would otherwise ride through the
+  // queue to the model servers.
+  propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   trace.setGlobalTracerProvider(provider);
   logger.info('tracing on', { protocol: protocolOf(env), serviceName: String(resource.attributes['service.name']) });
 
