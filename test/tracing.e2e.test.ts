@@ -274,6 +274,9 @@ test('a failed model call is an error with its code; a cancelled task says cance
   const taskSpan = collector.spans.find((span) => span.name === 'task run' && span.attributes['mageagent.task.id'] === taskId);
   expect(taskSpan).toMatchObject({ status: { code: STATUS_ERROR }, attributes: expect.objectContaining({ 'mageagent.task.status': 'failed' }) });
   const code = taskSpan?.attributes['error.type'];
+  // The worker's log line about the failure leads to the trace.
+  const failedLine = service.output.find((line) => line.includes('"task failed"') && line.includes(taskId));
+  expect(JSON.parse(failedLine!.slice(failedLine!.indexOf('{')))).toMatchObject({ traceId: taskSpan?.traceId, spanId: taskSpan?.spanId });
   expect(code).toEqual(expect.stringMatching(/^[A-Z_]+$/));
   const call = collector.spans.find((span) => span.traceId === taskSpan?.traceId && span.name.startsWith('chat '));
   expect(call).toMatchObject({ status: { code: STATUS_ERROR, message: code }, attributes: expect.objectContaining({ 'mageagent.outcome': code, 'error.type': code }) });
