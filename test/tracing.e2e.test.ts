@@ -144,6 +144,7 @@ test('one trace from the api request through the queue to the worker, its steps,
     },
   });
   let taskId: string;
+  const simUrl = service.sim;
   const secret = `PROMPT-TEXT-${randomUUID()}`;
   try {
     // Validated with a validator that fails once: the primary writes, is reviewed, revises, is approved.
@@ -222,6 +223,8 @@ test('one trace from the api request through the queue to the worker, its steps,
         'mageagent.role': call.attributes['mageagent.role'],
         'mageagent.host': expect.any(String),
         'mageagent.outcome': 'ok',
+        'server.address': '127.0.0.1',
+        'server.port': Number(new URL(simUrl).port),
         'gen_ai.usage.input_tokens': expect.any(Number),
         'gen_ai.usage.output_tokens': expect.any(Number),
       }),
