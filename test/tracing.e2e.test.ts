@@ -290,7 +290,7 @@ test('without OTEL_EXPORTER_OTLP_ENDPOINT the processes never load the SDK and e
   const importsFile = path.join(workDir, 'imports-off.txt');
   const service = await startTestStack({
     workers: 1,
-    env: { OTEL_EXPORTER_OTLP_ENDPOINT: '', NODE_ARGS: `--import ${RECORDER}`, RECORD_IMPORTS_FILE: importsFile },
+    env: { OTEL_EXPORTER_OTLP_ENDPOINT: '', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: '', NODE_ARGS: `--import ${RECORDER}`, RECORD_IMPORTS_FILE: importsFile },
   });
   try {
     const taskId = await createTask(service.api, { prompt: 'Explain how Redis persistence works', pattern: 'hybrid' });
