@@ -57,8 +57,10 @@ const externalPackages = {
   name: 'external-packages',
   setup(builder) {
     const rootModules = path.join(ROOT, 'node_modules');
-    // Bare specifiers only: not relative, not absolute. `node:` builtins are external on platform node anyway.
-    builder.onResolve({ filter: /^[^./]/ }, (args) => {
+    // Bare specifiers only: not relative, not absolute, and not a package's own `#subpath` imports (a bundled
+    // package's `#platform`, resolved by esbuild through that package's "imports"). `node:` builtins are
+    // external on platform node anyway.
+    builder.onResolve({ filter: /^[^./#]/ }, (args) => {
       if (BUNDLED.test(args.path) || args.path.startsWith('node:')) return undefined;
       const from = installedFrom(packageName(args.path), args.resolveDir);
       if (from !== undefined && from !== rootModules && !args.resolveDir.startsWith(rootModules)) {

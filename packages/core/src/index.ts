@@ -87,4 +87,16 @@ export {
 export { onShutdown } from './shutdown';
 export { type ClientToServerEvents, type ServerToClientEvents } from './socket-events';
 export { taskLinks, type TaskLinks } from './task-links';
+export {
+  contextFromCarrier,
+  errorCodeOf,
+  inSpan,
+  setSpanError,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  startTracing,
+  traceCarrier,
+  tracer,
+} from './tracing';
 export { z } from 'zod';

@@ -1,7 +1,8 @@
 // The public API of @mageagent/models: the names other workspaces import (apps, other packages,
 // tests, bench), listed by name so that everything else stays internal and tsc catches a name
 // removed while still in use. Export a name here only when another workspace needs it.
-export { DEFAULT_MODELS_CONFIG_PATH, loadModelsConfig, type ModelsConfig } from './config';
+export { DEFAULT_MODELS_CONFIG_PATH, loadModelsConfig, type ModelsConfig, parseModelsConfig } from './config';
+export { type ModelObserver } from './observer';
 export { OpenAICompatibleModel } from './openai-client';
 export { ModelRegistry } from './registry';
 export { HostHealth, probeTargetsFromConfig } from './scheduling/host-health';

@@ -5,12 +5,7 @@ export { BUILT_IN_PATTERNS } from './builtins';
 export { type ModelProvider, type PatternContext, type PatternEventSink, type RetryPolicy } from './context';
 export { generate, StepIds } from './generate';
 export { loadPatternRegistry, PatternRegistry, runPattern } from './patterns';
-export { routeByKeywords } from './routing';
-export { type RouteStepDeclaration } from './steps/route';
-export { checkToolRequest } from './tools/definitions';
-export { needsTools } from './tools/heuristics';
-// The prompts' texts and the verdict readers: the model simulator (apps/model-sim) recognises each
-// step by these exact texts and reads verdicts as the patterns do, so it answers as a model would.
+// The prompts' texts: the model simulator (apps/model-sim) recognises each step by them, so it answers as a model would.
 export {
   AGGREGATE_INSTRUCTION,
   AGGREGATE_REFERENCES_HEADING,
@@ -41,4 +36,8 @@ export {
   toolsSystemPrompt,
   toolsUserPrompt,
 } from './prompts';
+export { routeByKeywords } from './routing';
+export { type RouteStepDeclaration } from './steps/route';
+export { checkToolRequest } from './tools/definitions';
+export { needsTools } from './tools/heuristics';
 export { readCritique, readSelection } from './verdicts';

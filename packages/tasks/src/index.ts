@@ -7,5 +7,5 @@ export { TaskKeys } from './keys';
 export { createRedis, deleteKeysWithPrefix, isRedisUnavailable, pingRedis, redisReady, redisUnavailable } from './redis';
 export { type FollowOptions, followTask, type TaskFollow } from './task-follower';
 export { TaskIntake, TaskNotQueuedError } from './task-intake';
-export { BULLMQ_PRIORITY, TASK_QUEUE_NAME, type TaskJobData, TaskQueue } from './task-queue';
+export { BULLMQ_PRIORITY, DEFAULT_JOB_RETENTION, TASK_QUEUE_NAME, type TaskJobData, TaskQueue } from './task-queue';
 export { TaskStore, type TaskSummary } from './task-store';
