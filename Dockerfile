@@ -50,8 +50,11 @@ COPY packages/models/package.json packages/models/
 COPY packages/patterns/package.json packages/patterns/
 COPY packages/tasks/package.json packages/tasks/
 COPY packages/webhooks/package.json packages/webhooks/
+# typescript (24 MB): valibot (under @bull-board/api) names it an optional peer, and since the root's
+# devDependencies have it, the lockfile marks it devOptional, which --omit=dev still installs. Nothing
+# requires it at run time (valibot only uses its types).
 RUN --mount=type=cache,target=/root/.npm \
-    npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+    npm ci --omit=dev --ignore-scripts --no-audit --no-fund && rm -rf node_modules/typescript
 
 FROM node:22-bookworm-slim AS runtime
 ENV NODE_ENV=production
