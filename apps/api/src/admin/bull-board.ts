@@ -1,6 +1,3 @@
-import { createBullBoard } from '@bull-board/api';
-import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
-import { ExpressAdapter } from '@bull-board/express';
 import type { Queue } from 'bullmq';
 import type { RequestHandler } from 'express';
 
@@ -15,6 +12,20 @@ export const BULL_BOARD_PATH = '/admin/queues';
  * `processing` or run it a second time behind the record's back; cancelling is POST /tasks/:id/cancel.
  */
 export function bullBoardRouter(queues: readonly Queue[]): RequestHandler {
+  // Built on the first request under the path: bull-board and its UI server (about 10 MB of RSS
+  // in an api that never serves it) load only once an admin opens the board.
+  let router: RequestHandler | undefined;
+  return (req, res, next) => {
+    router ??= createBoardRouter(queues);
+    router(req, res, next);
+  };
+}
+
+function createBoardRouter(queues: readonly Queue[]): RequestHandler {
+  // `require`, not import, is what defers loading; the bundle keeps these as requires of the installed packages.
+  const { createBullBoard } = require('@bull-board/api') as typeof import('@bull-board/api');
+  const { BullMQAdapter } = require('@bull-board/api/bullMQAdapter') as typeof import('@bull-board/api/bullMQAdapter');
+  const { ExpressAdapter } = require('@bull-board/express') as typeof import('@bull-board/express');
   const serverAdapter = new ExpressAdapter();
   serverAdapter.setBasePath(BULL_BOARD_PATH);
   createBullBoard({
