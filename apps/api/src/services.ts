@@ -1,8 +1,8 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { ValidationError, type Logger, type QuotaLimits } from '@mageagent/core';
 import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { loadPatternRegistry, type PatternRegistry } from '@mageagent/patterns';
-import { CancelChannel, createRedis, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
+import { CancelChannel, createRedis, redisTopologyOf, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
 import { precheckWebhookTarget } from '@mageagent/webhooks';
 import { Authenticator, type KeyDirectory } from './auth/authenticator';
 import type { ApiEnv } from './env';
@@ -24,7 +24,7 @@ export interface ApiServices {
   /** Live state of the GPU hosts of the model config, for GET /hosts. */
   hosts: HostStatsReader;
   /** The commands connection, for readiness probes. */
-  redis: Redis;
+  redis: Redis | Cluster;
   logger: Logger;
   config: {
     bodyLimitBytes: number;
@@ -44,7 +44,7 @@ export interface ApiServices {
 export interface ApiResources {
   services: ApiServices;
   queue: TaskQueue;
-  subscriber: Redis;
+  subscriber: Redis | Cluster;
   store: TaskStore;
   bus: TaskEventBus;
 }
@@ -81,12 +81,14 @@ export function defaultLimits(env: ApiEnv): QuotaLimits {
  * failing fast while Redis is unreachable) and the one subscriber. `keys` undefined: open mode.
  */
 export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirectory): ApiResources {
-  const redis = createRedis(env.REDIS_URL, 'requests', {
+  // One node, Sentinel or Cluster: decided (and checked) once, and every connection follows it.
+  const topology = redisTopologyOf(env);
+  const redis = createRedis(topology, 'requests', {
     connectionName: 'mageagent-api',
     logger,
     commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
   });
-  const subscriber = createRedis(env.REDIS_URL, 'subscriber', { connectionName: 'mageagent-api-subscriber', logger });
+  const subscriber = createRedis(topology, 'subscriber', { connectionName: 'mageagent-api-subscriber', logger });
   const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS, maxQueuedTasks: env.MAX_QUEUED_TASKS });
   const queue = new TaskQueue(redis, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS });
   // BullMQ reports connection errors as 'error' events; the connection's own watcher logs outages.

@@ -6,3 +6,4 @@ export * from './task-follower';
 export * from './task-queue';
 export * from './task-intake';
 export * from './cancel-channel';
+export * from './topology';
