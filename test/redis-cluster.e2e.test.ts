@@ -8,7 +8,8 @@
  * Skipped (with the reason printed) only where redis-server or redis-cli is missing.
  */
 import { Redis } from 'ioredis';
-import type { TaskEvent } from '@mageagent/core';
+import type { TaskEvent, TaskRecord } from '@mageagent/core';
+import { startTestReceiver, type TestReceiver } from '../packages/webhooks/src/test-receiver';
 import { startService, Stack, stopService } from '../apps/launcher/src/stack';
 import { createTask, eventually, postJson, readSse, requestJson, waitForTask } from './support/http';
 import { clusterBinaries, RedisCluster } from './support/redis-cluster';
@@ -24,9 +25,11 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
   let stack: Stack;
   let api: string;
   let sim: string;
+  let receiver: TestReceiver;
   const output: string[] = [];
 
   beforeAll(async () => {
+    receiver = await startTestReceiver();
     cluster = await RedisCluster.start(3);
     stack = new Stack({
       // No REDIS_URL at all: the children find the cluster through REDIS_CLUSTER_NODES.
@@ -45,6 +48,12 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
         JOB_LOCK_MS: '2000',
         HOST_LEASE_TTL_MS: '2000',
         HOST_HEALTH_INTERVAL_MS: '300',
+        // Webhooks, per-key request quotas and active-task counters: their keys and scripts run on the cluster too.
+        WEBHOOK_SECRET: 'the cluster end-to-end master webhook secret, 32+ characters',
+        WEBHOOK_ALLOW_PRIVATE: 'true',
+        WEBHOOK_BACKOFF_MS: '50',
+        QUOTA_REQUESTS_PER_MINUTE: '10000',
+        QUOTA_MAX_ACTIVE_TASKS: '100',
       },
     });
     try {
@@ -59,6 +68,7 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
   afterAll(async () => {
     await stack?.stop();
     await cluster?.close();
+    await receiver?.close();
   }, 60_000);
 
   afterEach(() => {
@@ -122,6 +132,29 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
     expect(cancelled.every((task) => task.status === 'cancelled')).toBe(true);
   });
 
+  test('idempotent creation: the same Idempotency-Key answers the same task', async () => {
+    const post = () =>
+      requestJson<{ id: string }>(`${api}/tasks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'idempotency-key': 'cluster-once' },
+        body: JSON.stringify({ prompt: 'only once', pattern: 'primary' }),
+      });
+    const [first, second] = [await post(), await post()];
+    expect(first.status).toBe(202);
+    expect(second.body.id).toBe(first.body.id);
+  });
+
+  test('a task with a webhook is delivered: outbox script, dispatcher and delivery queue on the cluster', async () => {
+    const taskId = await createTask(api, { prompt: 'tell me when done', pattern: 'primary', webhook: { url: `${receiver.url}/done` } });
+    expect((await waitForTask(api, taskId)).status).toBe('completed');
+    await eventually(async () => receiver.received.find((received) => received.headers['webhook-id'] === `msg_${taskId}`), 15_000, 'the webhook');
+    const task = await eventually(async () => {
+      const record = (await requestJson<TaskRecord>(`${api}/tasks/${taskId}`)).body;
+      return record.webhook && record.webhook.deliveries.length > 0 ? record : undefined;
+    }, 10_000, 'the delivery recorded on the task');
+    expect(task.webhook?.deliveries).toEqual([expect.objectContaining({ attempt: 1, status: 204, ok: true })]);
+  });
+
   test('GET /hosts reads the lease and health keys of every host in one go', async () => {
     const { status, body } = await requestJson<{ hosts: Array<{ name: string; health?: unknown }> }>(`${api}/hosts`);
     expect(status).toBe(200);
@@ -151,7 +184,7 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
     expect(nonEmpty).toHaveLength(1);
     const [port, keys] = nonEmpty[0]!;
     // The kinds of key the spine writes are all there, so the check covers each of them.
-    for (const kind of [':task:{', ':tenant:{', ':tasks:', ':host:{']) expect(keys.some((key) => key.includes(kind))).toBe(true);
+    for (const kind of [':task:{', ':tenant:{', ':tasks:', ':host:{', ':webhooks:', ':rate:', ':idempotency:{']) expect(keys.some((key) => key.includes(kind))).toBe(true);
     expect(keys.every((key) => key.startsWith(PREFIX) || key.startsWith(`mutex:${PREFIX}`))).toBe(true);
     const slots = new Set(await Promise.all(keys.map(async (key) => Number(await cluster.cli(port, 'CLUSTER', 'KEYSLOT', key)))));
     expect([...slots]).toEqual([slot]);
