@@ -92,8 +92,14 @@ export function createRedis(target: string | RedisTopology, role: RedisRole, opt
         ...(topology.sentinelPassword !== undefined && { sentinelPassword: topology.sentinelPassword }),
         // `tls` is for the master only when this is set; the Sentinels themselves are plain TCP.
         enableTLSForSentinelMode: topology.tls !== undefined,
-        // Learn of a failover from the Sentinels' +switch-master at once, not at the next error.
-        failoverDetector: true,
+        // No failoverDetector (a subscription to the Sentinels' +switch-master that drops every
+        // connection at once): with it, BullMQ's blocking connection sometimes stayed down after a
+        // failover (jobs never taken; test/redis-sentinel.e2e). A dead master is noticed by the
+        // connection closing; a master demoted alive (manual failover, healed partition) by its
+        // READONLY reply, below; either way the reconnect asks the Sentinels for the new master.
+        // 2 resends the refused command after the reconnect (a READONLY write was not applied, so
+        // that is safe); a `requests` command fails instead (1), and its client gets a 503.
+        reconnectOnError: (error: Error) => (/^READONLY\b/.test(error.message) ? (failFast ? 1 : 2) : false),
         enableAutoPipelining: failFast,
         enableOfflineQueue: !failFast,
         retryStrategy,
