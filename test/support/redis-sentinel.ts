@@ -88,6 +88,23 @@ export class RedisSentinelSetup {
     return Number(answer.split('\n')[1]);
   }
 
+  /**
+   * Until `port` is a replica in sync with the master (`role:slave`, link up) and the Sentinel
+   * counts it as a healthy replica (flags just `slave`), so a failover may go to it.
+   */
+  async waitReplicating(port: number): Promise<void> {
+    await this.waitFor(async () => {
+      const info = await this.cli(port, 'INFO', 'replication');
+      if (!/role:slave/.test(info) || !/master_link_status:up/.test(info)) return false;
+      const replicas = await this.cli(this.sentinelPort, 'SENTINEL', 'REPLICAS', this.name);
+      const lines = replicas.split('\n');
+      // redis-cli prints the replicas' fields as name/value lines: find this one's flags.
+      const at = lines.findIndex((line, index) => line === 'port' && lines[index + 1] === String(port));
+      const flags = at < 0 ? undefined : lines.slice(at).findIndex((line) => line === 'flags');
+      return flags !== undefined && flags >= 0 && lines[at + flags + 1] === 'slave';
+    }, `${port} to replicate, as the Sentinel sees it`, 30_000);
+  }
+
   /** Kills a node outright (SIGKILL), as a crashed machine. */
   async kill(port: number): Promise<void> {
     const child = this.children.get(port);
