@@ -95,10 +95,12 @@ export function createRedis(target: string | RedisTopology, role: RedisRole, opt
         // No failoverDetector (a subscription to the Sentinels' +switch-master that drops every
         // connection at once): with it, BullMQ's blocking connection sometimes stayed down after a
         // failover (jobs never taken; test/redis-sentinel.e2e). A dead master is noticed by the
-        // connection closing; a master demoted alive (manual failover, healed partition) by its
-        // READONLY reply, below; either way the reconnect asks the Sentinels for the new master.
-        // 2 resends the refused command after the reconnect (a READONLY write was not applied, so
-        // that is safe); a `requests` command fails instead (1), and its client gets a 503.
+        // connection closing, and so is a master the Sentinels demote alive (they CLIENT KILL its
+        // clients as they reconfigure it). Either way the reconnect asks the Sentinels for the
+        // new master. A demotion without that kill (a node restarted as a replica, a managed
+        // service's own failover) shows as READONLY replies: reconnect then too. 2 resends the
+        // refused command after the reconnect (a READONLY write was not applied, so that is safe);
+        // a `requests` command fails instead (1), and its client gets a 503.
         reconnectOnError: (error: Error) => (/^READONLY\b/.test(error.message) ? (failFast ? 1 : 2) : false),
         enableAutoPipelining: failFast,
         enableOfflineQueue: !failFast,
