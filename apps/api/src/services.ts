@@ -2,7 +2,7 @@ import type { Cluster, Redis } from 'ioredis';
 import { ValidationError, type Logger, type QuotaLimits } from '@mageagent/core';
 import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { loadPatternRegistry, type PatternRegistry } from '@mageagent/patterns';
-import { CancelChannel, createRedis, redisTopologyOf, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
+import { CancelChannel, createRedis, describeTopology, redisTopologyOf, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
 import { precheckWebhookTarget } from '@mageagent/webhooks';
 import { Authenticator, type KeyDirectory } from './auth/authenticator';
 import type { ApiEnv } from './env';
@@ -83,6 +83,7 @@ export function defaultLimits(env: ApiEnv): QuotaLimits {
 export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirectory): ApiResources {
   // One node, Sentinel or Cluster: decided (and checked) once, and every connection follows it.
   const topology = redisTopologyOf(env);
+  logger.info('redis', { redis: describeTopology(topology) });
   const redis = createRedis(topology, 'requests', {
     connectionName: 'mageagent-api',
     logger,
