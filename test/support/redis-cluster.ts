@@ -4,6 +4,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { Redis } from 'ioredis';
 import { findExecutable, redisAnswers } from '../../apps/launcher/src/redis-probe';
 
 const run = promisify(execFile);
@@ -44,9 +45,10 @@ export function clusterBinaries(): { server: string; cli: string } | string {
 }
 
 /**
- * A real Redis Cluster of `masters` nodes (no replicas) on free loopback ports, in a temp
- * directory: each node is `redis-server --cluster-enabled yes` without persistence, joined with
- * `redis-cli --cluster create`. `close()` kills the nodes and removes the directory.
+ * A real Redis Cluster of `masters` nodes (and `replicas` replicas of each) on free loopback
+ * ports, in a temp directory: each node is `redis-server --cluster-enabled yes` without
+ * persistence, joined with `redis-cli --cluster create`. `close()` kills the nodes and removes
+ * the directory.
  */
 export class RedisCluster {
   private constructor(
@@ -56,13 +58,13 @@ export class RedisCluster {
     private readonly cliPath: string,
   ) {}
 
-  static async start(masters = 3): Promise<RedisCluster> {
+  static async start(masters = 3, replicas = 0): Promise<RedisCluster> {
     const binaries = clusterBinaries();
     if (typeof binaries === 'string') throw new Error(binaries);
     const dir = mkdtempSync(path.join(tmpdir(), 'mageagent-cluster-'));
     const taken = new Set<number>();
     const ports: number[] = [];
-    for (let index = 0; index < masters; index++) ports.push(await freeClusterPort(taken));
+    for (let index = 0; index < masters * (1 + replicas); index++) ports.push(await freeClusterPort(taken));
     const children: ChildProcess[] = [];
     const cluster = new RedisCluster(ports, dir, children, binaries.cli);
     try {
@@ -83,7 +85,7 @@ export class RedisCluster {
         children.push(spawn(binaries.server, args, { stdio: 'ignore' }));
       }
       for (const port of ports) await cluster.waitAnswers(port);
-      await run(binaries.cli, ['--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`), '--cluster-replicas', '0', '--cluster-yes'], {
+      await run(binaries.cli, ['--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`), '--cluster-replicas', String(replicas), '--cluster-yes'], {
         timeout: 30_000,
       });
       await cluster.waitClusterOk();
@@ -121,6 +123,29 @@ export class RedisCluster {
       if (states.every((info) => /cluster_state:ok/.test(info))) return;
       if (Date.now() > deadline) throw new Error(`cluster not ok within 30 s: ${states.map((info) => /cluster_state:\w+/.exec(info)?.[0]).join(', ')}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+
+  /** Kills one node outright (SIGKILL), as a crashed machine. */
+  async kill(port: number): Promise<void> {
+    const child = this.children[this.ports.indexOf(port)];
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** The port of the master serving `slot`, as the node at `askPort` sees it. */
+  async masterOf(slot: number, askPort: number): Promise<number> {
+    const node = new Redis({ host: '127.0.0.1', port: askPort, lazyConnect: true });
+    try {
+      await node.connect();
+      const ranges = (await node.call('CLUSTER', 'SLOTS')) as Array<[number, number, [string, number, ...unknown[]]]>;
+      const range = ranges.find(([from, to]) => slot >= from && slot <= to);
+      if (range === undefined) throw new Error(`no node serves slot ${slot}`);
+      return Number(range[2][1]);
+    } finally {
+      node.disconnect();
     }
   }
 
