@@ -151,8 +151,13 @@ function watchConnection(redis: RedisClient, role: RedisRole, name: string, logg
 
 /** Reply errors Redis gives while it cannot serve writes for a while: loading, out of memory, read-only. */
 const UNAVAILABLE_REPLIES = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|MISCONF|OOM)\b/;
-/** ioredis's own messages for a connection that is down, closed or not answering. */
-const CONNECTION_MESSAGES = /Stream isn't writeable|Connection is closed|Command timed out|max retries per request|connect ETIMEDOUT/i;
+/**
+ * ioredis's own messages for a connection that is down, closed or not answering; and a Cluster's
+ * or Sentinel's while a failover is under way (redirections run out while the slot has no master,
+ * the cluster client reconnecting, the Sentinels naming a master that is gone).
+ */
+const CONNECTION_MESSAGES =
+  /Stream isn't writeable|Connection is closed|Command timed out|max retries per request|connect ETIMEDOUT|Too many Cluster redirections|Cluster isn't ready|Cluster is disconnected|None of startup nodes is available|Node is disconnected|All sentinels are unreachable/i;
 const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 /** Whether an error means "Redis cannot be reached or cannot serve right now" (worth a retry), rather than a bug. */

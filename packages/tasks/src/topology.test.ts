@@ -1,6 +1,6 @@
 import { Cluster, Redis } from 'ioredis';
 import { ConfigError, parseEnv, RedisEnv, z } from '@mageagent/core';
-import { createRedis } from './redis';
+import { createRedis, isRedisUnavailable } from './redis';
 import { hashTagOf, parseEndpoints, redisTopologyOf, describeTopology, type RedisTopologyEnv } from './topology';
 
 /** The env as a process would parse it (defaults applied), plus what the test sets. */
@@ -175,4 +175,18 @@ describe('createRedis builds each topology with the role options', () => {
       redis.disconnect();
     }
   });
+});
+
+test('the errors of a Cluster or Sentinel failover count as "Redis unavailable" (503 and retry, not a 500)', () => {
+  for (const message of [
+    'Too many Cluster redirections. Last error: ReplyError: MOVED 11699 127.0.0.1:24071',
+    "Cluster isn't ready and enableOfflineQueue options is false",
+    'None of startup nodes is available',
+    'All sentinels are unreachable. Retrying from scratch after 100ms.',
+    'CLUSTERDOWN The cluster is down',
+    "READONLY You can't write against a read only replica.",
+  ]) {
+    expect(isRedisUnavailable(new Error(message))).toBe(true);
+  }
+  expect(isRedisUnavailable(new Error("CROSSSLOT Keys in request don't hash to the same slot"))).toBe(false);
 });
