@@ -10,6 +10,7 @@
 import { Redis } from 'ioredis';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
 import { startTestReceiver, type TestReceiver } from '../packages/webhooks/src/test-receiver';
+import { createRedis, deleteKeysWithPrefix } from '@mageagent/tasks';
 import { startService, Stack, stopService } from '../apps/launcher/src/stack';
 import { createTask, eventually, postJson, readSse, requestJson, waitForTask } from './support/http';
 import { clusterBinaries, RedisCluster } from './support/redis-cluster';
@@ -161,11 +162,10 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
     expect(body.hosts.length).toBeGreaterThan(0);
   });
 
-  test('every key written (tasks, events, tenants, BullMQ, host leases, locks) is in the one slot of the hash tag, on one node', async () => {
-    const slot = Number(await cluster.cli(cluster.ports[0]!, 'CLUSTER', 'KEYSLOT', PREFIX));
+  /** Every key of every node (SCAN per node: it never crosses nodes). The cluster is this suite's alone. */
+  async function keysPerNode(): Promise<Map<number, string[]>> {
     const keysByNode = new Map<number, string[]>();
     for (const port of cluster.ports) {
-      // Each node scanned on its own: SCAN never crosses nodes. The cluster is this suite's alone.
       const node = new Redis({ host: '127.0.0.1', port });
       try {
         const keys: string[] = [];
@@ -180,6 +180,12 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
         node.disconnect();
       }
     }
+    return keysByNode;
+  }
+
+  test('every key written (tasks, events, tenants, BullMQ, host leases, locks) is in the one slot of the hash tag, on one node', async () => {
+    const slot = Number(await cluster.cli(cluster.ports[0]!, 'CLUSTER', 'KEYSLOT', PREFIX));
+    const keysByNode = await keysPerNode();
     const nonEmpty = [...keysByNode.entries()].filter(([, keys]) => keys.length > 0);
     expect(nonEmpty).toHaveLength(1);
     const [port, keys] = nonEmpty[0]!;
@@ -201,4 +207,17 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
     await started.then(stopService, () => undefined);
     expect(lines.join('\n')).toMatch(/REDIS_PREFIX "mageagent-test" has no hash tag/);
   }, 40_000);
+
+  test('once the services stop, deleteKeysWithPrefix on a Cluster client (SCAN on every master) removes every key', async () => {
+    await stack.stop();
+    expect([...(await keysPerNode()).values()].flat().length).toBeGreaterThan(0);
+    const admin = createRedis({ kind: 'cluster', nodes: cluster.ports.map((port) => ({ host: '127.0.0.1', port })) }, 'worker');
+    try {
+      await deleteKeysWithPrefix(admin, PREFIX);
+      await deleteKeysWithPrefix(admin, `mutex:${PREFIX}`);
+    } finally {
+      admin.disconnect();
+    }
+    expect([...(await keysPerNode()).values()].flat()).toEqual([]);
+  });
 });

@@ -200,6 +200,8 @@ export async function pingRedis(redis: RedisClient, timeoutMs = 1000): Promise<b
  */
 export async function deleteKeysWithPrefix(redis: RedisClient, prefix: string): Promise<void> {
   if (redis instanceof Cluster) {
+    // Until the client has the slot map, it knows no masters (and would scan nothing).
+    if (!(await redisReady(redis, 10_000))) throw new Error('deleteKeysWithPrefix: the cluster is not ready');
     for (const node of redis.nodes('master')) {
       let cursor = '0';
       do {
