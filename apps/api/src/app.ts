@@ -1,12 +1,15 @@
 import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
 import { isMageError, NotFoundError, quote, ServiceUnavailableError, taskLinks, toErrorBody } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
+import { basicAuthForBoard, boardContentSecurityPolicy, BULL_BOARD_PATH, bullBoardRouter } from './admin/bull-board';
 import { authenticate, callerOf, requireScope } from './auth/middleware';
 import { hostsHandler } from './hosts';
 import { asClientError, retryAfterOf } from './http-errors';
 import { idempotencyKeyOf } from './idempotency';
 import { accessLog } from './middleware/access-log';
 import { securityHeaders } from './middleware/security-headers';
+import { metricsRoute, queueStatsRoute } from './metrics/endpoints';
+import { serverSpans } from './middleware/tracing';
 import { openaiFacade } from './openai/router';
 import type { ApiServices } from './services';
 import { streamTask } from './sse';
@@ -16,6 +19,10 @@ export function createApp(services: ApiServices): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // Tracing first: the request's span is the parent of all it does (a no-op unless tracing is on).
+  app.use(serverSpans());
+  // Before everything, so refusals (401, 413, draining 503s) are timed and counted too.
+  app.use(services.metrics.httpMiddleware([BULL_BOARD_PATH]));
   // First of all, so every answer is logged and carries the headers: errors, 413s and draining 503s
   // too (a browser reads an error body only if it has its CORS headers).
   if (services.config.accessLog) app.use(accessLog({ logger: services.logger }));
@@ -37,6 +44,9 @@ export function createApp(services: ApiServices): express.Express {
     const redis = await pingRedis(services.redis);
     res.status(redis ? 200 : 503).json({ status: redis ? 'ready' : 'unavailable', checks: { redis } });
   });
+
+  // The queue dashboard is opened in a browser: it may present its key by HTTP Basic (see basicAuthForBoard).
+  app.use(BULL_BOARD_PATH, basicAuthForBoard(), boardContentSecurityPolicy());
 
   // Everything else needs a valid key (in open mode everyone is the one tenant), before the body is read.
   app.use(authenticate(services));
@@ -82,6 +92,13 @@ export function createApp(services: ApiServices): express.Express {
     res.json({ default: services.defaultPattern, patterns: services.patterns.list() });
   });
   app.get('/hosts', hostsHandler(services.hosts));
+
+  // Operators only: metrics, the queue's counts and its dashboard. A scraper without a key uses
+  // the METRICS_PORT listener instead.
+  const adminScope = requireScope('admin');
+  app.get('/metrics', adminScope, metricsRoute(services.metrics));
+  app.get('/queue/stats', adminScope, queueStatsRoute(services.queueStats));
+  app.use(BULL_BOARD_PATH, adminScope, bullBoardRouter(services.dashboardQueues));
 
   app.use('/v1', ...openaiFacade(services));
 

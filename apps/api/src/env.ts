@@ -1,4 +1,5 @@
 import { intEnv, parseEnv, PatternsEnv, RedisEnv, z } from '@mageagent/core';
+import { DEFAULT_JOB_RETENTION } from '@mageagent/tasks';
 import { CorsOriginsSchema } from './middleware/security-headers';
 
 export const ApiEnvSchema = z.object({
@@ -93,6 +94,25 @@ export const ApiEnvSchema = z.object({
     .enum(['true', 'false'])
     .default('true')
     .transform((value) => value === 'true'),
+
+  // Metrics and the queue dashboard. GET /metrics, GET /queue/stats and /admin/queues on PORT need the admin scope.
+  /**
+   * A second listener serving only /metrics and /queue/stats, without credentials, for scrapers
+   * and autoscalers that hold no API key. Unset or empty: none. 0 = any free port (logged).
+   */
+  METRICS_PORT: z.preprocess((value) => (value === '' ? undefined : value), z.coerce.number().int().min(0).max(65535).optional()),
+  /** Interface of the METRICS_PORT listener: loopback by default (it has no authentication); 0.0.0.0 in a pod behind a NetworkPolicy. */
+  METRICS_HOST: z.string().min(1).default('127.0.0.1'),
+  /** Queue counts (for /metrics and /queue/stats) are reused this long, so frequent scrapes cost Redis one count. */
+  QUEUE_STATS_CACHE_MS: intEnv(2_000, 0, 60_000),
+  /** Completed task jobs BullMQ keeps (for the dashboard); 0 = removed at once. The task records have their own retention. */
+  JOB_RETENTION_COMPLETED_COUNT: intEnv(DEFAULT_JOB_RETENTION.completed.count, 0),
+  /** Seconds a completed task job is kept; 0 = removed at once. */
+  JOB_RETENTION_COMPLETED_AGE_SECONDS: intEnv(DEFAULT_JOB_RETENTION.completed.ageSeconds, 0),
+  /** Failed task jobs BullMQ keeps; 0 = removed at once. */
+  JOB_RETENTION_FAILED_COUNT: intEnv(DEFAULT_JOB_RETENTION.failed.count, 0),
+  /** Seconds a failed task job is kept; 0 = removed at once. */
+  JOB_RETENTION_FAILED_AGE_SECONDS: intEnv(DEFAULT_JOB_RETENTION.failed.ageSeconds, 0),
 });
 export type ApiEnv = z.infer<typeof ApiEnvSchema>;
 

@@ -1,9 +1,10 @@
 import type { AddressInfo } from 'node:net';
-import { ConfigError, createLogger, logOptionsOf, onShutdown, type Logger } from '@mageagent/core';
+import { ConfigError, createLogger, logOptionsOf, onShutdown, startTracing, type Logger } from '@mageagent/core';
 import { redisReady } from '@mageagent/tasks';
 import { ApiKeyRegistry } from './auth/api-keys';
 import { keyDirectoryOf } from './auth/key-directory';
 import { loadApiEnv, type ApiEnv } from './env';
+import { startMetricsListener, type MetricsListener } from './metrics/endpoints';
 import { endChatCalls } from './openai/router';
 import { createApiServer } from './server';
 import { createApiServices } from './services';
@@ -15,6 +16,8 @@ const REDIS_STARTUP_WAIT_MS = 5_000;
 async function main(): Promise<void> {
   const env = loadApiEnv();
   const logger = createLogger({ service: 'api', ...logOptionsOf(env) });
+  // Before anything creates spans; loads the SDK only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+  const tracing = await startTracing('mageagent-api', logger);
 
   const registry = loadKeyRegistry(env, logger);
   const keys = registry && keyDirectoryOf(registry);
@@ -41,6 +44,11 @@ async function main(): Promise<void> {
   });
   const port = (server.address() as AddressInfo).port;
   logger.info('api listening', { host: env.HOST, port, mode: keys === undefined ? 'open' : 'keys' });
+  let metricsListener: MetricsListener | undefined;
+  if (env.METRICS_PORT !== undefined) {
+    metricsListener = await startMetricsListener({ port: env.METRICS_PORT, host: env.METRICS_HOST, metrics: services.metrics, queueStats: services.queueStats });
+    logger.info('metrics listening (no credentials: /metrics and /queue/stats only)', { host: env.METRICS_HOST, port: metricsListener.port });
+  }
   process.send?.({ type: 'ready', service: 'api', port });
 
   let closed: Promise<void> = Promise.resolve();
@@ -76,8 +84,12 @@ async function main(): Promise<void> {
           clearInterval(sweep);
         },
       },
-      { name: 'close queue', run: () => queue.close() },
+      // Scrapers may watch the drain; closed once requests are done, before the queue it counts.
+      { name: 'close the metrics listener', run: async () => void (await metricsListener?.close()) },
+      { name: 'close queue', run: async () => void (await Promise.all([queue.close(), ...services.dashboardQueues.filter((shown) => shown !== queue.queue).map((shown) => shown.close())])) },
       { name: 'close redis', run: async () => void (await Promise.allSettled([redis.quit(), subscriber.quit()])) },
+      // Last: the spans of the requests that finished during the drain go out too.
+      { name: 'flush traces', run: () => tracing.shutdown() },
     ],
     { deadlineMs: env.SHUTDOWN_GRACE_MS },
   );

@@ -16,6 +16,7 @@ export function createApiServer(services: ApiServices): { server: Server; io: Ap
   // CORS for the polling transport and an Origin check on every handshake, from CORS_ORIGINS.
   const io: ApiSocketServer = new SocketServer(server, { ...socketOriginOptions({ corsOrigins: services.config.corsOrigins }), serveClient: false });
   attachSocketHandlers(io, services);
+  services.metrics.openSockets = () => io.of('/').sockets.size;
   return { server, io };
 }
 

@@ -3,11 +3,15 @@ import { ValidationError, type Logger, type QuotaLimits } from '@mageagent/core'
 import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { loadPatternRegistry, type PatternRegistry } from '@mageagent/patterns';
 import { CancelChannel, createRedis, describeTopology, redisTopologyOf, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
-import { precheckWebhookTarget } from '@mageagent/webhooks';
+import { precheckWebhookTarget, WEBHOOK_QUEUE_NAME } from '@mageagent/webhooks';
+import { Queue } from 'bullmq';
 import { Authenticator, type KeyDirectory } from './auth/authenticator';
 import type { ApiEnv } from './env';
 import { IdempotencyKeys } from './idempotency';
+import { ApiMetrics } from './metrics/api-metrics';
+import { QueueStatsCache } from './metrics/queue-stats';
 import { RequestRateLimits } from './quotas/request-rate';
+import { openStreams } from './sse';
 import { TaskService } from './task-service';
 
 /**
@@ -38,6 +42,11 @@ export interface ApiServices {
   };
   /** Set once the api is shutting down: requests still arriving on open connections are turned away. */
   lifecycle: { draining: boolean };
+  /** The process's Prometheus registry and the task queue's cached job counts. */
+  metrics: ApiMetrics;
+  queueStats: QueueStatsCache;
+  /** The BullMQ queues the dashboard shows (tasks, webhooks), read-only. */
+  dashboardQueues: Queue[];
 }
 
 /** What createApiServices built: the services handlers get, and what only the process (and tests) hold. */
@@ -91,9 +100,22 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
   });
   const subscriber = createRedis(topology, 'subscriber', { connectionName: 'mageagent-api-subscriber', logger });
   const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS, maxQueuedTasks: env.MAX_QUEUED_TASKS });
-  const queue = new TaskQueue(redis, { prefix: env.REDIS_PREFIX, attempts: env.TASK_ATTEMPTS });
+  const queue = new TaskQueue(redis, {
+    prefix: env.REDIS_PREFIX,
+    attempts: env.TASK_ATTEMPTS,
+    retention: {
+      completed: { count: env.JOB_RETENTION_COMPLETED_COUNT, ageSeconds: env.JOB_RETENTION_COMPLETED_AGE_SECONDS },
+      failed: { count: env.JOB_RETENTION_FAILED_COUNT, ageSeconds: env.JOB_RETENTION_FAILED_AGE_SECONDS },
+    },
+  });
   // BullMQ reports connection errors as 'error' events; the connection's own watcher logs outages.
   queue.queue.on('error', () => undefined);
+  // The workers' webhook deliveries, for the dashboard only (the api adds none): same connection, no extra socket.
+  const webhookQueue = new Queue(WEBHOOK_QUEUE_NAME, { connection: redis, prefix: env.REDIS_PREFIX });
+  webhookQueue.on('error', () => undefined);
+  // Below the api's Redis command timeout plus a margin: a scrape during an outage answers within it.
+  const queueStats = new QueueStatsCache(queue.queue, { ttlMs: env.QUEUE_STATS_CACHE_MS, timeoutMs: 1_000 });
+  const metrics = new ApiMetrics({ queueStats, openStreams: () => openStreams.size });
   const patterns = loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN });
   const bus = new TaskEventBus(subscriber, store.keys, logger);
   const tasks = new TaskService({
@@ -107,6 +129,7 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
     patterns,
     defaultPattern: env.DEFAULT_PATTERN,
     checkWebhook: webhookCheck(env, keys),
+    onCreated: (task) => metrics.taskCreated(task.pattern),
   });
   const services: ApiServices = {
     tasks,
@@ -127,6 +150,9 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
       accessLog: env.ACCESS_LOG,
     },
     lifecycle: { draining: false },
+    metrics,
+    queueStats,
+    dashboardQueues: [queue.queue, webhookQueue],
   };
   return { services, queue, subscriber, store, bus };
 }

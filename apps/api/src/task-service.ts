@@ -53,6 +53,8 @@ export interface TaskServiceDependencies {
   defaultPattern: string;
   /** Checks a webhook target when a task is created (throws a ValidationError naming `webhook.url`). */
   checkWebhook?: (url: string, tenant: string) => void;
+  /** Told of each task accepted (not of replays): the api's metrics count them by pattern. */
+  onCreated?: (task: TaskRecord) => void;
 }
 
 export interface CreateOutcome {
@@ -117,6 +119,7 @@ export class TaskService {
     const task = this.newTask(caller, body);
     if (idempotencyKey === undefined) {
       await this.deps.intake.submit(task, { maxActiveTasks: caller.limits.maxActiveTasks });
+      this.deps.onCreated?.(task);
       return { task, replayed: false };
     }
     const { tenant } = caller.principal;
@@ -134,6 +137,7 @@ export class TaskService {
       await this.deps.idempotency.release(tenant, idempotencyKey, task.id).catch(() => undefined);
       throw error;
     }
+    this.deps.onCreated?.(task);
     return { task, replayed: false };
   }
 

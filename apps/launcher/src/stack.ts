@@ -40,6 +40,17 @@ export interface StackOptions {
 /** The environment variable that holds a service's port, so a restart binds the port the first start got. */
 const PORT_VARIABLE: Partial<Record<ServiceKind, string>> = { api: 'PORT', 'model-sim': 'SIM_PORT' };
 
+/**
+ * Workers of one stack share an environment but not a port: with HEALTH_PORT=9464, worker-1's
+ * health server gets 9464, worker-2's 9465, and so on (a restarted worker keeps its own); 0 (any
+ * free port) and unset are passed on as they are.
+ */
+export function healthPortOf(base: string | undefined, index: number): { HEALTH_PORT?: string } {
+  const port = Number(base);
+  if (base === undefined || base === '' || !Number.isInteger(port) || port <= 0) return {};
+  return { HEALTH_PORT: String(port + index - 1) };
+}
+
 /** A running service: simulator (unless real models are configured), api and workers. */
 export class Stack {
   /** The current process of each worker; a restarted worker takes its predecessor's place. */
@@ -100,8 +111,9 @@ export class Stack {
 
   /** Starts one more worker process. When supervised, `workers` holds its current process, not necessarily this one. */
   async addWorker(): Promise<ServiceProcess> {
-    const name = `worker-${++this.workersStarted}`;
-    const env = { ...this.childEnv, WORKER_CONCURRENCY: String(this.options.workerConcurrency) };
+    const index = ++this.workersStarted;
+    const name = `worker-${index}`;
+    const env = { ...this.childEnv, WORKER_CONCURRENCY: String(this.options.workerConcurrency), ...healthPortOf(this.childEnv.HEALTH_PORT, index) };
     const worker = await this.launch('worker', name, env, (next) => {
       const index = this.workers.findIndex((current) => current.name === next.name);
       if (index >= 0) this.workers[index] = next;

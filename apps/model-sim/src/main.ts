@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { RedisEnv, createLogger, intEnv, parseEnv, z } from '@mageagent/core';
+import { RedisEnv, createLogger, intEnv, parseEnv, startTracing, z } from '@mageagent/core';
 import { DEFAULT_MODELS_CONFIG_PATH, loadModelsConfig } from '@mageagent/models';
 import { createSimulator } from './simulator';
 
@@ -16,6 +16,8 @@ const EnvSchema = z.object({
 async function main(): Promise<void> {
   const env = parseEnv(EnvSchema);
   const logger = createLogger({ service: 'model-sim', level: env.LOG_LEVEL });
+  // Loads the SDK only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+  const tracing = await startTracing('mageagent-model-sim', logger);
   const configPath = path.resolve(env.MODELS_CONFIG);
   const simulator = createSimulator({ modelsConfig: loadModelsConfig(configPath), speedup: env.SIM_SPEEDUP, logger });
   const port = await simulator.listen(env.SIM_PORT, env.SIM_HOST);
@@ -27,13 +29,17 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     logger.info('model simulator stopping', { reason });
-    simulator.close().then(
-      () => process.exit(0),
-      (error: unknown) => {
-        logger.error('model simulator did not close cleanly', { error: (error as Error).message });
-        process.exit(1);
-      },
-    );
+    // The simulator's own spans go out before it exits.
+    simulator
+      .close()
+      .then(() => tracing.shutdown())
+      .then(
+        () => process.exit(0),
+        (error: unknown) => {
+          logger.error('model simulator did not close cleanly', { error: (error as Error).message });
+          process.exit(1);
+        },
+      );
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));

@@ -1,4 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { context, propagation } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, tracer } from '@mageagent/core';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from '@mageagent/core';
@@ -782,6 +784,20 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
     const method = request.method ?? 'GET';
     if (path === '/v1/chat/completions') {
       if (method !== 'POST') return sendError(response, 405, { message: 'use POST' });
+      // Continues the worker's trace (its traceparent header); a no-op unless tracing is on.
+      const span = tracer().startSpan(
+        'POST /v1/chat/completions',
+        {
+          kind: SpanKind.SERVER,
+          attributes: { 'http.request.method': 'POST', 'http.route': '/v1/chat/completions', ...(host !== undefined && { 'mageagent.host': host }) },
+        },
+        propagation.extract(context.active(), request.headers),
+      );
+      response.once('close', () => {
+        span.setAttribute('http.response.status_code', response.statusCode);
+        if (response.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR, message: String(response.statusCode) });
+        span.end();
+      });
       handleChat(request, response, host).catch((error: unknown) => {
         logger?.error('model simulator failed to answer', { error: (error as Error).message });
         if (!response.headersSent) sendError(response, 500, { message: 'model simulator internal error' });

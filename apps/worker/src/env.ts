@@ -70,6 +70,15 @@ export const WorkerEnvSchema = z.object({
   WEBHOOK_TIMEOUT_MS: intEnv(10_000, 100, 120_000),
   /** Webhook deliveries this process runs at once (apart from WORKER_CONCURRENCY's task slots). */
   WEBHOOK_CONCURRENCY: intEnv(10, 1, 1000),
+
+  // Probes and metrics.
+  /**
+   * Port of the worker's health server (/healthz, /readyz, /metrics); unset or empty = no server
+   * (a worker needs no port otherwise). 0 = any free port (logged).
+   */
+  HEALTH_PORT: z.preprocess((value) => (value === '' ? undefined : value), z.coerce.number().int().min(0).max(65535).optional()),
+  /** Interface of the health server: loopback by default (it has no authentication); 0.0.0.0 in a pod. */
+  HEALTH_HOST: z.string().min(1).default('127.0.0.1'),
 });
 export type WorkerEnv = z.infer<typeof WorkerEnvSchema>;
 

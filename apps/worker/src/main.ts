@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { Worker } from 'bullmq';
-import { ConfigError, createLogger, isMageError, logOptionsOf, onShutdown, readApiKeysFile } from '@mageagent/core';
+import { ConfigError, createLogger, isMageError, logOptionsOf, onShutdown, readApiKeysFile, startTracing } from '@mageagent/core';
 import {
   DEFAULT_MODELS_CONFIG_PATH,
   HostHealth,
@@ -11,9 +11,11 @@ import {
   scheduledModelFactory,
 } from '@mageagent/models';
 import { loadPatternRegistry } from '@mageagent/patterns';
-import { CancelChannel, createRedis, describeTopology, isRedisUnavailable, redisTopologyOf, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
+import { CancelChannel, createRedis, describeTopology, isRedisUnavailable, pingRedis, redisTopologyOf, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
 import { createWebhookWorker, DerivedWebhookSecrets, WebhookDispatcher } from '@mageagent/webhooks';
 import { loadWorkerEnv } from './env';
+import { startHealthServer, type HealthServer } from './health-server';
+import { WorkerMetrics } from './metrics';
 import { createTaskProcessor } from './processor';
 
 /**
@@ -35,6 +37,8 @@ const SHUTDOWN_HAND_BACK_MS = 5_000;
 async function main(): Promise<void> {
   const env = loadWorkerEnv();
   const logger = createLogger({ service: 'worker', ...logOptionsOf(env) });
+  // Before anything creates spans; loads the SDK only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+  const tracing = await startTracing('mageagent-worker', logger);
   const workerName = `${hostname()}:${process.pid}`;
   const modelsConfig = loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH);
 
@@ -45,6 +49,7 @@ async function main(): Promise<void> {
   const blocking = createRedis(topology, 'bullmq', { connectionName: 'mageagent-worker-bullmq', logger });
   // One subscriber per process: cancel requests and host-lease grants share it.
   const subscriber = createRedis(topology, 'subscriber', { connectionName: 'mageagent-worker-subscriber', logger });
+  const metrics = new WorkerMetrics({ redisUp: () => commands.status === 'ready' });
   const store = new TaskStore(commands, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
   const health = new HostHealth({
     redis: commands,
@@ -67,7 +72,7 @@ async function main(): Promise<void> {
     logger,
   });
   // Every model call takes a lease on its GPU host for its duration.
-  const models = new ModelRegistry(modelsConfig, process.env, scheduledModelFactory(scheduler));
+  const models = new ModelRegistry(modelsConfig, process.env, scheduledModelFactory(scheduler, metrics.modelObserver()));
   const patterns = loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN });
   for (const { pattern, builtIn, roles } of patterns.missingRoles((role) => models.has(role))) {
     const message = `pattern "${pattern}" calls role(s) ${roles.join(', ')} that the model config does not define`;
@@ -110,6 +115,7 @@ async function main(): Promise<void> {
       logger,
       workerName,
       isShuttingDown: () => shuttingDown,
+      observer: metrics,
     }),
     {
       connection: blocking,
@@ -147,6 +153,20 @@ async function main(): Promise<void> {
   await health.start();
   await dispatcher.start();
 
+  let healthServer: HealthServer | undefined;
+  if (env.HEALTH_PORT !== undefined) {
+    healthServer = await startHealthServer({
+      port: env.HEALTH_PORT,
+      host: env.HEALTH_HOST,
+      registry: metrics.registry,
+      // The commands connection queues commands during an outage: ask only when it is connected.
+      redisReady: async () => commands.status === 'ready' && (await pingRedis(commands, 1000)),
+      workerRunning: () => worker.isRunning(),
+      draining: () => shuttingDown,
+    });
+    logger.info('health server listening', { host: env.HEALTH_HOST, port: healthServer.port });
+  }
+
   onShutdown(
     logger,
     [
@@ -163,10 +183,14 @@ async function main(): Promise<void> {
     // After the tasks: the ones that ended during the grace are in the outbox, and go to the queue now.
     { name: 'stop the webhook dispatcher, giving back what it holds', run: () => dispatcher.stop() },
     { name: 'stop host scheduling', run: async () => void (await Promise.all([health.stop(), scheduler.close()])) },
+    // Open until the drain is over, so probes see /readyz answer 503 (draining) meanwhile.
+    { name: 'close the health server', run: async () => void (await healthServer?.close()) },
     {
       name: 'close redis',
       run: async () => void (await Promise.allSettled([commands, blocking, subscriber, outboxWaitConnection, webhookWorkerConnection].map((connection) => connection.quit()))),
     },
+    // Last: the spans of the tasks that finished or were handed back during the grace go out too.
+    { name: 'flush traces', run: () => tracing.shutdown() },
     ],
     // The grace, then time to hand back what is still running; past that, BullMQ's stalled-job
     // check hands the jobs on (as after a crash).

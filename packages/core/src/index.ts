@@ -11,3 +11,4 @@ export * from './socket-events';
 export * from './task-links';
 export * from './api-keys-file';
 export * from './key-material';
+export * from './tracing';

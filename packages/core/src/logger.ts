@@ -1,3 +1,4 @@
+import { trace } from '@opentelemetry/api';
 import winston from 'winston';
 
 export type Logger = winston.Logger;
@@ -127,6 +128,19 @@ function redactFormat(logPrompts: boolean): winston.Logform.Format {
   })();
 }
 
+/**
+ * `traceId` and `spanId` of the span active where the line was logged, so a log line leads to its
+ * trace. Nothing when tracing is off (no span is ever active then).
+ */
+const traceContextFormat = winston.format((info) => {
+  const spanContext = trace.getActiveSpan()?.spanContext();
+  if (spanContext !== undefined && trace.isSpanContextValid(spanContext)) {
+    info.traceId = spanContext.traceId;
+    info.spanId = spanContext.spanId;
+  }
+  return info;
+});
+
 export interface LoggerOptions {
   service: string;
   level?: string;
@@ -147,6 +161,7 @@ export function createLogger(options: LoggerOptions): Logger {
     defaultMeta: { service: options.service },
     format: winston.format.combine(
       winston.format.timestamp(),
+      traceContextFormat(),
       winston.format.errors({ stack: true }),
       redactFormat(options.logPrompts === true),
       winston.format.json(),

@@ -11,6 +11,7 @@ import {
 import { parseModelsConfig } from './config';
 import { OpenAICompatibleModel } from './openai-client';
 import { ModelRegistry } from './registry';
+import { TracedModel } from './traced-model';
 import type { ChatRequest } from './types';
 
 type Handler = (request: IncomingMessage, response: ServerResponse, body: string) => void | Promise<void>;
@@ -514,7 +515,8 @@ roles:
     expect(registry.hosts()).toEqual(['gpu-a', 'gpu-b']);
     expect(registry.has('validator')).toBe(true);
     expect(registry.has('judge')).toBe(false);
-    expect(registry.role('validator')).toBeInstanceOf(OpenAICompatibleModel);
+    // Every role's client is wrapped in its model-call span.
+    expect(registry.role('validator')).toBeInstanceOf(TracedModel);
     expect(registry.role('primary').id).toBe('big-model');
     expect(registry.role('primary').host).toBe('gpu-a');
     expect(registry.roleConfig('validator').endpoint).toBe('http://127.0.0.1:2/v1');

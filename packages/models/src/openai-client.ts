@@ -5,9 +5,11 @@ import {
   ModelTimeoutError,
   ModelUnavailableError,
   isMageError,
+  traceCarrier,
   type ChatMessage,
   type TokenUsage,
 } from '@mageagent/core';
+import { trace, type Attributes } from '@opentelemetry/api';
 import type { RoleConfig } from './config';
 import { retryAfterMs } from './retry-after';
 import type { ChatCallOptions, ChatModel, ChatRequest, ChatResponse } from './types';
@@ -65,6 +67,8 @@ export class OpenAICompatibleModel implements ChatModel {
   private readonly timeouts: ModelTimeouts;
   private readonly defaults: { temperature?: number; maxTokens?: number };
   private readonly label: string;
+  /** `server.address`/`server.port` for the call's span (never the URL's credentials or path). */
+  private readonly serverAttributes: Attributes;
 
   constructor(options: OpenAICompatibleModelOptions) {
     this.id = options.id;
@@ -76,6 +80,7 @@ export class OpenAICompatibleModel implements ChatModel {
     this.timeouts = options.timeouts;
     this.defaults = options.defaults ?? {};
     this.label = options.role === undefined ? `model ${options.id}` : `model ${options.id} (role ${options.role})`;
+    this.serverAttributes = serverAttributesOf(this.endpoint);
   }
 
   /** Builds the client for one config role; the API key comes from `env[roleConfig.apiKeyEnv]`. */
@@ -163,6 +168,9 @@ export class OpenAICompatibleModel implements ChatModel {
       accept: streaming ? 'text/event-stream' : 'application/json',
     };
     if (this.apiKey !== undefined) headers.authorization = `Bearer ${this.apiKey}`;
+    // The call's trace context (W3C traceparent/tracestate), so a traced model server continues the trace.
+    Object.assign(headers, traceCarrier());
+    trace.getActiveSpan()?.setAttributes(this.serverAttributes);
     return fetch(`${this.endpoint}/chat/completions`, {
       method: 'POST',
       headers,
@@ -351,6 +359,16 @@ export class OpenAICompatibleModel implements ChatModel {
 }
 
 /** Carries an exception thrown by the caller's onDelta past the model-error mapping. */
+function serverAttributesOf(endpoint: string): Attributes {
+  try {
+    const url = new URL(endpoint);
+    const port = url.port === '' ? (url.protocol === 'https:' ? 443 : 80) : Number(url.port);
+    return { 'server.address': url.hostname, 'server.port': port };
+  } catch {
+    return {};
+  }
+}
+
 class DeltaCallbackFailure extends Error {
   constructor(readonly original: unknown) {
     super('onDelta threw');

@@ -1,6 +1,7 @@
 import { ConfigError } from '@mageagent/core';
 import type { HostConfig, ModelsConfig, RoleConfig } from './config';
 import { OpenAICompatibleModel } from './openai-client';
+import { TracedModel } from './traced-model';
 import type { ChatModel } from './types';
 
 /** Builds the model for one role; tests pass one that returns in-process fakes. */
@@ -19,7 +20,8 @@ export class ModelRegistry {
     createModel: ChatModelFactory = createOpenAICompatibleModel,
   ) {
     for (const [roleName, roleConfig] of Object.entries(config.roles)) {
-      this.models.set(roleName, createModel(roleName, roleConfig, env));
+      // Outermost, so a call's span covers its host lease wait and its HTTP request.
+      this.models.set(roleName, new TracedModel(roleName, createModel(roleName, roleConfig, env)));
     }
   }
 

@@ -1,5 +1,6 @@
 import {
   CancelledError,
+  inSpan,
   isMageError,
   isRetryable,
   ModelUnavailableError,
@@ -81,8 +82,16 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
         ...placement,
       },
     });
+    const spanAttributes = {
+      'mageagent.step.id': stepId,
+      'mageagent.step.name': step.name,
+      'mageagent.role': step.role,
+      'mageagent.step.attempt': attempt,
+      ...(step.kind && { 'mageagent.step.kind': step.kind }),
+    };
     try {
-      const response = await model.chat(
+      // A span per attempt, so a retried call shows each try with its error code and the backoff between.
+      const response = await inSpan(`generate ${step.name}`, { attributes: spanAttributes }, () => model.chat(
         {
           messages: step.messages,
           temperature: step.options.temperature,
@@ -95,7 +104,7 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
           ...(context.priority && { priority: context.priority }),
           ...(context.owner && { owner: context.owner }),
         },
-      );
+      ));
       const durationMs = Date.now() - startedAt.getTime();
       const waitMs = response.waitMs;
       const reading = step.interpret?.(response.content) ?? {};

@@ -1,4 +1,4 @@
-import { addUsage, zeroUsage, type TaskResult } from '@mageagent/core';
+import { addUsage, inSpan, zeroUsage, type TaskResult } from '@mageagent/core';
 import type { CompiledPattern } from './compile';
 import type { PatternContext, PatternInput } from './context';
 import { abortReason } from './generate';
@@ -47,7 +47,10 @@ async function runSteps(run: PipelineRun, pattern: CompiledPattern, lookup: Patt
     if (run.context.signal.aborted) throw abortReason(run.context.signal);
     // Each kind's runner takes its own options; the table is keyed by kind, so this is the one cast.
     const definition = STEP_DEFINITIONS[step.type] as unknown as StepDefinition<unknown>;
-    await definition.run(run, step, services);
+    // A span per declared step; its model calls (one, or a fan-out's several) nest under it.
+    await inSpan(`step ${step.type}`, { attributes: { 'mageagent.step.kind': step.type, 'mageagent.step.id': step.id, 'mageagent.pattern': pattern.name } }, () =>
+      definition.run(run, step, services),
+    );
     run.context.logger?.debug('pattern step done', { step: step.id, type: step.type });
   }
 }

@@ -1,10 +1,13 @@
-import type { TaskRecord } from '@mageagent/core';
+import { context, trace } from '@opentelemetry/api';
+import { setSpanError, SpanKind, traceCarrier, tracer, type Span, type TaskRecord } from '@mageagent/core';
 import type { TaskQueue } from './task-queue';
 import type { CreateLimits, TaskStore } from './task-store';
 
 interface Pending {
   task: TaskRecord;
   limits: CreateLimits | undefined;
+  /** The task's creation span; its context goes into the job, so the worker's span continues the trace. */
+  span: Span;
   resolve: () => void;
   reject: (error: Error) => void;
 }
@@ -41,8 +44,28 @@ export class TaskIntake {
 
   /** Resolves once the task's record and its job are both in Redis; rejects with why not. */
   submit(task: TaskRecord, limits?: CreateLimits): Promise<void> {
+    // A producer span per task, child of the request's span: the batch is written later, in
+    // whichever request's context flushes it, so each job carries its own task's context.
+    const span = tracer().startSpan('task create', {
+      kind: SpanKind.PRODUCER,
+      attributes: {
+        'mageagent.task.id': task.id,
+        'mageagent.task.pattern': task.pattern,
+        'mageagent.task.priority': task.priority,
+        'mageagent.tenant': task.tenant,
+        'messaging.system': 'bullmq',
+        'messaging.operation.type': 'send',
+        'messaging.destination.name': 'tasks',
+      },
+    });
     return new Promise<void>((resolve, reject) => {
-      if (this.pending.push({ task, limits, resolve, reject }) === 1) setImmediate(() => this.flush());
+      const done = (error?: Error) => {
+        if (error) setSpanError(span, error);
+        span.end();
+        if (error) reject(error);
+        else resolve();
+      };
+      if (this.pending.push({ task, limits, span, resolve: () => done(), reject: done }) === 1) setImmediate(() => this.flush());
     });
   }
 
@@ -70,7 +93,9 @@ export class TaskIntake {
     if (written.length === 0) return;
     const tasks = written.map(({ task }) => task);
     try {
-      await this.queue.enqueueAll(tasks.map((task) => ({ taskId: task.id, priority: task.priority })));
+      await this.queue.enqueueAll(
+        written.map(({ task, span }) => ({ taskId: task.id, priority: task.priority, trace: traceCarrier(trace.setSpan(context.active(), span)) })),
+      );
     } catch (error) {
       // Undone before the clients hear of it, so a client told "not accepted" finds nothing.
       await this.abandon(tasks);

@@ -37,3 +37,36 @@ test('a limit of 0 means none', async () => {
   const unlimited = new RequestRateLimits(redis, prefix, 1);
   for (let index = 0; index < 20; index += 1) await unlimited.consume(caller('k3'), { ...limits, requestsPerMinute: 0 });
 });
+
+test('requests that arrive together are counted together: exactly the limit passes, on one replica and across two', async () => {
+  const [replicaA, replicaB] = [new RequestRateLimits(redis, prefix, 5), new RequestRateLimits(redis, prefix, 5)];
+  const settle = (replica: RequestRateLimits, keyId: string, count: number, limit: number) =>
+    Promise.allSettled(Array.from({ length: count }, () => replica.consume(caller(keyId), { ...limits, requestsPerMinute: limit })));
+  const passed = (outcomes: PromiseSettledResult<void>[]) => outcomes.filter((outcome) => outcome.status === 'fulfilled').length;
+
+  // One replica, ten at once against a limit of three: the first three pass, in arrival order.
+  const alone = await settle(replicaA, 'k4', 10, 3);
+  expect(alone.map((outcome) => outcome.status)).toEqual([...Array(3).fill('fulfilled'), ...Array(7).fill('rejected')]);
+  expect((alone[3] as PromiseRejectedResult).reason).toBeInstanceOf(RateLimitedError);
+  // Used up: the next one is refused from memory, without a batch of its own passing.
+  await expect(replicaA.consume(caller('k4'), { ...limits, requestsPerMinute: 3 })).rejects.toBeInstanceOf(RateLimitedError);
+
+  // Two replicas, seven each at once against a shared limit of ten: ten pass in all.
+  const [fromA, fromB] = await Promise.all([settle(replicaA, 'k5', 7, 10), settle(replicaB, 'k5', 7, 10)]);
+  expect(passed(fromA) + passed(fromB)).toBe(10);
+
+  // Keys are counted apart even within one turn.
+  const [k6, k7] = await Promise.all([settle(replicaA, 'k6', 4, 2), settle(replicaA, 'k7', 4, 2)]);
+  expect([passed(k6), passed(k7)]).toEqual([2, 2]);
+});
+
+test('Redis refusing the count fails every request of the batch with its error (not a 429)', async () => {
+  // Nothing listens on port 1: every command fails at once, as the api's do while Redis is down.
+  const broken = new Redis('redis://127.0.0.1:1', { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  broken.on('error', () => {});
+  const limiter = new RequestRateLimits(broken, prefix, 5);
+  const outcomes = await Promise.allSettled([limiter.consume(caller('k8'), limits), limiter.consume(caller('k8'), limits)]);
+  expect(outcomes.map((outcome) => outcome.status)).toEqual(['rejected', 'rejected']);
+  for (const outcome of outcomes) expect((outcome as PromiseRejectedResult).reason).not.toBeInstanceOf(RateLimitedError);
+  broken.disconnect();
+});

@@ -3,6 +3,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { CancelledError, ModelUnavailableError } from '@mageagent/core';
+import type { ModelCallRecord, ModelObserver } from '../observer';
 import type { ChatCallOptions, ChatModel, ChatRequest, ChatResponse } from '../types';
 import { HostHealth } from './host-health';
 import { ScheduledModel } from './scheduled-model';
@@ -163,4 +164,41 @@ test('calls on two hosts run at the same time; on one host, one after the other'
   await Promise.all([ask(a, 'a2'), ask(a, 'a3')]);
   const [second, third] = onA.calls.slice(1);
   expect(Math.max(second!.startedAt, third!.startedAt)).toBeGreaterThanOrEqual(Math.min(second!.endedAt!, third!.endedAt!));
+});
+
+test('the observer hears each call once: its lease wait, busy time, outcome, duration and usage (cancelled and failed calls too)', async () => {
+  const host = bed.newHost();
+  const heard: { granted: number[]; released: number[]; calls: ModelCallRecord[] } = { granted: [], released: [], calls: [] };
+  const observer: ModelObserver = {
+    leaseGranted: (seenHost, waitMs) => seenHost === host && heard.granted.push(waitMs),
+    leaseReleased: (seenHost, heldMs) => seenHost === host && heard.released.push(heldMs),
+    modelCall: (record) => heard.calls.push(record),
+  };
+  const inner = new SlowModel(host, 60);
+  const model = new ScheduledModel(inner, await bed.scheduler({ [host]: 1 }), 'primary', observer);
+  await ask(model, 'ok');
+
+  const controller = new AbortController();
+  const cancelled = ask(model, 'cancel me [[ms=5000]]', { signal: controller.signal });
+  await until(() => inner.calls.length === 2, 'the second call to start');
+  controller.abort(new CancelledError('caller left'));
+  await expect(cancelled).rejects.toBeInstanceOf(CancelledError);
+
+  const failing = new ScheduledModel(
+    { id: 'broken', host, chat: async () => Promise.reject(new ModelUnavailableError('connection refused')) },
+    await bed.scheduler({ [host]: 1 }),
+    'validator',
+    observer,
+  );
+  await expect(ask(failing, 'x')).rejects.toBeInstanceOf(ModelUnavailableError);
+
+  expect(heard.calls.map(({ role, host: callHost, outcome, usage, errorCode }) => ({ role, callHost, outcome, usage, errorCode }))).toEqual([
+    { role: 'primary', callHost: host, outcome: 'ok', usage: { promptTokens: 1, completionTokens: 1, totalTokens: 2 }, errorCode: undefined },
+    { role: 'primary', callHost: host, outcome: 'cancelled', usage: undefined, errorCode: undefined },
+    { role: 'validator', callHost: host, outcome: 'error', usage: undefined, errorCode: 'MODEL_UNAVAILABLE' },
+  ]);
+  expect(heard.calls[0]!.durationMs).toBeGreaterThanOrEqual(50);
+  expect(heard.granted).toHaveLength(3);
+  expect(heard.released).toHaveLength(3);
+  expect(heard.released[0]).toBeGreaterThanOrEqual(50);
 });
