@@ -156,6 +156,14 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
     expect(task.webhook?.deliveries).toEqual([expect.objectContaining({ attempt: 1, status: 204, ok: true })]);
   });
 
+  test('GET /queue/stats counts the queue on the cluster; /metrics answers', async () => {
+    const { status, body } = await requestJson<Record<string, number>>(`${api}/queue/stats`);
+    expect(status).toBe(200);
+    expect(body.completed).toBeGreaterThanOrEqual(1);
+    expect(body.backlog).toBe(body.waiting! + body.prioritized! + body.active!);
+    expect((await requestJson(`${api}/metrics`)).status).toBe(200);
+  });
+
   test('GET /hosts reads the lease and health keys of every host in one go', async () => {
     const { status, body } = await requestJson<{ hosts: Array<{ name: string; health?: unknown }> }>(`${api}/hosts`);
     expect(status).toBe(200);
