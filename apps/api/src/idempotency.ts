@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Request } from 'express';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { ValidationError } from '@mageagent/core';
 
 /** How long an Idempotency-Key is remembered: a day, as Stripe and OpenAI do. */
@@ -21,7 +21,7 @@ if value and cjson.decode(value).taskId == ARGV[1] then return redis.call('DEL',
 return 0
 `;
 
-type ScriptedRedis = Redis & { mageReleaseIdempotency(key: string, taskId: string): Promise<number> };
+type ScriptedRedis = (Redis | Cluster) & { mageReleaseIdempotency(key: string, taskId: string): Promise<number> };
 
 /**
  * `Idempotency-Key` on task creation, per tenant: the first request with a key claims it (SET NX,
@@ -33,7 +33,7 @@ export class IdempotencyKeys {
   private readonly redis: ScriptedRedis;
 
   constructor(
-    redis: Redis,
+    redis: Redis | Cluster,
     private readonly prefix: string,
   ) {
     if (!('mageReleaseIdempotency' in redis)) redis.defineCommand('mageReleaseIdempotency', { numberOfKeys: 1, lua: RELEASE });

@@ -1,8 +1,8 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { ValidationError, type Logger, type QuotaLimits } from '@mageagent/core';
 import { DEFAULT_MODELS_CONFIG_PATH, HostStatsReader, loadModelsConfig } from '@mageagent/models';
 import { loadPatternRegistry, type PatternRegistry } from '@mageagent/patterns';
-import { CancelChannel, createRedis, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
+import { CancelChannel, createRedis, describeTopology, redisTopologyOf, TaskEventBus, TaskIntake, TaskQueue, TaskStore } from '@mageagent/tasks';
 import { precheckWebhookTarget, WEBHOOK_QUEUE_NAME } from '@mageagent/webhooks';
 import { Queue } from 'bullmq';
 import { Authenticator, type KeyDirectory } from './auth/authenticator';
@@ -28,7 +28,7 @@ export interface ApiServices {
   /** Live state of the GPU hosts of the model config, for GET /hosts. */
   hosts: HostStatsReader;
   /** The commands connection, for readiness probes. */
-  redis: Redis;
+  redis: Redis | Cluster;
   logger: Logger;
   config: {
     bodyLimitBytes: number;
@@ -53,7 +53,7 @@ export interface ApiServices {
 export interface ApiResources {
   services: ApiServices;
   queue: TaskQueue;
-  subscriber: Redis;
+  subscriber: Redis | Cluster;
   store: TaskStore;
   bus: TaskEventBus;
 }
@@ -90,12 +90,15 @@ export function defaultLimits(env: ApiEnv): QuotaLimits {
  * failing fast while Redis is unreachable) and the one subscriber. `keys` undefined: open mode.
  */
 export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirectory): ApiResources {
-  const redis = createRedis(env.REDIS_URL, 'requests', {
+  // One node, Sentinel or Cluster: decided (and checked) once, and every connection follows it.
+  const topology = redisTopologyOf(env);
+  logger.info('redis', { redis: describeTopology(topology) });
+  const redis = createRedis(topology, 'requests', {
     connectionName: 'mageagent-api',
     logger,
     commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
   });
-  const subscriber = createRedis(env.REDIS_URL, 'subscriber', { connectionName: 'mageagent-api-subscriber', logger });
+  const subscriber = createRedis(topology, 'subscriber', { connectionName: 'mageagent-api-subscriber', logger });
   const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS, maxQueuedTasks: env.MAX_QUEUED_TASKS });
   const queue = new TaskQueue(redis, {
     prefix: env.REDIS_PREFIX,

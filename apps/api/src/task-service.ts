@@ -1,5 +1,5 @@
 import { randomFillSync } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { v7 as uuidv7, validate as isUuid } from 'uuid';
 import {
   ConflictError,
@@ -47,7 +47,7 @@ export interface TaskServiceDependencies {
   bus: TaskEventBus;
   cancels: CancelChannel;
   /** Publishes cancel requests. */
-  redis: Redis;
+  redis: Redis | Cluster;
   idempotency: IdempotencyKeys;
   patterns: PatternRegistry;
   defaultPattern: string;

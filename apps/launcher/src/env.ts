@@ -7,6 +7,9 @@ export const LauncherEnvSchema = z.object({
   PORT: intEnv(3457, 0, 65535),
   /** Redis URL; unset = 127.0.0.1:6379, or a private redis-server child when nothing answers there. */
   REDIS_URL: z.string().url().optional(),
+  /** Sentinel or Cluster mode (see RedisEnv): the children read them; the launcher starts no private Redis then. */
+  REDIS_SENTINELS: z.string().optional(),
+  REDIS_CLUSTER_NODES: z.string().optional(),
   /** Where the private redis-server keeps its append-only file (relative to the current directory). */
   REDIS_DATA_DIR: z.string().min(1).default(path.join(ROOT, '.mageagent/redis')),
   /** Model config for real model servers; unset = start the simulator and use config/models.sim.yaml. */

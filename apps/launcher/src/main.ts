@@ -12,7 +12,7 @@ const say = (line: string) => printPrefixed('mageagent', line);
 
 /** A private redis-server when no Redis is configured and none answers on the default port. */
 async function privateRedisIfNeeded(env: LauncherEnv, supervise: SupervisionOptions): Promise<PrivateRedis | undefined> {
-  if (env.REDIS_URL || (await redisAnswers('127.0.0.1', 6379))) return undefined;
+  if (env.REDIS_URL || env.REDIS_SENTINELS || env.REDIS_CLUSTER_NODES || (await redisAnswers('127.0.0.1', 6379))) return undefined;
   const binary = findExecutable('redis-server');
   if (!binary) {
     throw new Error(
@@ -85,7 +85,8 @@ async function main(): Promise<void> {
     }
     if (stopping) return;
     stack = new Stack({
-      redisUrl: redis?.url ?? env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+      // Sentinel or Cluster: no URL; the children read REDIS_SENTINELS / REDIS_CLUSTER_NODES from the environment.
+      redisUrl: redis?.url ?? env.REDIS_URL ?? (env.REDIS_SENTINELS || env.REDIS_CLUSTER_NODES ? undefined : 'redis://127.0.0.1:6379'),
       apiPort: env.PORT,
       simPort: env.SIM_PORT,
       modelsConfig: env.MODELS_CONFIG ? path.resolve(env.MODELS_CONFIG) : undefined,

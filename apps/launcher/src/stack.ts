@@ -6,7 +6,11 @@ export { COMPILED_ENTRIES, ENTRIES, PRODUCTION_NODE_OPTIONS, printPrefixed, serv
 export type { LineSink, ServiceKind, ServiceProcess } from './service-process';
 
 export interface StackOptions {
-  redisUrl: string;
+  /**
+   * REDIS_URL of every child; undefined: none (not even the launcher's own), for Sentinel or
+   * Cluster mode, whose variables come in `env`.
+   */
+  redisUrl: string | undefined;
   /** Redis key prefix (BullMQ's too). */
   prefix?: string;
   apiPort?: number;
@@ -82,6 +86,7 @@ export class Stack {
       REDIS_URL: this.options.redisUrl,
       ...(this.options.prefix ? { REDIS_PREFIX: this.options.prefix } : {}),
     };
+    if (this.options.redisUrl === undefined) delete this.childEnv.REDIS_URL;
     try {
       if (this.options.modelsConfig) {
         this.childEnv.MODELS_CONFIG = this.options.modelsConfig;

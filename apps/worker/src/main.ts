@@ -11,7 +11,7 @@ import {
   scheduledModelFactory,
 } from '@mageagent/models';
 import { loadPatternRegistry } from '@mageagent/patterns';
-import { CancelChannel, createRedis, isRedisUnavailable, pingRedis, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
+import { CancelChannel, createRedis, describeTopology, isRedisUnavailable, pingRedis, redisTopologyOf, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
 import { createWebhookWorker, DerivedWebhookSecrets, WebhookDispatcher } from '@mageagent/webhooks';
 import { loadWorkerEnv } from './env';
 import { startHealthServer, type HealthServer } from './health-server';
@@ -42,11 +42,13 @@ async function main(): Promise<void> {
   const workerName = `${hostname()}:${process.pid}`;
   const modelsConfig = loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH);
 
+  // One node, Sentinel or Cluster: decided (and checked) once, and every connection follows it.
+  const topology = redisTopologyOf(env);
   // Every connection of a worker waits out a Redis outage: running tasks pause and go on.
-  const commands = createRedis(env.REDIS_URL, 'worker', { connectionName: 'mageagent-worker', logger });
-  const blocking = createRedis(env.REDIS_URL, 'bullmq', { connectionName: 'mageagent-worker-bullmq', logger });
+  const commands = createRedis(topology, 'worker', { connectionName: 'mageagent-worker', logger });
+  const blocking = createRedis(topology, 'bullmq', { connectionName: 'mageagent-worker-bullmq', logger });
   // One subscriber per process: cancel requests and host-lease grants share it.
-  const subscriber = createRedis(env.REDIS_URL, 'subscriber', { connectionName: 'mageagent-worker-subscriber', logger });
+  const subscriber = createRedis(topology, 'subscriber', { connectionName: 'mageagent-worker-subscriber', logger });
   const metrics = new WorkerMetrics({ redisUp: () => commands.status === 'ready' });
   const store = new TaskStore(commands, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS });
   const health = new HostHealth({
@@ -79,8 +81,8 @@ async function main(): Promise<void> {
   }
   // Webhooks: connections of their own (the outbox's blocking wait, the delivery Worker's), so
   // deliveries never queue behind a task's commands, nor tasks behind deliveries.
-  const outboxWaitConnection = createRedis(env.REDIS_URL, 'worker', { connectionName: 'mageagent-webhook-outbox', logger });
-  const webhookWorkerConnection = createRedis(env.REDIS_URL, 'bullmq', { connectionName: 'mageagent-webhooks-bullmq', logger });
+  const outboxWaitConnection = createRedis(topology, 'worker', { connectionName: 'mageagent-webhook-outbox', logger });
+  const webhookWorkerConnection = createRedis(topology, 'bullmq', { connectionName: 'mageagent-webhooks-bullmq', logger });
   const dispatcher = new WebhookDispatcher({
     redis: commands,
     blocking: outboxWaitConnection,
@@ -198,7 +200,7 @@ async function main(): Promise<void> {
   void worker.run();
   webhookWorker.run().catch((error: unknown) => logger.error('webhook worker stopped', { error: String(error) }));
   await worker.waitUntilReady();
-  logger.info('worker ready', { concurrency: env.WORKER_CONCURRENCY, roles: models.roles(), hosts: models.hosts() });
+  logger.info('worker ready', { redis: describeTopology(topology), concurrency: env.WORKER_CONCURRENCY, roles: models.roles(), hosts: models.hosts() });
   process.send?.({ type: 'ready', service: 'worker', pid: process.pid });
 }
 

@@ -12,14 +12,49 @@ export function parseEnv<Schema extends z.ZodType>(schema: Schema, env: NodeJS.P
   throw new ConfigError(`invalid environment: ${problems.join('; ')}`, problems);
 }
 
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+
+/**
+ * Letters, digits and `: _ . -`, with at most one non-empty `{…}` hash tag. Every key starts with
+ * the prefix, so its first `{…}` is the hash tag of every key (Redis hashes only the first one).
+ */
+export const REDIS_PREFIX_PATTERN = /^[A-Za-z0-9:_.-]*(\{[A-Za-z0-9:_.-]+\})?[A-Za-z0-9:_.-]*$/;
+
 /** Env fields every process shares. */
 export const RedisEnv = {
-  /** Redis connection URL. */
-  REDIS_URL: z.string().url().default('redis://127.0.0.1:6379'),
-  /** Key prefix for every key this service writes (BullMQ's prefix too); lets several deployments share a Redis. */
+  /**
+   * One Redis node: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS. Exclusive
+   * with REDIS_SENTINELS and REDIS_CLUSTER_NODES (see `redisTopologyOf` in @mageagent/tasks).
+   */
+  REDIS_URL: z.string().url().default(DEFAULT_REDIS_URL),
+  /** Sentinel mode: the Sentinels, `host:port,host:port`; they name the current master. */
+  REDIS_SENTINELS: z.string().optional(),
+  /** Sentinel mode: the master group name the Sentinels monitor. */
+  REDIS_SENTINEL_NAME: z.string().min(1).default('mymaster'),
+  /** Sentinel mode: the Sentinels' own password (`requirepass` of the sentinels), if they have one. */
+  REDIS_SENTINEL_PASSWORD: z.string().optional(),
+  /** Cluster mode: seed nodes, `host:port,host:port` (the rest of the cluster is discovered from them). */
+  REDIS_CLUSTER_NODES: z.string().optional(),
+  /** ACL user of the data nodes (Sentinel and Cluster mode; a single node takes it in REDIS_URL or here). */
+  REDIS_USERNAME: z.string().optional(),
+  /** Password of the data nodes (Sentinel and Cluster mode; a single node takes it in REDIS_URL or here). */
+  REDIS_PASSWORD: z.string().optional(),
+  /** "true": TLS to the data nodes in Sentinel and Cluster mode (a single node says so with `rediss://`). */
+  REDIS_TLS: z
+    .enum(['true', 'false'])
+    .default('false')
+    .transform((value) => value === 'true'),
+  /** A PEM file of the CA(s) that signed the Redis servers' certificates (a private CA); unset: the system's CAs. */
+  REDIS_TLS_CA_FILE: z.string().min(1).optional(),
+  /**
+   * Key prefix for every key this service writes (BullMQ's prefix too); lets several deployments
+   * share a Redis. It may hold one hash tag, `{mageagent}`, which puts every key in one cluster
+   * slot; Cluster mode requires it.
+   */
   REDIS_PREFIX: z
     .string()
-    .regex(/^[A-Za-z0-9:_.-]+$/, 'letters, digits and : _ . - only')
+    .min(1)
+    .regex(REDIS_PREFIX_PATTERN, 'letters, digits and : _ . - only, with at most one non-empty {hash tag}')
     .default('mageagent'),
   /** winston level: error, warn, info, http, verbose, debug, silly. */
   LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),

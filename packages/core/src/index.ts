@@ -12,7 +12,7 @@ export {
   readApiKeysFile,
   readKeysText,
 } from './api-keys-file';
-export { intEnv, logOptionsOf, parseEnv, PatternsEnv, RedisEnv } from './env';
+export { DEFAULT_REDIS_URL, intEnv, logOptionsOf, parseEnv, PatternsEnv, RedisEnv } from './env';
 export {
   CancelledError,
   ConfigError,

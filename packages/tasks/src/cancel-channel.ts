@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { TaskKeys } from './keys';
 
 /**
@@ -9,12 +9,12 @@ import type { TaskKeys } from './keys';
 export class CancelChannel {
   constructor(private readonly keys: TaskKeys) {}
 
-  broadcast(publisher: Redis, taskId: string, reason: string): Promise<number> {
+  broadcast(publisher: Redis | Cluster, taskId: string, reason: string): Promise<number> {
     return publisher.publish(this.keys.cancelChannel(), JSON.stringify({ taskId, reason }));
   }
 
   /** Listens on a dedicated subscriber connection. */
-  async listen(subscriber: Redis, onCancel: (taskId: string, reason: string) => void): Promise<void> {
+  async listen(subscriber: Redis | Cluster, onCancel: (taskId: string, reason: string) => void): Promise<void> {
     const channel = this.keys.cancelChannel();
     subscriber.on('message', (from: string, message: string) => {
       if (from !== channel) return;

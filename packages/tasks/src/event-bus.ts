@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger, TaskEvent } from '@mageagent/core';
 import { TaskKeys } from './keys';
 
@@ -26,7 +26,7 @@ export class TaskEventBus {
   private hasBeenReady = false;
 
   constructor(
-    private readonly subscriber: Redis,
+    private readonly subscriber: Redis | Cluster,
     private readonly keys: TaskKeys,
     private readonly logger?: Logger,
   ) {

@@ -4,8 +4,18 @@
 export { CancelChannel } from './cancel-channel';
 export { TaskEventBus } from './event-bus';
 export { TaskKeys } from './keys';
-export { createRedis, deleteKeysWithPrefix, isRedisUnavailable, pingRedis, redisReady, redisUnavailable } from './redis';
+export {
+  createRedis,
+  deleteKeysWithPrefix,
+  isRedisUnavailable,
+  pingRedis,
+  type RedisClient,
+  type RedisRole,
+  redisReady,
+  redisUnavailable,
+} from './redis';
 export { type FollowOptions, followTask, type TaskFollow } from './task-follower';
 export { TaskIntake, TaskNotQueuedError } from './task-intake';
 export { BULLMQ_PRIORITY, DEFAULT_JOB_RETENTION, TASK_QUEUE_NAME, type TaskJobData, TaskQueue } from './task-queue';
 export { TaskStore, type TaskSummary } from './task-store';
+export { describeTopology, hashTagOf, type RedisTopology, type RedisTopologyEnv, redisTopologyOf } from './topology';

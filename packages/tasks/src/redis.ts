@@ -1,5 +1,9 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { ServiceUnavailableError, type Logger } from '@mageagent/core';
+import type { RedisTopology } from './topology';
+
+/** A connection of any topology: a `Redis` (one node, or a Sentinel-managed master) or a `Cluster`. */
+export type RedisClient = Redis | Cluster;
 
 /**
  * What a connection is for, which decides how it behaves while Redis is unreachable:
@@ -38,25 +42,87 @@ const RECONNECT_MAX_DELAY_MS = 500;
  */
 export const DEFAULT_COMMAND_TIMEOUT_MS = 400;
 
-/** One place that knows how each kind of connection must be configured; see RedisRole. */
-export function createRedis(url: string, role: RedisRole, options: RedisConnectionOptions = {}): Redis {
+/**
+ * One place that knows how each kind of connection must be configured; see RedisRole. A URL is a
+ * single node; a topology (`redisTopologyOf`) may also be Sentinel (a `Redis` that follows the
+ * master) or Cluster (a `Cluster`, whose nodes get the role's options through `redisOptions`).
+ */
+export function createRedis(url: string, role: RedisRole, options?: RedisConnectionOptions): Redis;
+export function createRedis(topology: RedisTopology, role: RedisRole, options?: RedisConnectionOptions): RedisClient;
+export function createRedis(target: string | RedisTopology, role: RedisRole, options: RedisConnectionOptions = {}): RedisClient {
   const { connectionName, logger, commandTimeoutMs } = options;
   const failFast = role === 'requests';
-  const redisOptions: RedisOptions = {
+  const commandOptions = {
     connectionName,
     // RESP2 replies (HGETALL → object, no push frames) are what the scripts here and BullMQ expect.
     protocol: 2,
-    enableAutoPipelining: failFast,
-    enableOfflineQueue: !failFast,
     // 0: commands in flight when the connection drops are rejected at once (not resent later);
     // null: they wait for the reconnect and are resent.
     maxRetriesPerRequest: failFast ? 0 : null,
     ...(failFast && { commandTimeout: commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS }),
-    // Reconnect quickly at first, then every half second, forever: recovery needs no restart, and
-    // comes within half a second of Redis answering again. A refused connect costs next to nothing.
-    retryStrategy: (times) => Math.min(50 * 2 ** times, RECONNECT_MAX_DELAY_MS),
+  } satisfies RedisOptions;
+  // Reconnect quickly at first, then every half second, forever: recovery needs no restart, and
+  // comes within half a second of Redis answering again. A refused connect costs next to nothing.
+  const retryStrategy = (times: number) => Math.min(50 * 2 ** times, RECONNECT_MAX_DELAY_MS);
+  const topology: RedisTopology = typeof target === 'string' ? { kind: 'single', url: target } : target;
+  const auth = {
+    ...(topology.username !== undefined && { username: topology.username }),
+    ...(topology.password !== undefined && { password: topology.password }),
+    ...(topology.tls !== undefined && { tls: topology.tls }),
   };
-  const redis = new Redis(url, redisOptions);
+  let redis: RedisClient;
+  switch (topology.kind) {
+    case 'single':
+      // The URL's own host, port, credentials, db and scheme (rediss: TLS) come first; `auth` only
+      // fills what the URL leaves out (redisTopologyOf refuses credentials in both places).
+      redis = new Redis(topology.url, {
+        ...commandOptions,
+        ...auth,
+        enableAutoPipelining: failFast,
+        enableOfflineQueue: !failFast,
+        retryStrategy,
+      });
+      break;
+    case 'sentinel':
+      redis = new Redis({
+        ...commandOptions,
+        ...auth,
+        sentinels: topology.sentinels,
+        name: topology.name,
+        ...(topology.sentinelPassword !== undefined && { sentinelPassword: topology.sentinelPassword }),
+        // `tls` is for the master only when this is set; the Sentinels themselves are plain TCP.
+        enableTLSForSentinelMode: topology.tls !== undefined,
+        // No failoverDetector (a subscription to the Sentinels' +switch-master that drops every
+        // connection at once): with it, BullMQ's blocking connection sometimes stayed down after a
+        // failover (jobs never taken; test/redis-sentinel.e2e). A dead master is noticed by the
+        // connection closing, and so is a master the Sentinels demote alive (they CLIENT KILL its
+        // clients as they reconfigure it). Either way the reconnect asks the Sentinels for the
+        // new master. A demotion without that kill (a node restarted as a replica, a managed
+        // service's own failover) shows as READONLY replies: reconnect then too. 2 resends the
+        // refused command after the reconnect (a READONLY write was not applied, so that is safe);
+        // a `requests` command fails instead (1), and its client gets a 503.
+        reconnectOnError: (error: Error) => (/^READONLY\b/.test(error.message) ? (failFast ? 1 : 2) : false),
+        enableAutoPipelining: failFast,
+        enableOfflineQueue: !failFast,
+        retryStrategy,
+        // Never give up on the Sentinels either (the default also retries forever, but slower).
+        sentinelRetryStrategy: retryStrategy,
+      });
+      break;
+    case 'cluster': {
+      const clusterOptions: ClusterOptions = {
+        enableAutoPipelining: failFast,
+        enableOfflineQueue: !failFast,
+        // Reads go to masters: a follower reads the log right after the write it was told of, and
+        // a replica may not have it yet.
+        scaleReads: 'master',
+        clusterRetryStrategy: retryStrategy,
+        redisOptions: { ...commandOptions, ...auth },
+      };
+      redis = new Cluster(topology.nodes, clusterOptions);
+      break;
+    }
+  }
   watchConnection(redis, role, connectionName ?? role, logger);
   return redis;
 }
@@ -65,7 +131,7 @@ export function createRedis(url: string, role: RedisRole, options: RedisConnecti
  * Every connection gets an `error` listener (without one, ioredis prints each failed reconnect
  * attempt), and the outage is logged once when it starts and once when it ends.
  */
-function watchConnection(redis: Redis, role: RedisRole, name: string, logger: Logger | undefined): void {
+function watchConnection(redis: RedisClient, role: RedisRole, name: string, logger: Logger | undefined): void {
   let downSince: number | undefined;
   const lost = (why: string) => {
     if (downSince !== undefined) return;
@@ -85,8 +151,13 @@ function watchConnection(redis: Redis, role: RedisRole, name: string, logger: Lo
 
 /** Reply errors Redis gives while it cannot serve writes for a while: loading, out of memory, read-only. */
 const UNAVAILABLE_REPLIES = /^(LOADING|BUSY|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|READONLY|MISCONF|OOM)\b/;
-/** ioredis's own messages for a connection that is down, closed or not answering. */
-const CONNECTION_MESSAGES = /Stream isn't writeable|Connection is closed|Command timed out|max retries per request|connect ETIMEDOUT/i;
+/**
+ * ioredis's own messages for a connection that is down, closed or not answering; and a Cluster's
+ * or Sentinel's while a failover is under way (redirections run out while the slot has no master,
+ * the cluster client reconnecting, the Sentinels naming a master that is gone).
+ */
+const CONNECTION_MESSAGES =
+  /Stream isn't writeable|Connection is closed|Command timed out|max retries per request|connect ETIMEDOUT|Too many Cluster redirections|Cluster isn't ready|Cluster is disconnected|None of startup nodes is available|Node is disconnected|All sentinels are unreachable/i;
 const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
 
 /** Whether an error means "Redis cannot be reached or cannot serve right now" (worth a retry), rather than a bug. */
@@ -105,7 +176,7 @@ export function redisUnavailable(cause?: unknown): ServiceUnavailableError {
 }
 
 /** Ping with a deadline, for readiness probes. */
-export async function pingRedis(redis: Redis, timeoutMs = 1000): Promise<boolean> {
+export async function pingRedis(redis: RedisClient, timeoutMs = 1000): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   try {
     const answer = await Promise.race([
@@ -122,8 +193,25 @@ export async function pingRedis(redis: Redis, timeoutMs = 1000): Promise<boolean
   }
 }
 
-/** Deletes every key under `prefix:` (SCAN + UNLINK, never KEYS): tests, benchmarks, tear-down. */
-export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promise<void> {
+/**
+ * Deletes every key under `prefix:` (SCAN + UNLINK, never KEYS): tests, benchmarks, tear-down. On a
+ * Cluster, SCAN only sees the node it runs on, so every master is scanned, and keys are unlinked
+ * one by one (a prefix without a hash tag spreads its keys over several slots of a node).
+ */
+export async function deleteKeysWithPrefix(redis: RedisClient, prefix: string): Promise<void> {
+  if (redis instanceof Cluster) {
+    // Until the client has the slot map, it knows no masters (and would scan nothing).
+    if (!(await redisReady(redis, 10_000))) throw new Error('deleteKeysWithPrefix: the cluster is not ready');
+    for (const node of redis.nodes('master')) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length > 0) await Promise.all(keys.map((key) => node.unlink(key)));
+      } while (cursor !== '0');
+    }
+    return;
+  }
   let cursor = '0';
   do {
     const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
@@ -137,7 +225,7 @@ export async function deleteKeysWithPrefix(redis: Redis, prefix: string): Promis
  * connection refuses commands until then (it has no offline queue), so processes wait for it at
  * start-up, briefly, before they serve.
  */
-export function redisReady(redis: Redis, timeoutMs: number): Promise<boolean> {
+export function redisReady(redis: RedisClient, timeoutMs: number): Promise<boolean> {
   if (redis.status === 'ready') return Promise.resolve(true);
   return new Promise((resolve) => {
     const done = (ready: boolean) => {

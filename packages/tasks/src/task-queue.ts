@@ -1,5 +1,5 @@
 import { Queue, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { TaskPriority } from '@mageagent/core';
 
 export const TASK_QUEUE_NAME = 'tasks';
@@ -55,7 +55,7 @@ export class TaskQueue {
   readonly queue: Queue<TaskJobData>;
 
   constructor(
-    connection: Redis,
+    connection: Redis | Cluster,
     private readonly options: TaskQueueOptions,
   ) {
     this.queue = new Queue<TaskJobData>(TASK_QUEUE_NAME, {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { ChainableCommander, Cluster, Redis } from 'ioredis';
 import {
   NotFoundError,
   QueueFullError,
@@ -18,7 +18,7 @@ import { TaskKeys, uuidV7Floor } from './keys';
 import { CREATE_TASK, DISCARD_TASK, TRANSITION } from './scripts';
 import { TASK_QUEUE_NAME } from './task-queue';
 
-type ScriptedRedis = Redis & {
+type ScriptedRedis = (Redis | Cluster) & {
   mageTransition(hash: string, events: string, outbox: string, ...argv: (string | number)[]): Promise<[number, string]>;
   mageDiscardTask(hash: string, events: string, index: string, taskId: string): Promise<number>;
 };
@@ -84,7 +84,7 @@ export class TaskStore {
   private readonly redis: ScriptedRedis;
 
   constructor(
-    redis: Redis,
+    redis: Redis | Cluster,
     prefix: string,
     private readonly options: TaskStoreOptions,
   ) {

@@ -1,5 +1,5 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { isTerminal, type Logger, type WebhookDelivery, type WebhookEvent } from '@mageagent/core';
 import { isRedisUnavailable, type TaskStore } from '@mageagent/tasks';
 import { webhookBody } from './body';
@@ -97,7 +97,7 @@ function answerError(status: number): string {
 
 export interface WebhookWorkerOptions extends WebhookDeliveryOptions {
   /** A `bullmq` connection of the webhooks' own, so deliveries never wait behind task work. */
-  connection: Redis;
+  connection: Redis | Cluster;
   prefix: string;
   /** Deliveries in flight at once in this process (WEBHOOK_CONCURRENCY). */
   concurrency: number;

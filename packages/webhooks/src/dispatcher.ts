@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { Logger } from '@mageagent/core';
 import { isRedisUnavailable, TaskKeys } from '@mageagent/tasks';
 import { WEBHOOK_QUEUE_NAME, webhookJobOptions, type WebhookJobData, type WebhookRetryPolicy } from './queue';
@@ -38,7 +38,7 @@ end
 return recovered
 `;
 
-type ScriptedRedis = Redis & {
+type ScriptedRedis = (Redis | Cluster) & {
   mageClaimWebhooks(outbox: string, claimed: string, count: number): Promise<string[]>;
   mageRecoverWebhooks(dispatchers: string, outbox: string, claimedPrefix: string, livenessPrefix: string): Promise<number>;
 };
@@ -48,9 +48,9 @@ export interface WebhookDispatcherOptions {
    * Commands: claims, job adds, heartbeats. A `worker` connection, so an outage is waited out: the
    * dispatcher pauses and goes on.
    */
-  redis: Redis;
+  redis: Redis | Cluster;
   /** A connection of its own for the blocking wait on the outbox (a `worker` connection too). */
-  blocking: Redis;
+  blocking: Redis | Cluster;
   prefix: string;
   retry: WebhookRetryPolicy;
   logger: Logger;

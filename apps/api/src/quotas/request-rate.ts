@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitedError, type Principal, type QuotaLimits } from '@mageagent/core';
 
@@ -29,7 +29,7 @@ export class RequestRateLimits {
   private flushScheduled = false;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: Redis | Cluster,
     private readonly prefix: string,
     /** The window the limit counts over: a minute, as the name says (shorter only in tests). */
     private readonly windowSeconds = 60,

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { Mutex } from 'redis-semaphore';
 import { ConfigError, ModelUnavailableError, type Logger } from '@mageagent/core';
 import type { ModelsConfig } from '../config';
@@ -53,7 +53,7 @@ export function probeTargetsFromConfig(config: ModelsConfig, env: NodeJS.Process
 }
 
 export interface HostHealthOptions {
-  redis: Redis;
+  redis: Redis | Cluster;
   prefix: string;
   /** Hosts to watch; a host without a target is read but never probed. */
   targets: HostProbeTarget[];

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { TaskPriority } from '@mageagent/core';
 
 /**
@@ -220,7 +220,7 @@ end
 return {nowMs, leases, redis.call('ZCOUNT', deadlines, '(' .. nowMs, '+inf'), redis.call('HGETALL', busy)}
 `;
 
-type ScriptedRedis = Redis & {
+type ScriptedRedis = (Redis | Cluster) & {
   hostLeaseAcquire(...args: Array<string | number>): Promise<[number, number]>;
   hostLeaseRenew(holders: string, id: string, ttlMs: number): Promise<number>;
   hostLeaseRelease(...args: Array<string | number>): Promise<number>;
@@ -261,7 +261,7 @@ export class HostLeases {
   readonly keys: HostKeys;
   private readonly redis: ScriptedRedis;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: Redis | Cluster, prefix: string) {
     this.keys = new HostKeys(prefix);
     if (!('hostLeaseAcquire' in redis)) {
       redis.defineCommand('hostLeaseAcquire', { numberOfKeys: 6, lua: ACQUIRE });

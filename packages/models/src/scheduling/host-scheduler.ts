@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import {
   CancelledError,
   ConfigError,
@@ -19,12 +19,12 @@ export interface ScheduledHost {
 
 export interface HostSchedulerOptions {
   /** Commands connection (auto-pipelined is best); the lease scripts run here. */
-  redis: Redis;
+  redis: Redis | Cluster;
   /**
    * The process's shared subscriber connection: grant messages for every host arrive on it and
    * fan out in-process, so waiting calls never open connections of their own.
    */
-  subscriber: Redis;
+  subscriber: Redis | Cluster;
   prefix: string;
   hosts: Record<string, ScheduledHost>;
   /** A lease (or a place in the queue) lapses this long after its process stops renewing it. */

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { hostMemory, type ModelsConfig } from '../config';
 import type { HostHealthRecord } from './host-health';
 import { HostLeases, type LeaseView } from './host-lease';
@@ -37,7 +37,7 @@ export class HostStatsReader {
   private readonly leases: HostLeases;
 
   constructor(
-    private readonly redis: Redis,
+    private readonly redis: Redis | Cluster,
     prefix: string,
     private readonly config: ModelsConfig,
   ) {
