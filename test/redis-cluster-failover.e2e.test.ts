@@ -61,25 +61,37 @@ describeIfRedis('the spine on a Redis Cluster whose master fails', () => {
     const master = await cluster.masterOf(slot, cluster.ports[0]!);
     // The replica must be in sync first (a cluster just created may still be syncing it), and,
     // replication being asynchronous, have every write so far: then the master is killed.
-    await eventually(async () => (/slave0:.*state=online/.test(await cluster.cli(master, 'INFO', 'replication')) ? true : undefined), 30_000, 'the replica to sync');
+    await eventually(
+      async () => (/slave0:.*state=online/.test(await cluster.cli(master, 'INFO', 'replication')) ? true : undefined),
+      30_000,
+      'the replica to sync',
+    );
     expect(Number(await cluster.cli(master, 'WAIT', '1', '2000'))).toBe(1);
     await cluster.kill(master);
     const killedAt = Date.now();
     const survivor = cluster.ports.find((port) => port !== master)!;
-    await eventually(async () => {
-      const now = await cluster.masterOf(slot, survivor).catch(() => master);
-      return now !== master ? now : undefined;
-    }, 30_000, 'a replica to take the slot over');
+    await eventually(
+      async () => {
+        const now = await cluster.masterOf(slot, survivor).catch(() => master);
+        return now !== master ? now : undefined;
+      },
+      30_000,
+      'a replica to take the slot over',
+    );
     const promotedMs = Date.now() - killedAt;
 
     let last: unknown;
     const statuses = new Set<number>();
-    const after = await eventually(async () => {
-      const response = await postJson<{ id: string }>(`${api}/tasks`, { prompt: 'after the failover', pattern: 'primary' });
-      last = { status: response.status, body: response.body };
-      statuses.add(response.status);
-      return response.status === 202 ? response.body.id : undefined;
-    }, 30_000, 'the api to accept tasks again').catch((error: Error) => {
+    const after = await eventually(
+      async () => {
+        const response = await postJson<{ id: string }>(`${api}/tasks`, { prompt: 'after the failover', pattern: 'primary' });
+        last = { status: response.status, body: response.body };
+        statuses.add(response.status);
+        return response.status === 202 ? response.body.id : undefined;
+      },
+      30_000,
+      'the api to accept tasks again',
+    ).catch((error: Error) => {
       throw new Error(`${error.message}; last answer ${JSON.stringify(last)}\n${output.slice(-30).join('\n')}`);
     });
     console.log(`cluster failover: slot taken over after ${promotedMs} ms, api accepting tasks again ${Date.now() - killedAt} ms after the kill`);

@@ -149,10 +149,14 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
     const taskId = await createTask(api, { prompt: 'tell me when done', pattern: 'primary', webhook: { url: `${receiver.url}/done` } });
     expect((await waitForTask(api, taskId)).status).toBe('completed');
     await eventually(async () => receiver.received.find((received) => received.headers['webhook-id'] === `msg_${taskId}`), 15_000, 'the webhook');
-    const task = await eventually(async () => {
-      const record = (await requestJson<TaskRecord>(`${api}/tasks/${taskId}`)).body;
-      return record.webhook && record.webhook.deliveries.length > 0 ? record : undefined;
-    }, 10_000, 'the delivery recorded on the task');
+    const task = await eventually(
+      async () => {
+        const record = (await requestJson<TaskRecord>(`${api}/tasks/${taskId}`)).body;
+        return record.webhook && record.webhook.deliveries.length > 0 ? record : undefined;
+      },
+      10_000,
+      'the delivery recorded on the task',
+    );
     expect(task.webhook?.deliveries).toEqual([expect.objectContaining({ attempt: 1, status: 204, ok: true })]);
   });
 
@@ -198,7 +202,8 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
     expect(nonEmpty).toHaveLength(1);
     const [port, keys] = nonEmpty[0]!;
     // The kinds of key the spine writes are all there, so the check covers each of them.
-    for (const kind of [':task:{', ':tenant:{', ':tasks:', ':host:{', ':webhooks:', ':rate:', ':idempotency:{']) expect(keys.some((key) => key.includes(kind))).toBe(true);
+    for (const kind of [':task:{', ':tenant:{', ':tasks:', ':host:{', ':webhooks:', ':rate:', ':idempotency:{'])
+      expect(keys.some((key) => key.includes(kind))).toBe(true);
     expect(keys.every((key) => key.startsWith(PREFIX) || key.startsWith(`mutex:${PREFIX}`))).toBe(true);
     const slots = new Set(await Promise.all(keys.map(async (key) => Number(await cluster.cli(port, 'CLUSTER', 'KEYSLOT', key)))));
     expect([...slots]).toEqual([slot]);

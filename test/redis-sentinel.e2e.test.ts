@@ -107,12 +107,16 @@ describeIfRedis('the spine behind Redis Sentinel', () => {
   async function acceptedTask(prompt: string): Promise<string> {
     let last: unknown;
     const statuses = new Set<number>();
-    const id = await eventually(async () => {
-      const response = await postJson<{ id: string }>(`${api}/tasks`, { prompt, pattern: 'primary' });
-      last = { status: response.status, body: response.body };
-      statuses.add(response.status);
-      return response.status === 202 ? response.body.id : undefined;
-    }, 30_000, 'the api to accept tasks on the new master').catch((error: Error) => {
+    const id = await eventually(
+      async () => {
+        const response = await postJson<{ id: string }>(`${api}/tasks`, { prompt, pattern: 'primary' });
+        last = { status: response.status, body: response.body };
+        statuses.add(response.status);
+        return response.status === 202 ? response.body.id : undefined;
+      },
+      30_000,
+      'the api to accept tasks on the new master',
+    ).catch((error: Error) => {
       throw new Error(`${error.message}; last answer ${JSON.stringify(last)}\n${output.slice(-30).join('\n')}`);
     });
     // While there is no master the api says so: 503 (retry), never a 500.

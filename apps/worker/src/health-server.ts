@@ -40,7 +40,8 @@ export async function startHealthServer(options: HealthServerOptions): Promise<H
   };
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: { code: 'VALIDATION_FAILED', message: 'only GET and HEAD are served here' } });
+    if (req.method !== 'GET' && req.method !== 'HEAD')
+      return json(res, 405, { error: { code: 'VALIDATION_FAILED', message: 'only GET and HEAD are served here' } });
     switch (path) {
       case '/healthz': {
         const eventLoopDelayMs = Math.round(loopDelay.max / 1e6);

@@ -46,7 +46,12 @@ export interface MetricsListener {
  * listens on loopback unless METRICS_HOST says otherwise (in Kubernetes a NetworkPolicy admits
  * only the scrapers). A bare node:http server: no express, no routes to forget to guard.
  */
-export async function startMetricsListener(options: { port: number; host: string; metrics: ApiMetrics; queueStats: QueueStatsCache }): Promise<MetricsListener> {
+export async function startMetricsListener(options: {
+  port: number;
+  host: string;
+  metrics: ApiMetrics;
+  queueStats: QueueStatsCache;
+}): Promise<MetricsListener> {
   const { metrics, queueStats } = options;
   const send = (res: ServerResponse, status: number, contentType: string, body: string, headers: Record<string, string> = {}): void => {
     res.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store', ...headers });
@@ -56,7 +61,9 @@ export async function startMetricsListener(options: { port: number; host: string
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      return send(res, 405, json, JSON.stringify({ error: { code: 'VALIDATION_FAILED', message: 'only GET and HEAD are served here' } }), { allow: 'GET, HEAD' });
+      return send(res, 405, json, JSON.stringify({ error: { code: 'VALIDATION_FAILED', message: 'only GET and HEAD are served here' } }), {
+        allow: 'GET, HEAD',
+      });
     }
     if (path === '/metrics') return send(res, 200, metrics.registry.contentType, await metrics.registry.metrics());
     if (path === '/queue/stats') {
