@@ -405,7 +405,7 @@ async function spine(prefix: () => string): Promise<void> {
       connectionsAtOne = await apiConnections(ingest.api.child.pid!);
       closers.push(...(await Promise.all(ids.slice(1).map((id) => openStream(`${ingest.apiUrl}/tasks/${id}/stream`)))));
       connectionsAtMany = await apiConnections(ingest.api.child.pid!);
-      closers.forEach((close) => close());
+      for (const close of closers) close();
     } finally {
       httpCeiling.stop();
       await ingest.stop();

@@ -4,7 +4,7 @@
  */
 import type { TaskRecord } from '@mageagent/core';
 import { callsOn, handoffGaps, hostsOf, percentile, simStats, type HostReport } from './support/hosts';
-import { createTask, eventually, postJson, requestJson, waitForTask } from './support/http';
+import { createTask, eventually, postJson, waitForTask } from './support/http';
 import { startTestStack, type TestStack } from './support/stack';
 
 let service: TestStack;

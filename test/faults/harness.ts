@@ -528,7 +528,7 @@ export async function runUnderLoad(fault: FaultStack, options: LoadRunOptions): 
   const finished = await settle(api, accepted, options.settleMs ?? 90_000);
   const sseRecords = await Promise.all(sse);
   const socketRecords = await Promise.all(socketFollows);
-  sockets.forEach((socket) => socket.close());
+  for (const socket of sockets) socket.close();
   const comparisons = await Promise.all([...sseRecords, ...socketRecords].map((record) => compareWithLog(api, record)));
   const after = accepted.filter((id) => (acceptedAt.get(id) ?? 0) > recoveredAt);
   const completedAfter = after

@@ -155,7 +155,7 @@ async function main(): Promise<void> {
   say(`${accepted.length} tasks accepted in ${ms(Date.now() - started)}; waiting for them to finish`);
   const finished = await settle(api, accepted, 300_000);
   await Promise.all([...sseClients, ...socketClients]);
-  sockets.forEach((socket) => socket.close());
+  for (const socket of sockets) socket.close();
   say('comparing every follower with its task log');
   const comparisons: Array<{ lost: number; duplicated: number; logGaps: number }> = [];
   const records = [...sseRecords, ...socketRecords];

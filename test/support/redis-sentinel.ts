@@ -107,7 +107,7 @@ export class RedisSentinelSetup {
         const lines = replicas.split('\n');
         // redis-cli prints the replicas' fields as name/value lines: find this one's flags.
         const at = lines.findIndex((line, index) => line === 'port' && lines[index + 1] === String(port));
-        const flags = at < 0 ? undefined : lines.slice(at).findIndex((line) => line === 'flags');
+        const flags = at < 0 ? undefined : lines.slice(at).indexOf('flags');
         return flags !== undefined && flags >= 0 && lines[at + flags + 1] === 'slave';
       },
       `${port} to replicate, as the Sentinel sees it`,

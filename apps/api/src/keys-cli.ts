@@ -132,7 +132,7 @@ function check(args: string[], output: Output): number {
   const { values } = parseArgs({ args, options: { file: { type: 'string' } }, strict: true, allowPositionals: false });
   const file = values.file ?? parseEnv(z.object(ApiKeysEnv)).API_KEYS_FILE;
   if (file === undefined) throw new UsageError('check needs --file, or API_KEYS_FILE set');
-  let parsed;
+  let parsed: ReturnType<typeof readApiKeysFile>;
   try {
     parsed = readApiKeysFile(file);
   } catch (error) {

@@ -271,7 +271,7 @@ function mergeAllOf(schema: JsonSchema, root: JsonSchema): JsonSchema {
     if (!isRecord(branch)) continue;
     for (const [key, value] of Object.entries(branch)) {
       if (key === 'properties' && isRecord(value)) Object.assign(properties, value);
-      else if (key === 'required' && Array.isArray(value)) value.forEach((name) => required.add(name));
+      else if (key === 'required' && Array.isArray(value)) for (const name of value) required.add(name);
       else if (!(key in merged)) merged[key] = value;
     }
   }

@@ -147,7 +147,7 @@ describe('model simulator HTTP', () => {
     expect(chunks.at(-2)?.choices[0]).toMatchObject({ delta: {}, finish_reason: 'stop' });
     expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { completion_tokens: 12 } });
 
-    const streamed = contentChunks.map((chunk) => (chunk.choices[0]?.delta as { content: string }).content).join('');
+    const streamed = contentChunks.map((chunk) => (chunk.choices[0]?.delta as { content: string } | undefined)?.content).join('');
     const whole = (await (await chat({ model: 'fast', messages })).json()) as ChatCompletion;
     expect(streamed).toBe(whole.choices[0]?.message.content);
   });

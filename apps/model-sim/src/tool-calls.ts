@@ -81,7 +81,7 @@ interface RequestFacts {
 }
 
 const TRAILING_PUNCTUATION = /[.,;:!?)\]}'"`]+$/;
-const LEADING_PUNCTUATION = /^[(\['"`]+/;
+const LEADING_PUNCTUATION = /^[(['"`]+/;
 /** Words a search verb is often followed by that are not what to search for. */
 const NOT_SEARCH_TERMS = new Set(['file', 'files', 'where', 'out', 'me', 'all', 'a', 'an', 'it', 'them', 'which', 'what', 'how', 'why', 'the', 'in', 'and']);
 

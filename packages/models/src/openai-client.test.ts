@@ -160,7 +160,7 @@ describe('OpenAICompatibleModel streaming', () => {
   it('reassembles events and multi-byte characters split at arbitrary byte boundaries', async () => {
     const pieces = ['Grüße', ' aus', ' 東京', ' 🎉', ' ok'];
     const sse = Buffer.from(
-      pieces.map((piece) => `data: ${chunk({ content: piece })}\n\n`).join('') + `data: ${chunk({}, 'stop')}\n\ndata: [DONE]\n\n`,
+      `${pieces.map((piece) => `data: ${chunk({ content: piece })}\n\n`).join('')}data: ${chunk({}, 'stop')}\n\ndata: [DONE]\n\n`,
       'utf8',
     );
     const server = await startServer(async (_incoming, response) => {

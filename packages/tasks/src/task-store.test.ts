@@ -122,7 +122,7 @@ test('many followers of one task share one channel subscription', async () => {
   await Promise.all(follows.map((follow) => follow.ready));
   expect(bus.subscribedChannels).toBe(1);
   expect(bus.listenerCount).toBe(20);
-  follows.forEach((follow) => follow.close());
+  for (const follow of follows) follow.close();
   expect(bus.subscribedChannels).toBe(0);
 });
 

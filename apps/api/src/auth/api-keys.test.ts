@@ -148,7 +148,7 @@ describe('ApiKeyRegistry', () => {
     expect(registry.authenticate(newKey())).toBeUndefined();
     expect(registry.authenticate(sha256Hex(key))).toBeUndefined();
     expect(registry.authenticate('')).toBeUndefined();
-    expect(registry.authenticate(key + 'x')).toBeUndefined();
+    expect(registry.authenticate(`${key}x`)).toBeUndefined();
   });
 
   it('gives the principal and limits of a key, its own limits over the defaults', () => {

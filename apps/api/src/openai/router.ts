@@ -1,4 +1,4 @@
-import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response } from 'express';
+import express, { type ErrorRequestHandler, type RequestHandler, type Response } from 'express';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
 import type { TaskFollow } from '@mageagent/tasks';
 import { clientLeft } from '../http-errors';

@@ -129,7 +129,9 @@ export class ChatStreamTranslator {
   private finish(result: TaskResult): StreamStep {
     if (!result.content.startsWith(this.sentContent)) return this.diverged();
     const frames = this.content(result.content);
-    toolCallsOf(result.toolCalls).forEach((call, index) => frames.push(this.chunk({ tool_calls: [{ index, ...call }] })));
+    toolCallsOf(result.toolCalls).forEach((call, index) => {
+      frames.push(this.chunk({ tool_calls: [{ index, ...call }] }));
+    });
     frames.push({
       ...this.chunk({}, finishReasonOf(result, this.options.maxTokens)),
       mageagent: extensionOf(this.options.task, result),
