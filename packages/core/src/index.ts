@@ -99,4 +99,5 @@ export {
   traceCarrier,
   tracer,
 } from './tracing';
+export { type ProbeServer, sendNoStore, startProbeServer } from './probe-server';
 export { z } from 'zod';
