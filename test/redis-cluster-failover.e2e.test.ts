@@ -6,10 +6,10 @@
  * Skipped (with the reason printed) only where redis-server or redis-cli is missing.
  */
 import type { TaskRecord } from '@mageagent/core';
-import { Stack } from '../apps/launcher/src/stack';
+import type { Stack } from '../apps/launcher/src/stack';
 import { createTask, eventually, postJson, requestJson, waitForTask } from './support/http';
 import { clusterBinaries, RedisCluster } from './support/redis-cluster';
-import { collectOutput } from './support/stack';
+import { startTestStack } from './support/stack';
 
 const PREFIX = '{mageagent-test}';
 const missing = clusterBinaries();
@@ -20,33 +20,21 @@ describeIfRedis('the spine on a Redis Cluster whose master fails', () => {
   let cluster: RedisCluster;
   let stack: Stack;
   let api: string;
-  const output: string[] = [];
+  let output: string[] = [];
 
   beforeAll(async () => {
     cluster = await RedisCluster.start(3, 1);
-    stack = new Stack({
+    const started = await startTestStack({
       redisUrl: undefined,
       prefix: PREFIX,
-      apiPort: 0,
-      simPort: 0,
       workers: 1,
       workerConcurrency: 2,
-      sink: collectOutput(output),
       env: {
         REDIS_CLUSTER_NODES: cluster.nodesEnv,
-        LOG_LEVEL: 'warn',
-        SIM_SPEEDUP: '1000',
-        JOB_LOCK_MS: '2000',
-        HOST_LEASE_TTL_MS: '2000',
-        HOST_HEALTH_INTERVAL_MS: '300',
       },
     });
-    try {
-      await stack.start();
-    } catch (error) {
-      throw new Error(`${String(error)}\n${output.slice(-40).join('\n')}`);
-    }
-    api = stack.apiUrl;
+    ({ stack, api } = started);
+    output = started.output;
   }, 120_000);
 
   afterAll(async () => {

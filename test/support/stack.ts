@@ -53,7 +53,12 @@ export async function startTestStack(options: Partial<StackOptions> = {}): Promi
       ...options.env,
     },
   });
-  await stack.start();
+  try {
+    await stack.start();
+  } catch (error) {
+    await stack.stop().catch(() => undefined);
+    throw new Error(`${String(error)}\n${output.slice(-40).join('\n')}`);
+  }
   return {
     stack,
     api: stack.apiUrl,
