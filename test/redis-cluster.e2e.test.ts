@@ -11,7 +11,7 @@ import { Redis } from 'ioredis';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
 import { startTestReceiver, type TestReceiver } from '../packages/webhooks/src/test-receiver';
 import { createRedis, deleteKeysWithPrefix } from '@mageagent/tasks';
-import { startService, Stack, stopService } from '../apps/launcher/src/stack';
+import { startService, type Stack, stopService } from '../apps/launcher/src/stack';
 import { createTask, eventually, postJson, readSse, requestJson, waitForTask } from './support/http';
 import { clusterBinaries, RedisCluster } from './support/redis-cluster';
 import { startTestStack } from './support/stack';
