@@ -3,16 +3,16 @@
 #   api (default)  node --enable-source-maps apps/api/dist/main.js
 #   worker         node --enable-source-maps apps/worker/dist/main.js
 #   model-sim      node --enable-source-maps apps/model-sim/dist/main.js
-# Stages: deps (every dependency, dev too) -> build (`npm run build`: esbuild bundles each app into
+# Stages: manifests (the package.json files) -> deps (every dependency, dev too) -> build (`npm run build`: esbuild bundles each app into
 # apps/<app>/dist) -> prod-deps (production dependencies only) -> runtime (those node_modules, the
 # bundles and config/; no TypeScript sources, no tests, no tsx, no esbuild).
 # test/build.e2e.test.ts checks that the commands here are the ones it runs, and that the runtime
 # stage copies no sources or tests.
 
-FROM node:22-bookworm-slim AS deps
-WORKDIR /app
-# Manifests only, so this layer is rebuilt only when dependencies change. npm ci needs
+# Manifests only, so the installs below are redone only when dependencies change. npm ci needs
 # every workspace's package.json to link the @mageagent/* workspaces.
+FROM node:22-bookworm-slim AS manifests
+WORKDIR /app
 COPY package.json package-lock.json ./
 COPY apps/api/package.json apps/api/
 COPY apps/launcher/package.json apps/launcher/
@@ -23,6 +23,8 @@ COPY packages/models/package.json packages/models/
 COPY packages/patterns/package.json packages/patterns/
 COPY packages/tasks/package.json packages/tasks/
 COPY packages/webhooks/package.json packages/webhooks/
+
+FROM manifests AS deps
 # --ignore-scripts: package.json's "allowScripts" denies every install script, but npm
 # before v12 only reports on it; this flag enforces it with any npm. Nothing needs one:
 # esbuild and msgpackr-extract ship prebuilt binaries as optional packages.
@@ -37,19 +39,8 @@ COPY packages ./packages
 COPY apps ./apps
 RUN npm run build
 
-# The same manifests as deps, production dependencies only: what the runtime's node_modules holds.
-FROM node:22-bookworm-slim AS prod-deps
-WORKDIR /app
-COPY package.json package-lock.json ./
-COPY apps/api/package.json apps/api/
-COPY apps/launcher/package.json apps/launcher/
-COPY apps/model-sim/package.json apps/model-sim/
-COPY apps/worker/package.json apps/worker/
-COPY packages/core/package.json packages/core/
-COPY packages/models/package.json packages/models/
-COPY packages/patterns/package.json packages/patterns/
-COPY packages/tasks/package.json packages/tasks/
-COPY packages/webhooks/package.json packages/webhooks/
+# The same manifests, production dependencies only: what the runtime's node_modules holds.
+FROM manifests AS prod-deps
 # typescript (24 MB): valibot (under @bull-board/api) names it an optional peer, and since the root's
 # devDependencies have it, the lockfile marks it devOptional, which --omit=dev still installs. Nothing
 # requires it at run time (valibot only uses its types).

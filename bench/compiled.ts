@@ -64,7 +64,14 @@ async function readyIn(kind: ServiceKind, mode: Mode, env: NodeJS.ProcessEnv): P
   const child = spawn(process.execPath, argvOf(kind, mode), {
     cwd: ROOT,
     // Compiled: with the image's NODE_OPTIONS, as the launcher gives them.
-    env: serviceEnv({ ...env, MAGEAGENT_COMPILED: mode === 'compiled' ? '1' : '0', PORT: String(port), SIM_PORT: kind === 'model-sim' ? String(port) : env.SIM_PORT, LOG_LEVEL: 'info', TMPDIR: cache }),
+    env: serviceEnv({
+      ...env,
+      MAGEAGENT_COMPILED: mode === 'compiled' ? '1' : '0',
+      PORT: String(port),
+      SIM_PORT: kind === 'model-sim' ? String(port) : env.SIM_PORT,
+      LOG_LEVEL: 'info',
+      TMPDIR: cache,
+    }),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = new Promise((resolve) => child.once('exit', resolve));
@@ -75,7 +82,15 @@ async function readyIn(kind: ServiceKind, mode: Mode, env: NodeJS.ProcessEnv): P
     const url = kind === 'api' ? `http://127.0.0.1:${port}/readyz` : `http://127.0.0.1:${port}/v1/models`;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`${kind} (${mode}) exited ${child.exitCode} before it was ready`);
-      if (kind === 'worker' ? logged : (await fetch(url).then((response) => response.status, () => 0)) === 200) return performance.now() - started;
+      if (
+        kind === 'worker'
+          ? logged
+          : (await fetch(url).then(
+              (response) => response.status,
+              () => 0,
+            )) === 200
+      )
+        return performance.now() - started;
       if (performance.now() - started > 30_000) throw new Error(`${kind} (${mode}) not ready in 30 s`);
       await sleep(kind === 'worker' ? 2 : 5);
     }
@@ -106,7 +121,11 @@ async function rssAfterTasks(mode: Mode, options: CompiledBenchOptions, defaultV
       Array.from({ length: 8 }, async () => {
         while (started < RSS_TASKS) {
           started += 1;
-          const response = await fetch(`${stack.apiUrl}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: PROMPT, pattern: 'primary' }) });
+          const response = await fetch(`${stack.apiUrl}/tasks`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ prompt: PROMPT, pattern: 'primary' }),
+          });
           const { id } = (await response.json()) as { id: string };
           const text = await (await fetch(`${stack.apiUrl}/tasks/${id}/stream`)).text();
           if (!text.includes('"status":"completed"')) throw new Error(`task ${id} did not complete (${mode})`);
@@ -130,10 +149,20 @@ export async function compiledRows(options: CompiledBenchOptions): Promise<Row[]
   const env = { ...process.env, REDIS_URL: options.redisUrl, NODE_ENV: 'production' };
   // The worker's model hosts: a simulator for its health probes to reach while it starts.
   const simPort = await freePort();
-  const sim = spawn(process.execPath, argvOf('model-sim', 'compiled'), { cwd: ROOT, env: { ...env, SIM_PORT: String(simPort), LOG_LEVEL: 'warn' }, stdio: 'ignore' });
+  const sim = spawn(process.execPath, argvOf('model-sim', 'compiled'), {
+    cwd: ROOT,
+    env: { ...env, SIM_PORT: String(simPort), LOG_LEVEL: 'warn' },
+    stdio: 'ignore',
+  });
   const ready: Record<string, number[]> = {};
   try {
-    while ((await fetch(`http://127.0.0.1:${simPort}/v1/models`).then((response) => response.status, () => 0)) !== 200) await sleep(20);
+    while (
+      (await fetch(`http://127.0.0.1:${simPort}/v1/models`).then(
+        (response) => response.status,
+        () => 0,
+      )) !== 200
+    )
+      await sleep(20);
     for (let run = 0; run <= STARTS; run += 1) {
       for (const mode of MODES) {
         for (const kind of ['api', 'worker', 'model-sim'] as const) {

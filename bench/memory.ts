@@ -94,7 +94,11 @@ class TaskClients {
   }
 
   private async post(): Promise<string> {
-    const response = await fetch(`${this.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: PROMPT, pattern: 'primary' }) });
+    const response = await fetch(`${this.api}/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: PROMPT, pattern: 'primary' }),
+    });
     if (response.status !== 202) throw new Error(`POST /tasks answered ${response.status}`);
     return ((await response.json()) as { id: string }).id;
   }
@@ -140,7 +144,8 @@ class TaskClients {
           body: JSON.stringify({ model: 'mageagent:primary', messages: [{ role: 'user', content: PROMPT }], stream }),
         });
         const text = await readBody(response);
-        if (response.status !== 200 || !text.includes(stream ? 'data: [DONE]' : '"chat.completion"')) throw new Error(`${kind} answered ${response.status}: ${text.slice(0, 200)}`);
+        if (response.status !== 200 || !text.includes(stream ? 'data: [DONE]' : '"chat.completion"'))
+          throw new Error(`${kind} answered ${response.status}: ${text.slice(0, 200)}`);
         return;
       }
     }
@@ -274,7 +279,9 @@ export async function memoryRows(options: MemoryBenchOptions): Promise<Row[]> {
   let rssAtHalf: number;
   let elapsedS: number;
   try {
-    options.log(`memory: ${WARMUP_TASKS} warm-up tasks, then ${TASKS} tasks, ${CLIENTS} clients at once, cycling through ${CLIENT_KINDS.length} kinds of client`);
+    options.log(
+      `memory: ${WARMUP_TASKS} warm-up tasks, then ${TASKS} tasks, ${CLIENTS} clients at once, cycling through ${CLIENT_KINDS.length} kinds of client`,
+    );
     await clients.run(WARMUP_TASKS);
     rssAfterWarmUp = await rssOf(pid);
     undisturbed = true;
@@ -298,7 +305,8 @@ export async function memoryRows(options: MemoryBenchOptions): Promise<Row[]> {
   }
 
   const [first, middle, last] = checkpoints as [Checkpoint, Checkpoint, Checkpoint];
-  const perThousand = (from: Checkpoint, to: Checkpoint, measure: (checkpoint: Checkpoint) => number) => ((measure(to) - measure(from)) / (to.tasks - from.tasks)) * 1000;
+  const perThousand = (from: Checkpoint, to: Checkpoint, measure: (checkpoint: Checkpoint) => number) =>
+    ((measure(to) - measure(from)) / (to.tasks - from.tasks)) * 1000;
   const heapUsed = (checkpoint: Checkpoint) => checkpoint.memory.heapUsed;
   const objects = (checkpoint: Checkpoint) => checkpoint.objects;
   const growth = perThousand(first, last, heapUsed);
@@ -333,7 +341,10 @@ export async function memoryRows(options: MemoryBenchOptions): Promise<Row[]> {
     },
     {
       metric: `V8's own full GCs of the api's heap while ${half} tasks ran undisturbed (${Math.round(half / elapsedS)} tasks/s, --trace-gc): heap in use before → after`,
-      value: collections.length === 0 ? 'none' : `${collections.length} GCs: ${range(collections.map((gc) => gc.before))} → ${range(collections.map((gc) => gc.after))} MB`,
+      value:
+        collections.length === 0
+          ? 'none'
+          : `${collections.length} GCs: ${range(collections.map((gc) => gc.before))} → ${range(collections.map((gc) => gc.after))} MB`,
       target: 'reference: garbage piles up to a few times the live heap, each GC returns to it',
     },
     {

@@ -105,7 +105,17 @@ describe('summarisePattern and costRow', () => {
   it('reports a pattern with no completed task as failed, not a crash', () => {
     const timedOut: TaskSample = { status: 'timed out', wallMs: 1, busyMsByHost: {}, simulatorCalls: 0, error: 'no terminal status within 120 s; cancelled' };
     const summary = summarisePattern('critic', [timedOut, timedOut, { ...timedOut, status: 'failed' }], hosts);
-    expect(costRow(summary, hosts, 20)).toEqual(['critic', '0/3', 'failed', 'failed', 'failed', 'failed', 'failed', 'failed', 'none completed: timed out ×2, failed']);
+    expect(costRow(summary, hosts, 20)).toEqual([
+      'critic',
+      '0/3',
+      'failed',
+      'failed',
+      'failed',
+      'failed',
+      'failed',
+      'failed',
+      'none completed: timed out ×2, failed',
+    ]);
   });
 });
 

@@ -32,7 +32,9 @@ const SPEEDUP = positiveNumber('SIM_SPEEDUP', 20);
 /** Tasks per pattern; medians are reported. */
 const TASKS = positiveNumber('BENCH_PATTERN_TASKS', 5, { integer: true });
 /** `BENCH_PATTERNS=moa,critic` runs only those (any pattern GET /patterns lists); default: every built-in. */
-const ONLY = process.env.BENCH_PATTERNS?.split(',').map((name) => name.trim()).filter(Boolean);
+const ONLY = process.env.BENCH_PATTERNS?.split(',')
+  .map((name) => name.trim())
+  .filter(Boolean);
 /** How long one task may take, in measured (sped-up) seconds, before it is cancelled and reported. */
 const TASK_TIMEOUT_MS = positiveNumber('BENCH_PATTERN_TIMEOUT_S', 120) * 1000;
 /** How long to wait, after a task ends, for the simulator to finish its calls (aborted ones end late). */
@@ -164,7 +166,9 @@ function notes(summaries: readonly PatternSummary[], patterns: readonly string[]
   ];
   for (const summary of summaries) {
     if (summary.calls !== undefined && summary.simulatorCalls !== undefined && summary.simulatorCalls !== summary.calls) {
-      lines.push(`${summary.pattern}: the simulator served ${summary.simulatorCalls} calls per task (median) where result.steps records ${summary.calls} (retried or aborted attempts).`);
+      lines.push(
+        `${summary.pattern}: the simulator served ${summary.simulatorCalls} calls per task (median) where result.steps records ${summary.calls} (retried or aborted attempts).`,
+      );
     }
     for (const failure of summary.failures) lines.push(`${summary.pattern}: a task ended ${failure.status}${failure.error ? `: ${failure.error}` : ''}.`);
   }
@@ -214,7 +218,11 @@ async function main(): Promise<void> {
       .join('; ');
     const title = `Pattern costs per task on the simulator at SIM_SPEEDUP ${SPEEDUP} (real ≈ measured × ${SPEEDUP}), medians of ${TASKS} task${TASKS === 1 ? '' : 's'} per pattern run one at a time`;
     output =
-      formatGrid(title, costColumns(hosts, SPEEDUP), summaries.map((summary) => costRow(summary, hosts, SPEEDUP))) +
+      formatGrid(
+        title,
+        costColumns(hosts, SPEEDUP),
+        summaries.map((summary) => costRow(summary, hosts, SPEEDUP)),
+      ) +
       notes(summaries, patterns, layout) +
       `\nnode ${process.version}, ${cpus().length} cores, Redis at ${REDIS_URL}\n`;
   } finally {

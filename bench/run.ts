@@ -38,7 +38,8 @@ const HOST_SPEEDUP = Number(process.env.BENCH_HOST_SPEEDUP ?? 20);
 const SPINE_LOG_LEVEL = process.env.BENCH_LOG_LEVEL ?? 'warn';
 /** `BENCH_ONLY=spine`, `hosts`, `memory` or `compiled` runs only that table. */
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && !['spine', 'hosts', 'memory', 'compiled'].includes(ONLY)) throw new Error(`BENCH_ONLY must be spine, hosts, memory or compiled, not "${ONLY}"`);
+if (ONLY !== undefined && !['spine', 'hosts', 'memory', 'compiled'].includes(ONLY))
+  throw new Error(`BENCH_ONLY must be spine, hosts, memory or compiled, not "${ONLY}"`);
 const SIM_HOST = 'sim-mac';
 
 const rows: Row[] = [];
@@ -91,7 +92,13 @@ function summarise(results: autocannon.Result[]): LoadSummary {
 async function queueCeiling(prefix: string): Promise<{ perSecond: number }> {
   const connection = createRedis(REDIS_URL, 'requests', { connectionName: 'bench-queue' });
   const queue = new Queue(TASK_QUEUE_NAME, { connection, prefix, streams: { events: { maxLen: 100 } } });
-  const options = { priority: BULLMQ_PRIORITY.normal, attempts: 3, backoff: { type: 'exponential', delay: 1000 }, removeOnComplete: true, removeOnFail: { age: 86400, count: 10000 } };
+  const options = {
+    priority: BULLMQ_PRIORITY.normal,
+    attempts: 3,
+    backoff: { type: 'exponential', delay: 1000 },
+    removeOnComplete: true,
+    removeOnFail: { age: 86400, count: 10000 },
+  };
   const run = async (seconds: number) => {
     let added = 0;
     const deadline = Date.now() + seconds * 1000;
@@ -211,15 +218,32 @@ async function runBacklog(api: string, sim: string, tasks: Array<{ prompt: strin
 /** One host, maxConcurrentGenerations 1, 4 workers × 4: throughput, handoff gap, bound, utilization. */
 async function hostScheduling(prefix: () => string): Promise<void> {
   const startStack = (speedup: number) =>
-    new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 4, workerConcurrency: 4, env: { LOG_LEVEL: 'warn', SIM_SPEEDUP: String(speedup) }, sink: quiet }).start();
+    new Stack({
+      redisUrl: REDIS_URL,
+      prefix: prefix(),
+      apiPort: 0,
+      simPort: 0,
+      workers: 4,
+      workerConcurrency: 4,
+      env: { LOG_LEVEL: 'warn', SIM_SPEEDUP: String(speedup) },
+      sink: quiet,
+    }).start();
 
   log(`host scheduling: ${HOST_TASKS} zero-latency tasks through one host, 4 workers x 4`);
   let stack = await startStack(1);
   let zeroLatency: StatsWithCalls;
   try {
     const prompt = 'Explain BullMQ in two sentences [[sim: ttft=0; tps=0; tokens=20]]';
-    await runBacklog(stack.apiUrl, stack.simUrl!, Array.from({ length: 64 }, () => ({ prompt, pattern: 'primary' })));
-    zeroLatency = await runBacklog(stack.apiUrl, stack.simUrl!, Array.from({ length: HOST_TASKS }, () => ({ prompt, pattern: 'primary' })));
+    await runBacklog(
+      stack.apiUrl,
+      stack.simUrl!,
+      Array.from({ length: 64 }, () => ({ prompt, pattern: 'primary' })),
+    );
+    zeroLatency = await runBacklog(
+      stack.apiUrl,
+      stack.simUrl!,
+      Array.from({ length: HOST_TASKS }, () => ({ prompt, pattern: 'primary' })),
+    );
   } finally {
     await stack.stop();
   }
@@ -233,8 +257,16 @@ async function hostScheduling(prefix: () => string): Promise<void> {
   try {
     const patterns = ['primary', 'competitor', 'validator'];
     const task = (index: number) => ({ prompt: `Explain topic ${index} in a paragraph`, pattern: patterns[index % patterns.length]! });
-    await runBacklog(stack.apiUrl, stack.simUrl!, Array.from({ length: 6 }, (_, index) => task(index)));
-    realistic = await runBacklog(stack.apiUrl, stack.simUrl!, Array.from({ length: HOST_BACKLOG_TASKS }, (_, index) => task(index)));
+    await runBacklog(
+      stack.apiUrl,
+      stack.simUrl!,
+      Array.from({ length: 6 }, (_, index) => task(index)),
+    );
+    realistic = await runBacklog(
+      stack.apiUrl,
+      stack.simUrl!,
+      Array.from({ length: HOST_BACKLOG_TASKS }, (_, index) => task(index)),
+    );
   } finally {
     await stack.stop();
   }
@@ -245,10 +277,29 @@ async function hostScheduling(prefix: () => string): Promise<void> {
   const maxInFlight = Math.max(zeroLatency.maxInFlightByHost[SIM_HOST] ?? 0, realistic.maxInFlightByHost[SIM_HOST] ?? 0);
 
   hostRows.push(
-    { metric: `Calls through one host (maxConcurrentGenerations 1), zero-latency model, 4 workers × 4, ${calls.length} calls`, value: `${Math.round(calls.length / spanS)} calls/s`, target: 'reference' },
-    { metric: 'Handoff gap under backlog: one call\'s end → the next call\'s start (zero-latency run)', value: `p50 ${percentile(gaps, 50)} ms, p99 ${percentile(gaps, 99)} ms`, target: 'p99 < 20 ms', ok: percentile(gaps, 99) < 20 },
-    { metric: `Host utilization under backlog, the stack's models at SIM_SPEEDUP ${HOST_SPEEDUP} (${busyCalls.length} calls, ${(windowMs / 1000).toFixed(1)} s)`, value: `${(utilization * 100).toFixed(1)} % busy (gap p50 ${percentile(busyGaps, 50)} ms, p99 ${percentile(busyGaps, 99)} ms)`, target: '≥ 95 %', ok: utilization >= 0.95 },
-    { metric: 'Most calls in flight on the host at once (simulator, both runs)', value: String(maxInFlight), target: '= maxConcurrentGenerations (1)', ok: maxInFlight === 1 },
+    {
+      metric: `Calls through one host (maxConcurrentGenerations 1), zero-latency model, 4 workers × 4, ${calls.length} calls`,
+      value: `${Math.round(calls.length / spanS)} calls/s`,
+      target: 'reference',
+    },
+    {
+      metric: "Handoff gap under backlog: one call's end → the next call's start (zero-latency run)",
+      value: `p50 ${percentile(gaps, 50)} ms, p99 ${percentile(gaps, 99)} ms`,
+      target: 'p99 < 20 ms',
+      ok: percentile(gaps, 99) < 20,
+    },
+    {
+      metric: `Host utilization under backlog, the stack's models at SIM_SPEEDUP ${HOST_SPEEDUP} (${busyCalls.length} calls, ${(windowMs / 1000).toFixed(1)} s)`,
+      value: `${(utilization * 100).toFixed(1)} % busy (gap p50 ${percentile(busyGaps, 50)} ms, p99 ${percentile(busyGaps, 99)} ms)`,
+      target: '≥ 95 %',
+      ok: utilization >= 0.95,
+    },
+    {
+      metric: 'Most calls in flight on the host at once (simulator, both runs)',
+      value: String(maxInFlight),
+      target: '= maxConcurrentGenerations (1)',
+      ok: maxInFlight === 1,
+    },
   );
 }
 
@@ -273,7 +324,9 @@ async function main(): Promise<void> {
     redis.disconnect();
   }
 
-  process.stdout.write(`${formatTable(`Spine (api LOG_LEVEL ${SPINE_LOG_LEVEL})`, rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}${formatTable('Compiled processes (npm run build) beside tsx', compiled)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`);
+  process.stdout.write(
+    `${formatTable(`Spine (api LOG_LEVEL ${SPINE_LOG_LEVEL})`, rows)}${formatTable('Host scheduling', hostRows)}${formatTable('Memory', memory)}${formatTable('Compiled processes (npm run build) beside tsx', compiled)}\nnode ${process.version}, ${(await import('node:os')).cpus().length} cores, Redis at ${REDIS_URL}\n`,
+  );
 }
 
 /** A keys file with one key (quotas from the environment), in a temporary directory. */
@@ -291,7 +344,16 @@ async function spine(prefix: () => string): Promise<void> {
   try {
     log('POST /tasks through the api (no workers, so only the api and Redis are measured)');
     // No bound on the backlog: with no workers, every task posted stays queued.
-    const ingest = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 0, workerConcurrency: 1, env: { LOG_LEVEL: SPINE_LOG_LEVEL, MAX_QUEUED_TASKS: '0' }, sink: quiet });
+    const ingest = new Stack({
+      redisUrl: REDIS_URL,
+      prefix: prefix(),
+      apiPort: 0,
+      simPort: 0,
+      workers: 0,
+      workerConcurrency: 1,
+      env: { LOG_LEVEL: SPINE_LOG_LEVEL, MAX_QUEUED_TASKS: '0' },
+      sink: quiet,
+    });
     await ingest.start();
     // The same with an API key and quotas on: authentication, a requests-per-minute check in Redis
     // and the active-task bound, set high enough to be counted on every request but never reached.
@@ -303,7 +365,13 @@ async function spine(prefix: () => string): Promise<void> {
       simPort: 0,
       workers: 0,
       workerConcurrency: 1,
-      env: { LOG_LEVEL: SPINE_LOG_LEVEL, MAX_QUEUED_TASKS: '0', API_KEYS_FILE: keys.file, QUOTA_REQUESTS_PER_MINUTE: '100000000', QUOTA_MAX_ACTIVE_TASKS: '100000000' },
+      env: {
+        LOG_LEVEL: SPINE_LOG_LEVEL,
+        MAX_QUEUED_TASKS: '0',
+        API_KEYS_FILE: keys.file,
+        QUOTA_REQUESTS_PER_MINUTE: '100000000',
+        QUOTA_MAX_ACTIVE_TASKS: '100000000',
+      },
       sink: quiet,
     });
     await secured.start();
@@ -337,7 +405,7 @@ async function spine(prefix: () => string): Promise<void> {
       connectionsAtOne = await apiConnections(ingest.api.child.pid!);
       closers.push(...(await Promise.all(ids.slice(1).map((id) => openStream(`${ingest.apiUrl}/tasks/${id}/stream`)))));
       connectionsAtMany = await apiConnections(ingest.api.child.pid!);
-      closers.forEach((close) => close());
+      for (const close of closers) close();
     } finally {
       httpCeiling.stop();
       await ingest.stop();
@@ -349,7 +417,16 @@ async function spine(prefix: () => string): Promise<void> {
     const queue = await queueCeiling(prefix());
 
     log(`orchestration overhead: ${OVERHEAD_TASKS} tasks, zero-latency simulated model, 2 workers x 4`);
-    const full = new Stack({ redisUrl: REDIS_URL, prefix: prefix(), apiPort: 0, simPort: 0, workers: 2, workerConcurrency: 4, env: { LOG_LEVEL: SPINE_LOG_LEVEL }, sink: quiet });
+    const full = new Stack({
+      redisUrl: REDIS_URL,
+      prefix: prefix(),
+      apiPort: 0,
+      simPort: 0,
+      workers: 2,
+      workerConcurrency: 4,
+      env: { LOG_LEVEL: SPINE_LOG_LEVEL },
+      sink: quiet,
+    });
     await full.start();
     const latencies: number[] = [];
     try {
@@ -363,15 +440,47 @@ async function spine(prefix: () => string): Promise<void> {
 
     const ratio = median(ratios);
     rows.push(
-      { metric: `HTTP ceiling: express 5 parse + validate, no Redis (${CONNECTIONS} conns)`, value: `${Math.round(ceiling.rps)} req/s, p50 ${ceiling.p50} ms, p99 ${ceiling.p99} ms`, target: 'reference' },
+      {
+        metric: `HTTP ceiling: express 5 parse + validate, no Redis (${CONNECTIONS} conns)`,
+        value: `${Math.round(ceiling.rps)} req/s, p50 ${ceiling.p50} ms, p99 ${ceiling.p99} ms`,
+        target: 'reference',
+      },
       { metric: `Queue ceiling: plain BullMQ queue.add (${CONNECTIONS} in flight)`, value: `${Math.round(queue.perSecond)} adds/s`, target: 'reference' },
-      { metric: `POST /tasks (${CONNECTIONS} conns)`, value: `${Math.round(api.rps)} req/s, p50 ${api.p50} ms, p99 ${api.p99} ms`, target: '≥ 0.6× HTTP ceiling' },
-      { metric: `POST /tasks ÷ HTTP ceiling (median of ${ROUNDS} alternating rounds)`, value: `${ratio.toFixed(2)}× (rounds: ${ratios.map((value) => value.toFixed(2)).join(', ')})`, target: '≥ 0.60×', ok: ratio >= 0.6 },
-      { metric: `POST /tasks with an API key and quotas (${CONNECTIONS} conns)`, value: `${Math.round(securedApi.rps)} req/s, p50 ${securedApi.p50} ms, p99 ${securedApi.p99} ms`, target: '≥ 0.6× HTTP ceiling' },
-      { metric: `POST /tasks with an API key and quotas ÷ HTTP ceiling (median of ${ROUNDS} rounds)`, value: `${median(securedRatios).toFixed(2)}× (rounds: ${securedRatios.map((value) => value.toFixed(2)).join(', ')})`, target: '≥ 0.60×', ok: median(securedRatios) >= 0.6 },
-      { metric: `Overhead: POST → terminal SSE event, zero-latency model (${OVERHEAD_TASKS} tasks)`, value: `p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms`, target: 'p99 < 50 ms', ok: percentile(latencies, 99) < 50 },
+      {
+        metric: `POST /tasks (${CONNECTIONS} conns)`,
+        value: `${Math.round(api.rps)} req/s, p50 ${api.p50} ms, p99 ${api.p99} ms`,
+        target: '≥ 0.6× HTTP ceiling',
+      },
+      {
+        metric: `POST /tasks ÷ HTTP ceiling (median of ${ROUNDS} alternating rounds)`,
+        value: `${ratio.toFixed(2)}× (rounds: ${ratios.map((value) => value.toFixed(2)).join(', ')})`,
+        target: '≥ 0.60×',
+        ok: ratio >= 0.6,
+      },
+      {
+        metric: `POST /tasks with an API key and quotas (${CONNECTIONS} conns)`,
+        value: `${Math.round(securedApi.rps)} req/s, p50 ${securedApi.p50} ms, p99 ${securedApi.p99} ms`,
+        target: '≥ 0.6× HTTP ceiling',
+      },
+      {
+        metric: `POST /tasks with an API key and quotas ÷ HTTP ceiling (median of ${ROUNDS} rounds)`,
+        value: `${median(securedRatios).toFixed(2)}× (rounds: ${securedRatios.map((value) => value.toFixed(2)).join(', ')})`,
+        target: '≥ 0.60×',
+        ok: median(securedRatios) >= 0.6,
+      },
+      {
+        metric: `Overhead: POST → terminal SSE event, zero-latency model (${OVERHEAD_TASKS} tasks)`,
+        value: `p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms`,
+        target: 'p99 < 50 ms',
+        ok: percentile(latencies, 99) < 50,
+      },
       { metric: 'api Redis connections, 1 SSE client', value: String(connectionsAtOne), target: `same at 1 and ${SSE_CLIENTS}` },
-      { metric: `api Redis connections, ${SSE_CLIENTS} SSE clients`, value: String(connectionsAtMany), target: `same at 1 and ${SSE_CLIENTS}`, ok: connectionsAtMany === connectionsAtOne },
+      {
+        metric: `api Redis connections, ${SSE_CLIENTS} SSE clients`,
+        value: String(connectionsAtMany),
+        target: `same at 1 and ${SSE_CLIENTS}`,
+        ok: connectionsAtMany === connectionsAtOne,
+      },
     );
   } finally {
     redis.disconnect();

@@ -33,7 +33,11 @@ export const ENTRIES = {
 const BUNDLED = /^(@mageagent\/|uuid($|\/))/;
 
 /** `lodash/fp` -> `lodash`, `@scope/name/x` -> `@scope/name`. */
-const packageName = (specifier) => specifier.split('/').slice(0, specifier.startsWith('@') ? 2 : 1).join('/');
+const packageName = (specifier) =>
+  specifier
+    .split('/')
+    .slice(0, specifier.startsWith('@') ? 2 : 1)
+    .join('/');
 
 /**
  * The node_modules directory node would load `name` from when required in `dir` (the nearest one

@@ -71,7 +71,10 @@ const apiCommand = JSON.parse(runtime.instructions.find((instruction) => instruc
 const documentedCommand = (service: string) => {
   const line = dockerfile.comments.find((comment) => new RegExp(`^${service}(\\s|\\s\\(default\\)\\s)\\s*node `).test(comment));
   if (!line) throw new Error(`the Dockerfile does not document the ${service} command`);
-  return line.replace(/^\S+\s+(\(default\)\s+)?/, '').trim().split(/\s+/);
+  return line
+    .replace(/^\S+\s+(\(default\)\s+)?/, '')
+    .trim()
+    .split(/\s+/);
 };
 
 interface Running {
@@ -177,14 +180,25 @@ describe('the Dockerfile', () => {
 
   test('the bundles load no workspace code, no tsx and nothing `npm ci --omit=dev` leaves out', () => {
     // package-lock.json marks what only dev dependencies need with "dev" (or "devOptional"): npm ci --omit=dev skips exactly those.
-    const lock = JSON.parse(readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { dev?: boolean; devOptional?: boolean }> };
+    const lock = JSON.parse(readFileSync(path.join(ROOT, 'package-lock.json'), 'utf8')) as {
+      packages: Record<string, { dev?: boolean; devOptional?: boolean }>;
+    };
     const { builtinModules } = require('node:module') as typeof import('node:module');
-    for (const bundle of ['apps/api/dist/main.js', 'apps/worker/dist/main.js', 'apps/model-sim/dist/main.js', 'apps/launcher/dist/main.js', 'apps/api/dist/keys-cli.js']) {
+    for (const bundle of [
+      'apps/api/dist/main.js',
+      'apps/worker/dist/main.js',
+      'apps/model-sim/dist/main.js',
+      'apps/launcher/dist/main.js',
+      'apps/api/dist/keys-cli.js',
+    ]) {
       const text = readFileSync(path.join(ROOT, bundle), 'utf8');
       const required = [...text.matchAll(/\brequire\("([^"]+)"\)/g)].map((match) => match[1]!).filter((name) => !name.startsWith('node:'));
       expect(required.length).toBeGreaterThan(0);
       for (const name of required) {
-        const packageName = name.split('/').slice(0, name.startsWith('@') ? 2 : 1).join('/');
+        const packageName = name
+          .split('/')
+          .slice(0, name.startsWith('@') ? 2 : 1)
+          .join('/');
         if (builtinModules.includes(packageName)) continue;
         expect(`${bundle}: ${packageName}`).not.toMatch(/@mageagent\/|: tsx$|: esbuild$|: typescript$/);
         // Where node looks from apps/<app>/dist: the app's own node_modules first, then the root's.
@@ -243,7 +257,9 @@ describe('the compiled services', () => {
     const stream = await readSse(`${base}/tasks/${id}/stream`);
     expect(stream.closedByServer).toBe(true);
     const statuses = stream.events.flatMap((event) => (event.type === 'status' ? [event.status] : []));
-    expect({ statuses, output: statuses.includes('completed') ? '' : diagnostics() }).toMatchObject({ statuses: expect.arrayContaining(['processing', 'completed']) });
+    expect({ statuses, output: statuses.includes('completed') ? '' : diagnostics() }).toMatchObject({
+      statuses: expect.arrayContaining(['processing', 'completed']),
+    });
     const task = await requestJson<{ status: string; result: { content: string; pattern?: string } }>(`${base}/tasks/${id}`);
     expect(task.body.status).toBe('completed');
     expect(task.body.result.content.length).toBeGreaterThan(0);
@@ -253,9 +269,19 @@ describe('the compiled services', () => {
 });
 
 describe('the compiled launcher', () => {
-  test('`node apps/launcher/dist/main.js` runs the services from their bundles, with the image\'s NODE_OPTIONS, and stops them on SIGTERM', async () => {
+  test("`node apps/launcher/dist/main.js` runs the services from their bundles, with the image's NODE_OPTIONS, and stops them on SIGTERM", async () => {
     const launcherPrefix = `test-${randomUUID().slice(0, 8)}`;
-    const env: NodeJS.ProcessEnv = { ...process.env, REDIS_URL, REDIS_PREFIX: launcherPrefix, PORT: '0', SIM_PORT: '0', WORKERS: '1', LOG_LEVEL: 'warn', SIM_SPEEDUP: '1000', RESTART_MAX: '0' };
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      REDIS_URL,
+      REDIS_PREFIX: launcherPrefix,
+      PORT: '0',
+      SIM_PORT: '0',
+      WORKERS: '1',
+      LOG_LEVEL: 'warn',
+      SIM_SPEEDUP: '1000',
+      RESTART_MAX: '0',
+    };
     delete env.MAGEAGENT_COMPILED;
     delete env.NODE_OPTIONS;
     const child = spawn(process.execPath, ['apps/launcher/dist/main.js'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -263,7 +289,11 @@ describe('the compiled launcher', () => {
     for (const stream of [child.stdout!, child.stderr!]) readline.createInterface({ input: stream }).on('line', (line) => lines.push(line));
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     try {
-      const api = await eventually(async () => /ready: api on (http:\/\/127\.0\.0\.1:\d+)/.exec(lines.join('\n'))?.[1], 20_000, `the launcher to be ready:\n${lines.join('\n')}`);
+      const api = await eventually(
+        async () => /ready: api on (http:\/\/127\.0\.0\.1:\d+)/.exec(lines.join('\n'))?.[1],
+        20_000,
+        `the launcher to be ready:\n${lines.join('\n')}`,
+      );
       const services = childrenOf(child.pid!).map((entry) => entry.command);
       expect(services).toHaveLength(3);
       for (const kind of ['model-sim', 'api', 'worker']) {

@@ -26,7 +26,12 @@ const HAND_BACK_MS = 5_000;
 
 // Loose shapes: the schemas are checked by the validator, these tests read a few fields.
 /* eslint-disable @typescript-eslint/no-explicit-any */
-type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> }; [key: string]: any };
+type K8sObject = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  [key: string]: any;
+};
 
 function kubectlAvailable(): void {
   const probe = spawnSync(KUBECTL, ['version', '--client'], { encoding: 'utf8' });
@@ -108,7 +113,12 @@ describe.each([
     for (const workload of workloads(objects())) {
       for (const container of containers(workload)) {
         const where = `${workload.kind}/${workload.metadata.name} ${container.name}`;
-        expect([where, Boolean(container.startupProbe), Boolean(container.readinessProbe), Boolean(container.livenessProbe)]).toEqual([where, true, true, true]);
+        expect([where, Boolean(container.startupProbe), Boolean(container.readinessProbe), Boolean(container.livenessProbe)]).toEqual([
+          where,
+          true,
+          true,
+          true,
+        ]);
         expect([where, container.resources?.requests?.cpu, container.resources?.requests?.memory, container.resources?.limits?.memory]).toEqual([
           where,
           expect.any(String),
@@ -146,7 +156,11 @@ describe.each([
   test('containers run as non-root with a read-only root filesystem, no privilege escalation and no capabilities', () => {
     for (const workload of workloads(objects())) {
       const pod = podSpec(workload);
-      expect([workload.metadata.name, pod.securityContext?.runAsNonRoot, typeof pod.securityContext?.runAsUser]).toEqual([workload.metadata.name, true, 'number']);
+      expect([workload.metadata.name, pod.securityContext?.runAsNonRoot, typeof pod.securityContext?.runAsUser]).toEqual([
+        workload.metadata.name,
+        true,
+        'number',
+      ]);
       expect(pod.securityContext.runAsUser).toBeGreaterThan(0);
       for (const container of containers(workload)) {
         expect([workload.metadata.name, container.securityContext]).toEqual([
@@ -180,7 +194,9 @@ describe.each([
     for (const workload of workloads(objects())) {
       const referenced = [
         ...(podSpec(workload).volumes ?? []).flatMap((volume: any) => (volume.configMap ? [volume.configMap.name] : [])),
-        ...containers(workload).flatMap((container) => (container.envFrom ?? []).flatMap((source: any) => (source.configMapRef ? [source.configMapRef.name] : []))),
+        ...containers(workload).flatMap((container) =>
+          (container.envFrom ?? []).flatMap((source: any) => (source.configMapRef ? [source.configMapRef.name] : [])),
+        ),
       ];
       for (const name of referenced) expect([workload.metadata.name, name, configMaps.has(name)]).toEqual([workload.metadata.name, name, true]);
     }
@@ -257,7 +273,10 @@ describe.each([
         .filter((policy) => policy.spec.policyTypes.includes('Egress'))
         .filter((policy) => {
           const selector = policy.spec.podSelector;
-          return selects(selector.matchLabels ?? {}, { 'app.kubernetes.io/name': app }) || selector.matchExpressions?.some((expression: any) => expression.values.includes(app));
+          return (
+            selects(selector.matchLabels ?? {}, { 'app.kubernetes.io/name': app }) ||
+            selector.matchExpressions?.some((expression: any) => expression.values.includes(app))
+          );
         })
         .flatMap((policy) => policy.spec.egress.flatMap((rule: any) => rule.ports.map((port: any) => port.port)));
       expect([app, egressPorts]).toEqual([app, expect.arrayContaining([6379])]);
@@ -308,7 +327,9 @@ describe('production overlay', () => {
   test('has no Redis StatefulSet, no simulator and no Secret; Redis is reached through Sentinel', () => {
     expect(ofKind(production, 'StatefulSet')).toEqual([]);
     expect(production.filter((object) => object.metadata.name.includes('redis') && object.kind !== 'NetworkPolicy')).toEqual([]);
-    expect(production.filter((object) => object.metadata.labels?.['app.kubernetes.io/component'] === 'simulator' || object.metadata.name.includes('model-sim'))).toEqual([]);
+    expect(
+      production.filter((object) => object.metadata.labels?.['app.kubernetes.io/component'] === 'simulator' || object.metadata.name.includes('model-sim')),
+    ).toEqual([]);
     expect(ofKind(production, 'Secret')).toEqual([]); // created out of band
     const env = ofKind(production, 'ConfigMap').find((object) => object.metadata.name.startsWith('mageagent-env'))!;
     expect(env.data.REDIS_URL).toBeUndefined();
@@ -358,7 +379,10 @@ test('components/hpa, listed instead of components/keda, scales the workers with
     expect(hpa!.spec.metrics).toEqual([
       {
         type: 'External',
-        external: { metric: { name: 'mageagent_queue_backlog' }, target: { type: 'AverageValue', averageValue: envOf(containers(worker)[0], 'WORKER_CONCURRENCY') } },
+        external: {
+          metric: { name: 'mageagent_queue_backlog' },
+          target: { type: 'AverageValue', averageValue: envOf(containers(worker)[0], 'WORKER_CONCURRENCY') },
+        },
       },
     ]);
     // Same bounds as the ScaledObject it replaces.
@@ -376,7 +400,11 @@ test('the schema validator rejects an invalid object and an unknown kind (it is 
     { apiVersion: 'keda.sh/v1alpha1', kind: 'ScaledObject', metadata: { name: 'broken' }, spec: { triggers: [] } },
     { apiVersion: 'example.com/v1', kind: 'Unknown', metadata: { name: 'x' } },
   ]);
-  expect(results.map((result) => result.error)).toEqual([expect.stringContaining('selector'), expect.stringContaining('scaleTargetRef'), 'no schema for example.com/v1 Unknown']);
+  expect(results.map((result) => result.error)).toEqual([
+    expect.stringContaining('selector'),
+    expect.stringContaining('scaleTargetRef'),
+    'no schema for example.com/v1 Unknown',
+  ]);
 });
 
 describe('docker-compose.yml', () => {

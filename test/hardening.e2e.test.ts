@@ -90,17 +90,25 @@ describe('HTTP', () => {
     expect(nowhere.line).not.toHaveProperty('taskId');
   });
 
-  test('a preflight from the allowed origin is answered; per-field bounds are 400s naming the field, under /v1 in OpenAI\'s shape', async () => {
+  test("a preflight from the allowed origin is answered; per-field bounds are 400s naming the field, under /v1 in OpenAI's shape", async () => {
     const preflight = await fetch(`${service.api}/tasks`, {
       method: 'OPTIONS',
       headers: { origin: APP_ORIGIN, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,idempotency-key' },
     });
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get('access-control-allow-headers')).toContain('Idempotency-Key');
-    const tooLong = await fetch(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'x'.repeat(300_000) }) });
+    const tooLong = await fetch(`${service.api}/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'x'.repeat(300_000) }),
+    });
     expect(tooLong.status).toBe(400);
     expect(await tooLong.json()).toEqual({
-      error: { code: 'VALIDATION_FAILED', message: 'invalid task request', details: [{ path: 'prompt', message: 'must be at most 262144 characters (got 300000)' }] },
+      error: {
+        code: 'VALIDATION_FAILED',
+        message: 'invalid task request',
+        details: [{ path: 'prompt', message: 'must be at most 262144 characters (got 300000)' }],
+      },
     });
     const facade = await fetch(`${service.api}/v1/chat/completions`, {
       method: 'POST',
@@ -123,7 +131,11 @@ describe('Socket.io', () => {
   }
 
   async function newTask(): Promise<string> {
-    const response = await fetch(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ prompt: 'wait', pattern: 'primary' }) });
+    const response = await fetch(`${service.api}/tasks`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'wait', pattern: 'primary' }),
+    });
     return ((await response.json()) as { id: string }).id;
   }
 

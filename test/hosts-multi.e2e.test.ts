@@ -80,7 +80,9 @@ test('calls on two hosts run at the same time; on one host, one after the other'
   expect(onA.some((a) => onB.some((b) => overlap(a, b)))).toBe(true);
 
   await postJson(`${service.sim}/sim/reset`, {});
-  const sameHost = await Promise.all([0, 1].map((index) => createTask(service.api, { prompt: `both on gpu-a ${index} [[sim: ttft=150]]`, pattern: 'primary' })));
+  const sameHost = await Promise.all(
+    [0, 1].map((index) => createTask(service.api, { prompt: `both on gpu-a ${index} [[sim: ttft=150]]`, pattern: 'primary' })),
+  );
   await Promise.all(sameHost.map((id) => waitForTask(service.api, id)));
   stats = await simStats(service.sim);
   const [first, second] = callsOn(stats, 'gpu-a');
@@ -91,7 +93,12 @@ test('calls on two hosts run at the same time; on one host, one after the other'
 test('moa on three hosts: its three references run at the same time; the aggregator waits for them', async () => {
   const task = await waitForTask(service.api, await createTask(service.api, { prompt: 'moa across hosts [[sim: ttft=300]]', pattern: 'moa' }));
   expect(task.status).toBe('completed');
-  expect(task.result!.steps.filter((step) => step.kind === 'reference').map((step) => step.host).sort()).toEqual(['gpu-a', 'gpu-b', 'gpu-c']);
+  expect(
+    task
+      .result!.steps.filter((step) => step.kind === 'reference')
+      .map((step) => step.host)
+      .sort(),
+  ).toEqual(['gpu-a', 'gpu-b', 'gpu-c']);
   const stats = await simStats(service.sim);
   const reference = (host: string) => callsOn(stats, host).find((call) => call.role === 'answer')!;
   const [a, b, c] = [reference('gpu-a'), reference('gpu-b'), reference('gpu-c')];
@@ -104,10 +111,14 @@ test('moa on three hosts: its three references run at the same time; the aggrega
 
 test('a host whose server stops answering is marked down; its calls fail fast until a probe succeeds', async () => {
   flakyUp = false;
-  const down = await eventually(async () => {
-    const gpuC = (await hostsOf(service.api)).find((host) => host.name === 'gpu-c');
-    return gpuC?.health.status === 'down' ? gpuC : undefined;
-  }, 5000, 'gpu-c to be down');
+  const down = await eventually(
+    async () => {
+      const gpuC = (await hostsOf(service.api)).find((host) => host.name === 'gpu-c');
+      return gpuC?.health.status === 'down' ? gpuC : undefined;
+    },
+    5000,
+    'gpu-c to be down',
+  );
   expect(down.health.error).toMatch(/hosts\/gpu-c\/v1\/models/);
   // The other hosts are not affected.
   expect((await hostsOf(service.api)).filter((host) => host.health.status === 'up').map((host) => host.name)).toEqual(['gpu-a', 'gpu-b']);
@@ -118,7 +129,11 @@ test('a host whose server stops answering is marked down; its calls fail fast un
   expect((await simStats(service.sim)).requestsByHost['gpu-c']).toBeUndefined();
 
   flakyUp = true;
-  await eventually(async () => ((await hostsOf(service.api)).find((host) => host.name === 'gpu-c')?.health.status === 'up' ? true : undefined), 5000, 'gpu-c to be up');
+  await eventually(
+    async () => ((await hostsOf(service.api)).find((host) => host.name === 'gpu-c')?.health.status === 'up' ? true : undefined),
+    5000,
+    'gpu-c to be up',
+  );
   // Workers re-read host health every quarter interval (75 ms here).
   await new Promise((resolve) => setTimeout(resolve, 200));
   const task = await waitForTask(service.api, await createTask(service.api, { prompt: 'on gpu-c again', pattern: 'validator' }));

@@ -4,7 +4,7 @@
  */
 import type { TaskRecord } from '@mageagent/core';
 import { callsOn, handoffGaps, hostsOf, percentile, simStats, type HostReport } from './support/hosts';
-import { createTask, eventually, postJson, requestJson, waitForTask } from './support/http';
+import { createTask, eventually, postJson, waitForTask } from './support/http';
 import { startTestStack, type TestStack } from './support/stack';
 
 let service: TestStack;
@@ -108,10 +108,14 @@ test('a task cancelled or timed out while waiting for the host leaves the queue 
 
 test('GET /hosts reports models, memory, leases with their owner, waiters, health and busy fraction', async () => {
   const holder = await createTask(service.api, { prompt: 'hold the host [[sim: ttft=600]]' });
-  const report = await eventually(async () => {
-    const [host] = await hostsOf(service.api);
-    return host?.leases.length === 1 ? host : undefined;
-  }, 5000, 'a lease');
+  const report = await eventually(
+    async () => {
+      const [host] = await hostsOf(service.api);
+      return host?.leases.length === 1 ? host : undefined;
+    },
+    5000,
+    'a lease',
+  );
   expect(report).toMatchObject<Partial<HostReport>>({
     name: HOST,
     models: {

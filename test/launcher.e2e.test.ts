@@ -59,7 +59,11 @@ function startLauncher(env: NodeJS.ProcessEnv = {}): Launcher {
     lines,
     exited: new Promise((resolve) => child.once('exit', (code) => resolve(code))),
     line: (pattern, what) =>
-      eventually(async () => lines.map((text) => pattern.exec(text)).find((match) => match !== null) ?? undefined, 60_000, `${what}; the launcher said:\n${lines.join('\n')}`),
+      eventually(
+        async () => lines.map((text) => pattern.exec(text)).find((match) => match !== null) ?? undefined,
+        60_000,
+        `${what}; the launcher said:\n${lines.join('\n')}`,
+      ),
     services: () => childrenOf(child.pid!).filter((entry) => /apps\/[a-z-]+\/src\/main\.ts/.test(entry.command)),
     kill: (signal) => child.kill(signal),
   };
@@ -113,7 +117,9 @@ test('a crash loop stops everything and exits 1 (RESTART_MAX=0: the first crash 
   const running = launcher.services();
 
   expect(await launcher.exited).toBe(1);
-  expect(launcher.lines).toContain('[mageagent] worker-1 exited (signal SIGKILL) after 0 restart(s) within 60000 ms (RESTART_MAX 0): a crash loop; stopping everything');
+  expect(launcher.lines).toContain(
+    '[mageagent] worker-1 exited (signal SIGKILL) after 0 restart(s) within 60000 ms (RESTART_MAX 0): a crash loop; stopping everything',
+  );
   expect(launcher.lines).toContain('[mageagent] stopped');
   expect(running.filter((entry) => isAlive(entry.pid))).toEqual([]);
 }, 90_000);

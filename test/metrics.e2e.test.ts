@@ -81,10 +81,14 @@ async function runTask(prompt: string): Promise<string> {
 }
 
 async function waitForStatus(taskId: string, statuses: string[]): Promise<void> {
-  await eventually(async () => {
-    const { body } = await requestJson<{ status: string }>(`${service.api}/tasks/${taskId}`, { headers: auth(tasksKey) });
-    return statuses.includes(body.status) ? true : undefined;
-  }, 20_000, `task ${taskId} to be ${statuses.join('/')}`);
+  await eventually(
+    async () => {
+      const { body } = await requestJson<{ status: string }>(`${service.api}/tasks/${taskId}`, { headers: auth(tasksKey) });
+      return statuses.includes(body.status) ? true : undefined;
+    },
+    20_000,
+    `task ${taskId} to be ${statuses.join('/')}`,
+  );
 }
 
 test('/metrics, /queue/stats and /admin/queues: 401 without a key, 403 for a tasks-only key, served to the admin key', async () => {
@@ -112,7 +116,9 @@ test('/metrics, /queue/stats and /admin/queues: 401 without a key, 403 for a tas
   const script = /src="(static\/js\/main[^"]+)"/.exec(html)?.[1];
   expect(script).toBeDefined();
   expect((await fetch(`${service.api}/admin/queues/${script}`, { headers: auth(adminKey) })).status).toBe(200);
-  const queues = await requestJson<{ queues: Array<{ name: string; readOnlyMode: boolean }> }>(`${service.api}/admin/queues/api/queues`, { headers: auth(adminKey) });
+  const queues = await requestJson<{ queues: Array<{ name: string; readOnlyMode: boolean }> }>(`${service.api}/admin/queues/api/queues`, {
+    headers: auth(adminKey),
+  });
   expect(queues.body.queues.map((queue) => [queue.name, queue.readOnlyMode])).toEqual(
     expect.arrayContaining([
       ['tasks', true],
@@ -132,17 +138,22 @@ test('after a task ran, every contract metric is there with its labels and plaus
   const taskId = await runTask('say something about metrics');
   await waitForStatus(taskId, ['completed']);
 
-  const api = await eventually(async () => {
-    const text = await (await fetch(`${service.api}/metrics`, { headers: auth(adminKey) })).text();
-    // Wait out the queue counts' cache until the finished job shows.
-    return sum(samples(text, 'mageagent_queue_jobs', { state: 'completed' })) >= 1 && sum(samples(text, 'mageagent_queue_backlog')) === 0 ? text : undefined;
-  }, 10_000, 'the queue gauges to show the finished task');
+  const api = await eventually(
+    async () => {
+      const text = await (await fetch(`${service.api}/metrics`, { headers: auth(adminKey) })).text();
+      // Wait out the queue counts' cache until the finished job shows.
+      return sum(samples(text, 'mageagent_queue_jobs', { state: 'completed' })) >= 1 && sum(samples(text, 'mageagent_queue_backlog')) === 0 ? text : undefined;
+    },
+    10_000,
+    'the queue gauges to show the finished task',
+  );
   expect(sum(samples(api, 'mageagent_tasks_created_total', { pattern: 'primary' }))).toBeGreaterThanOrEqual(1);
   expect(sum(samples(api, 'mageagent_http_request_duration_seconds_count', { method: 'POST', route: '/tasks', status: '202' }))).toBeGreaterThanOrEqual(1);
   expect(sum(samples(api, 'mageagent_http_request_duration_seconds_count', { method: 'GET', route: '/tasks/:id', status: '200' }))).toBeGreaterThanOrEqual(1);
   // Raw URLs never become labels.
   expect(api).not.toContain(taskId);
-  for (const state of ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed']) expect(samples(api, 'mageagent_queue_jobs', { state })).toHaveLength(1);
+  for (const state of ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'])
+    expect(samples(api, 'mageagent_queue_jobs', { state })).toHaveLength(1);
   expect(samples(api, 'mageagent_queue_backlog')).toEqual([0]);
   expect(samples(api, 'mageagent_redis_up')).toEqual([1]);
   expect(samples(api, 'mageagent_sse_streams_open')).toEqual([0]);
@@ -176,10 +187,14 @@ test('an open SSE stream is counted while it is open', async () => {
   const stream = await fetch(`${service.api}/tasks/${taskId}/stream`, { headers: auth(tasksKey), signal: controller.signal });
   expect(stream.status).toBe(200);
   try {
-    await eventually(async () => {
-      const text = await (await fetch(`${service.api}/metrics`, { headers: auth(adminKey) })).text();
-      return samples(text, 'mageagent_sse_streams_open')[0] === 1 ? true : undefined;
-    }, 5_000, 'the stream to be counted');
+    await eventually(
+      async () => {
+        const text = await (await fetch(`${service.api}/metrics`, { headers: auth(adminKey) })).text();
+        return samples(text, 'mageagent_sse_streams_open')[0] === 1 ? true : undefined;
+      },
+      5_000,
+      'the stream to be counted',
+    );
   } finally {
     controller.abort();
   }
@@ -220,10 +235,14 @@ test('the worker health server: /healthz, /readyz 200 while running, 503 while d
   await waitForStatus(taskId, ['processing']);
   const [worker] = service.stack.workers;
   worker!.child.kill('SIGTERM');
-  const draining = await eventually(async () => {
-    const answer = await requestJson<{ status: string }>(health('/readyz')).catch(() => undefined);
-    return answer?.status === 503 ? answer : undefined;
-  }, 5_000, '/readyz to answer 503');
+  const draining = await eventually(
+    async () => {
+      const answer = await requestJson<{ status: string }>(health('/readyz')).catch(() => undefined);
+      return answer?.status === 503 ? answer : undefined;
+    },
+    5_000,
+    '/readyz to answer 503',
+  );
   expect(draining.body.status).toBe('draining');
   // Still alive while it drains.
   expect((await fetch(health('/healthz'))).status).toBe(200);

@@ -106,17 +106,23 @@ test('aggregate: every reference failing fails the task; a failed aggregator lea
   expect(task.result!.warnings).toEqual(expect.arrayContaining([expect.stringMatching(/the aggregator \(primary\) failed/)]));
 });
 
-test('moa-deep: the second layer sees the first layer\'s answers, the aggregator the second layer\'s', async () => {
+test("moa-deep: the second layer sees the first layer's answers, the aggregator the second layer's", async () => {
   const { task, steps } = await run('Design a cache [[sim: tokens=30]]', 'moa-deep');
   expect(task.status).toBe('completed');
   const layer = (n: number) => ofKind(steps, 'reference').filter((entry) => entry.step.layer === n);
   expect(layer(1)).toHaveLength(3);
   expect(layer(2)).toHaveLength(3);
   // A layer-2 proposer is asked to synthesise too: its answer quotes the first layer's three answers.
-  const firstLayer = layer(1).map((entry) => excerptOf(entry.text)).sort();
+  const firstLayer = layer(1)
+    .map((entry) => excerptOf(entry.text))
+    .sort();
   for (const proposer of layer(2)) expect(quotedReferences(proposer.text).sort()).toEqual(firstLayer);
   const [aggregate] = ofKind(steps, 'aggregate');
-  expect(quotedReferences(aggregate!.text).sort()).toEqual(layer(2).map((entry) => excerptOf(entry.text)).sort());
+  expect(quotedReferences(aggregate!.text).sort()).toEqual(
+    layer(2)
+      .map((entry) => excerptOf(entry.text))
+      .sort(),
+  );
   expect(task.result!.aggregation!.layers).toEqual([
     { layer: 1, answered: 3, failed: 0 },
     { layer: 2, answered: 3, failed: 0 },
@@ -139,14 +145,17 @@ test('self-moa: three samples of the primary reach the model at 0.7, differ, and
   expect(quotedReferences(aggregate!.text).sort()).toEqual(samples.map((entry) => excerptOf(entry.text)).sort());
 });
 
-test('self-consistent: the validator\'s selection is the answer; an unreadable one falls back to sample 1 with a warning', async () => {
+test("self-consistent: the validator's selection is the answer; an unreadable one falls back to sample 1 with a warning", async () => {
   const picked = await run('What is 17 * 23? [[sim: select=2]]', 'self-consistent');
   expect(picked.task.status).toBe('completed');
   const samples = ofKind(picked.steps, 'sample');
   expect(samples).toHaveLength(3);
   expect(new Set(samples.map((entry) => entry.text)).size).toBe(3);
   expect(ofKind(picked.steps, 'select')[0]).toMatchObject({ step: { role: 'validator' }, verdict: '2' });
-  expect(picked.task.result).toMatchObject({ content: samples.find((entry) => entry.step.reference === 2)!.text, selection: { samples: 3, chosen: 2, method: 'judge', confidence: 0.8 } });
+  expect(picked.task.result).toMatchObject({
+    content: samples.find((entry) => entry.step.reference === 2)!.text,
+    selection: { samples: 3, chosen: 2, method: 'judge', confidence: 0.8 },
+  });
 
   const garbage = await run('What is 17 * 24? [[sim: select=garbage]]', 'self-consistent');
   expect(garbage.task.status).toBe('completed');
@@ -162,7 +171,13 @@ test('critic: issues once → one revision, then NO; issues every time → stops
   const once = await run('Write a parser [[sim: critic=issues-once]]', 'critic');
   expect(once.task.status).toBe('completed');
   expect(once.steps.map((entry) => entry.step.kind)).toEqual(['draft', 'critique', 'revision', 'critique']);
-  expect(once.task.result!.critique).toMatchObject({ rounds: [{ round: 1, verdict: 'YES' }, { round: 2, verdict: 'NO' }], finalVerdict: 'NO' });
+  expect(once.task.result!.critique).toMatchObject({
+    rounds: [
+      { round: 1, verdict: 'YES' },
+      { round: 2, verdict: 'NO' },
+    ],
+    finalVerdict: 'NO',
+  });
   expect(once.task.result!.critique!.rounds[0]!.issues).not.toBe('');
   expect(once.task.result!.content).toBe(once.steps[2]!.text);
 
@@ -212,8 +227,13 @@ test('declared aggregate (panel): two samples of the coder at 0.8 and the valida
 test('declared select (majority) and critique (tough-critic) run their declared roles', async () => {
   const majority = await run('Capital of France? [[sim: select=4]]', 'majority');
   expect(majority.task.status).toBe('completed');
-  expect(ofKind(majority.steps, 'sample').map((entry) => [entry.step.role, entry.step.temperature])).toEqual(Array.from({ length: 5 }, () => ['competitor', 0.9]));
-  expect(majority.task.result).toMatchObject({ selection: { samples: 5, chosen: 4, method: 'judge' }, content: ofKind(majority.steps, 'sample').find((entry) => entry.step.reference === 4)!.text });
+  expect(ofKind(majority.steps, 'sample').map((entry) => [entry.step.role, entry.step.temperature])).toEqual(
+    Array.from({ length: 5 }, () => ['competitor', 0.9]),
+  );
+  expect(majority.task.result).toMatchObject({
+    selection: { samples: 5, chosen: 4, method: 'judge' },
+    content: ofKind(majority.steps, 'sample').find((entry) => entry.step.reference === 4)!.text,
+  });
 
   const critic = await run('Write a queue [[sim: critic=issues]]', 'tough-critic');
   expect(critic.task.status).toBe('completed');
@@ -246,9 +266,18 @@ test('cancelling moa while its references run aborts the call on the GPU, stops 
 });
 
 test('GET /patterns shows the new built-ins and the declared ones with their steps', async () => {
-  const { body } = await requestJson<{ patterns: Array<{ name: string; builtIn: boolean; description: string; whenToUse: string; steps: unknown[] }> }>(`${service.api}/patterns`);
+  const { body } = await requestJson<{ patterns: Array<{ name: string; builtIn: boolean; description: string; whenToUse: string; steps: unknown[] }> }>(
+    `${service.api}/patterns`,
+  );
   for (const name of ['moa', 'moa-deep', 'self-moa', 'self-consistent', 'critic']) {
-    expect(body.patterns.find((pattern) => pattern.name === name)).toMatchObject({ builtIn: true, description: expect.any(String), whenToUse: expect.any(String) });
+    expect(body.patterns.find((pattern) => pattern.name === name)).toMatchObject({
+      builtIn: true,
+      description: expect.any(String),
+      whenToUse: expect.any(String),
+    });
   }
-  expect(body.patterns.find((pattern) => pattern.name === 'panel')).toMatchObject({ builtIn: false, steps: [{ aggregate: expect.objectContaining({ aggregator: 'primary', minReferences: 2 }) }, expect.anything()] });
+  expect(body.patterns.find((pattern) => pattern.name === 'panel')).toMatchObject({
+    builtIn: false,
+    steps: [{ aggregate: expect.objectContaining({ aggregator: 'primary', minReferences: 2 }) }, expect.anything()],
+  });
 });

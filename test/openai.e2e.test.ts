@@ -48,11 +48,9 @@ const listModelIds = async () => (await client.models.list()).data.map((model) =
 
 const task = async (taskId: string) => (await requestJson<TaskRecord>(`${service.api}/tasks/${taskId}`)).body;
 
-const events = async (taskId: string) =>
-  (await requestJson<{ events: TaskEvent[] }>(`${service.api}/tasks/${taskId}/events`)).body.events;
+const events = async (taskId: string) => (await requestJson<{ events: TaskEvent[] }>(`${service.api}/tasks/${taskId}/events`)).body.events;
 
-const reasoningOf = (chunk: ChatCompletionChunk) =>
-  (chunk.choices[0]?.delta as { reasoning_content?: string } | undefined)?.reasoning_content ?? '';
+const reasoningOf = (chunk: ChatCompletionChunk) => (chunk.choices[0]?.delta as { reasoning_content?: string } | undefined)?.reasoning_content ?? '';
 
 /** Deltas of steps not marked final: what the facade streams as reasoning. */
 function intermediateDeltas(log: TaskEvent[]): string {
@@ -93,7 +91,13 @@ test('a non-streaming call per model answers a chat.completion that matches its 
   await Promise.all(
     ids.map(async (model) => {
       const { data: completion, response } = await client.chat.completions
-        .create({ model, messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: `Say hello, ${model}` }] })
+        .create({
+          model,
+          messages: [
+            { role: 'system', content: 'Be brief.' },
+            { role: 'user', content: `Say hello, ${model}` },
+          ],
+        })
         .withResponse();
       const taskId = response.headers.get('x-task-id');
       expect(taskId).toMatch(/^[0-9a-f-]{36}$/);
@@ -202,7 +206,13 @@ test('max_tokens cuts the answer and finish_reason says length', async () => {
 
 test('tool exchanges and multi-part content are accepted and reach the models as text', async () => {
   const messages: ChatCompletionMessageParam[] = [
-    { role: 'developer', content: [{ type: 'text', text: 'Use ' }, { type: 'text', text: 'tools.' }] },
+    {
+      role: 'developer',
+      content: [
+        { type: 'text', text: 'Use ' },
+        { type: 'text', text: 'tools.' },
+      ],
+    },
     { role: 'user', content: 'Weather in Paris?' },
     {
       role: 'assistant',
@@ -269,7 +279,11 @@ describe('errors are OpenAI errors the SDK understands', () => {
       status,
       body: { error: { message: expect.any(String), type: 'invalid_request_error', param: null, code: expect.anything() } },
     });
-    const malformed = await requestJson(`${service.api}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model": ' });
+    const malformed = await requestJson(`${service.api}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"model": ',
+    });
     expect(malformed).toMatchObject({ status: 400, body: { error: { type: 'invalid_request_error', param: null } } });
     expect(await requestJson(`${service.api}/v1/embeddings`, { method: 'POST' })).toMatchObject(openAIError(404));
     expect(await requestJson(`${service.api}/v1/chat/completions`)).toMatchObject(openAIError(405));
@@ -299,7 +313,10 @@ test('a client that disconnects mid-stream cancels its task; metadata.background
   const abandon = async (metadata?: Record<string, string>, prompt = 'slow [[sim: tps=5; tokens=200]]') => {
     const controller = new AbortController();
     const { data: stream, response } = await client.chat.completions
-      .create({ model: 'mageagent:primary', stream: true, messages: [{ role: 'user', content: prompt }], ...(metadata && { metadata }) }, { signal: controller.signal })
+      .create(
+        { model: 'mageagent:primary', stream: true, messages: [{ role: 'user', content: prompt }], ...(metadata && { metadata }) },
+        { signal: controller.signal },
+      )
       .withResponse();
     for await (const chunk of stream) {
       if (chunk.choices[0]?.delta.content || reasoningOf(chunk)) break;
@@ -309,12 +326,20 @@ test('a client that disconnects mid-stream cancels its task; metadata.background
   };
 
   const cancelled = await abandon();
-  const record = await eventually(async () => {
-    const current = await task(cancelled);
-    return current.status === 'cancelled' ? current : undefined;
-  }, 10_000, 'the task to be cancelled');
+  const record = await eventually(
+    async () => {
+      const current = await task(cancelled);
+      return current.status === 'cancelled' ? current : undefined;
+    },
+    10_000,
+    'the task to be cancelled',
+  );
   expect(record.error).toMatchObject({ code: 'CANCELLED', message: expect.stringContaining('disconnected') });
-  await eventually(async () => ((await requestJson(`${service.sim}/sim/stats`)).body.aborted > statsBefore.aborted ? true : undefined), 10_000, 'the model call to be aborted');
+  await eventually(
+    async () => ((await requestJson(`${service.sim}/sim/stats`)).body.aborted > statsBefore.aborted ? true : undefined),
+    10_000,
+    'the model call to be aborted',
+  );
 
   const kept = await abandon({ background: 'true' }, 'slow but wanted [[sim: tps=40; tokens=20]]');
   expect((await waitForTask(service.api, kept)).status).toBe('completed');
@@ -325,7 +350,10 @@ test('a non-streaming caller that gives up cancels its task too', async () => {
   const marker = `probe-${Date.now()}`;
   const controller = new AbortController();
   const call = client.chat.completions
-    .create({ model: 'mageagent:primary', metadata: { marker }, messages: [{ role: 'user', content: 'slow [[sim: tps=5; tokens=200]]' }] }, { signal: controller.signal })
+    .create(
+      { model: 'mageagent:primary', metadata: { marker }, messages: [{ role: 'user', content: 'slow [[sim: tps=5; tokens=200]]' }] },
+      { signal: controller.signal },
+    )
     .catch((caught: unknown) => caught);
   const redis = new Redis(REDIS_URL);
   try {
@@ -338,10 +366,14 @@ test('a non-streaming caller that gives up cancels its task too', async () => {
     await eventually(async () => ((await findTask())?.status === 'processing' ? true : undefined), 10_000, 'the task to start');
     controller.abort();
     expect(await call).toBeInstanceOf(OpenAI.APIUserAbortError);
-    const cancelled = await eventually(async () => {
-      const record = await findTask();
-      return record?.status === 'cancelled' ? record : undefined;
-    }, 10_000, 'the task to be cancelled');
+    const cancelled = await eventually(
+      async () => {
+        const record = await findTask();
+        return record?.status === 'cancelled' ? record : undefined;
+      },
+      10_000,
+      'the task to be cancelled',
+    );
     expect(cancelled.error).toMatchObject({ code: 'CANCELLED', message: expect.stringContaining('disconnected') });
   } finally {
     redis.disconnect();
@@ -427,7 +459,10 @@ test('an api shutting down ends open chat streams with an error naming the task,
   await eventually(async () => ((await task(taskId)).status === 'processing' ? true : undefined), 10_000, 'the task to start');
   await stopService(service.stack.api);
 
-  const error = await consumed.then(() => undefined, (caught: unknown) => caught);
+  const error = await consumed.then(
+    () => undefined,
+    (caught: unknown) => caught,
+  );
   expect(error).toBeInstanceOf(OpenAI.APIError);
   expect((error as InstanceType<typeof OpenAI.APIError>).error).toMatchObject({ code: 'server_shutting_down', message: expect.stringContaining(taskId) });
   const redis = new Redis(REDIS_URL);

@@ -78,7 +78,7 @@ test('auto routes by keywords and records the decision on the task', async () =>
   expect(events.find((event) => event.type === 'route')).toMatchObject({ decision: { pattern: 'hybrid', method: 'keywords' } });
 });
 
-test('hybrid extracts tool calls the simulator\'s tools model proposes', async () => {
+test("hybrid extracts tool calls the simulator's tools model proposes", async () => {
   const task = await waitForTask(service.api, await createTask(service.api, { prompt: 'Read the file src/app.ts and summarise it', pattern: 'hybrid' }));
   expect(task.status).toBe('completed');
   expect(task.result!.toolCalls).toEqual([{ id: 'call_1', tool: 'Read', arguments: { file_path: 'src/app.ts' } }]);
@@ -97,7 +97,10 @@ test('a declared pattern runs its steps by name and is listed with them', async 
 });
 
 test('a declared pattern that stops on FAIL returns the unapproved answer without tool calls', async () => {
-  const task = await waitForTask(service.api, await createTask(service.api, { prompt: 'Delete the file a.txt [[sim: validator=fail]]', pattern: 'code-review' }));
+  const task = await waitForTask(
+    service.api,
+    await createTask(service.api, { prompt: 'Delete the file a.txt [[sim: validator=fail]]', pattern: 'code-review' }),
+  );
   expect(task.status).toBe('completed');
   expect(task.result).toMatchObject({ approved: false, toolCalls: [], warnings: [expect.stringContaining('stops here')] });
   expect(task.result!.steps.map((step) => step.kind)).toEqual(['draft', 'review']);

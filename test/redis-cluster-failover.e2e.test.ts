@@ -6,10 +6,10 @@
  * Skipped (with the reason printed) only where redis-server or redis-cli is missing.
  */
 import type { TaskRecord } from '@mageagent/core';
-import { Stack } from '../apps/launcher/src/stack';
+import type { Stack } from '../apps/launcher/src/stack';
 import { createTask, eventually, postJson, requestJson, waitForTask } from './support/http';
 import { clusterBinaries, RedisCluster } from './support/redis-cluster';
-import { collectOutput } from './support/stack';
+import { startTestStack } from './support/stack';
 
 const PREFIX = '{mageagent-test}';
 const missing = clusterBinaries();
@@ -20,33 +20,21 @@ describeIfRedis('the spine on a Redis Cluster whose master fails', () => {
   let cluster: RedisCluster;
   let stack: Stack;
   let api: string;
-  const output: string[] = [];
+  let output: string[] = [];
 
   beforeAll(async () => {
     cluster = await RedisCluster.start(3, 1);
-    stack = new Stack({
+    const started = await startTestStack({
       redisUrl: undefined,
       prefix: PREFIX,
-      apiPort: 0,
-      simPort: 0,
       workers: 1,
       workerConcurrency: 2,
-      sink: collectOutput(output),
       env: {
         REDIS_CLUSTER_NODES: cluster.nodesEnv,
-        LOG_LEVEL: 'warn',
-        SIM_SPEEDUP: '1000',
-        JOB_LOCK_MS: '2000',
-        HOST_LEASE_TTL_MS: '2000',
-        HOST_HEALTH_INTERVAL_MS: '300',
       },
     });
-    try {
-      await stack.start();
-    } catch (error) {
-      throw new Error(`${String(error)}\n${output.slice(-40).join('\n')}`);
-    }
-    api = stack.apiUrl;
+    ({ stack, api } = started);
+    output = started.output;
   }, 120_000);
 
   afterAll(async () => {
@@ -61,25 +49,37 @@ describeIfRedis('the spine on a Redis Cluster whose master fails', () => {
     const master = await cluster.masterOf(slot, cluster.ports[0]!);
     // The replica must be in sync first (a cluster just created may still be syncing it), and,
     // replication being asynchronous, have every write so far: then the master is killed.
-    await eventually(async () => (/slave0:.*state=online/.test(await cluster.cli(master, 'INFO', 'replication')) ? true : undefined), 30_000, 'the replica to sync');
+    await eventually(
+      async () => (/slave0:.*state=online/.test(await cluster.cli(master, 'INFO', 'replication')) ? true : undefined),
+      30_000,
+      'the replica to sync',
+    );
     expect(Number(await cluster.cli(master, 'WAIT', '1', '2000'))).toBe(1);
     await cluster.kill(master);
     const killedAt = Date.now();
     const survivor = cluster.ports.find((port) => port !== master)!;
-    await eventually(async () => {
-      const now = await cluster.masterOf(slot, survivor).catch(() => master);
-      return now !== master ? now : undefined;
-    }, 30_000, 'a replica to take the slot over');
+    await eventually(
+      async () => {
+        const now = await cluster.masterOf(slot, survivor).catch(() => master);
+        return now !== master ? now : undefined;
+      },
+      30_000,
+      'a replica to take the slot over',
+    );
     const promotedMs = Date.now() - killedAt;
 
     let last: unknown;
     const statuses = new Set<number>();
-    const after = await eventually(async () => {
-      const response = await postJson<{ id: string }>(`${api}/tasks`, { prompt: 'after the failover', pattern: 'primary' });
-      last = { status: response.status, body: response.body };
-      statuses.add(response.status);
-      return response.status === 202 ? response.body.id : undefined;
-    }, 30_000, 'the api to accept tasks again').catch((error: Error) => {
+    const after = await eventually(
+      async () => {
+        const response = await postJson<{ id: string }>(`${api}/tasks`, { prompt: 'after the failover', pattern: 'primary' });
+        last = { status: response.status, body: response.body };
+        statuses.add(response.status);
+        return response.status === 202 ? response.body.id : undefined;
+      },
+      30_000,
+      'the api to accept tasks again',
+    ).catch((error: Error) => {
       throw new Error(`${error.message}; last answer ${JSON.stringify(last)}\n${output.slice(-30).join('\n')}`);
     });
     console.log(`cluster failover: slot taken over after ${promotedMs} ms, api accepting tasks again ${Date.now() - killedAt} ms after the kill`);

@@ -11,10 +11,10 @@ import { Redis } from 'ioredis';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
 import { startTestReceiver, type TestReceiver } from '../packages/webhooks/src/test-receiver';
 import { createRedis, deleteKeysWithPrefix } from '@mageagent/tasks';
-import { startService, Stack, stopService } from '../apps/launcher/src/stack';
+import { startService, type Stack, stopService } from '../apps/launcher/src/stack';
 import { createTask, eventually, postJson, readSse, requestJson, waitForTask } from './support/http';
 import { clusterBinaries, RedisCluster } from './support/redis-cluster';
-import { collectOutput } from './support/stack';
+import { startTestStack } from './support/stack';
 
 const PREFIX = '{mageagent-test}';
 const missing = clusterBinaries();
@@ -27,28 +27,20 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
   let api: string;
   let sim: string;
   let receiver: TestReceiver;
-  const output: string[] = [];
+  let output: string[] = [];
 
   beforeAll(async () => {
     receiver = await startTestReceiver();
     cluster = await RedisCluster.start(3);
-    stack = new Stack({
+    const started = await startTestStack({
       // No REDIS_URL at all: the children find the cluster through REDIS_CLUSTER_NODES.
       redisUrl: undefined,
       prefix: PREFIX,
-      apiPort: 0,
-      simPort: 0,
       workers: 1,
       workerConcurrency: 4,
-      sink: collectOutput(output),
       env: {
         REDIS_CLUSTER_NODES: cluster.nodesEnv,
-        LOG_LEVEL: 'warn',
-        SIM_SPEEDUP: '1000',
         SSE_PING_MS: '200',
-        JOB_LOCK_MS: '2000',
-        HOST_LEASE_TTL_MS: '2000',
-        HOST_HEALTH_INTERVAL_MS: '300',
         // Webhooks, per-key request quotas and active-task counters: their keys and scripts run on the cluster too.
         WEBHOOK_SECRET: 'the cluster end-to-end master webhook secret, 32+ characters',
         WEBHOOK_ALLOW_PRIVATE: 'true',
@@ -57,12 +49,8 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
         QUOTA_MAX_ACTIVE_TASKS: '100',
       },
     });
-    try {
-      await stack.start();
-    } catch (error) {
-      throw new Error(`${String(error)}\n${output.slice(-40).join('\n')}`);
-    }
-    api = stack.apiUrl;
+    ({ stack, api } = started);
+    output = started.output;
     sim = stack.simUrl ?? '';
   }, 120_000);
 
@@ -149,10 +137,14 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
     const taskId = await createTask(api, { prompt: 'tell me when done', pattern: 'primary', webhook: { url: `${receiver.url}/done` } });
     expect((await waitForTask(api, taskId)).status).toBe('completed');
     await eventually(async () => receiver.received.find((received) => received.headers['webhook-id'] === `msg_${taskId}`), 15_000, 'the webhook');
-    const task = await eventually(async () => {
-      const record = (await requestJson<TaskRecord>(`${api}/tasks/${taskId}`)).body;
-      return record.webhook && record.webhook.deliveries.length > 0 ? record : undefined;
-    }, 10_000, 'the delivery recorded on the task');
+    const task = await eventually(
+      async () => {
+        const record = (await requestJson<TaskRecord>(`${api}/tasks/${taskId}`)).body;
+        return record.webhook && record.webhook.deliveries.length > 0 ? record : undefined;
+      },
+      10_000,
+      'the delivery recorded on the task',
+    );
     expect(task.webhook?.deliveries).toEqual([expect.objectContaining({ attempt: 1, status: 204, ok: true })]);
   });
 
@@ -198,7 +190,8 @@ describeIfRedis('the spine on a three-node Redis Cluster', () => {
     expect(nonEmpty).toHaveLength(1);
     const [port, keys] = nonEmpty[0]!;
     // The kinds of key the spine writes are all there, so the check covers each of them.
-    for (const kind of [':task:{', ':tenant:{', ':tasks:', ':host:{', ':webhooks:', ':rate:', ':idempotency:{']) expect(keys.some((key) => key.includes(kind))).toBe(true);
+    for (const kind of [':task:{', ':tenant:{', ':tasks:', ':host:{', ':webhooks:', ':rate:', ':idempotency:{'])
+      expect(keys.some((key) => key.includes(kind))).toBe(true);
     expect(keys.every((key) => key.startsWith(PREFIX) || key.startsWith(`mutex:${PREFIX}`))).toBe(true);
     const slots = new Set(await Promise.all(keys.map(async (key) => Number(await cluster.cli(port, 'CLUSTER', 'KEYSLOT', key)))));
     expect([...slots]).toEqual([slot]);

@@ -8,10 +8,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { TaskRecord } from '@mageagent/core';
-import { Stack } from '../apps/launcher/src/stack';
+import type { Stack } from '../apps/launcher/src/stack';
 import { createTask, eventually, postJson, requestJson, waitForTask } from './support/http';
 import { RedisSentinelSetup, sentinelBinaries } from './support/redis-sentinel';
-import { collectOutput } from './support/stack';
+import { startTestStack } from './support/stack';
 
 const missing = sentinelBinaries();
 if (typeof missing === 'string') console.warn(`redis-sentinel e2e skipped: ${missing}`);
@@ -21,34 +21,22 @@ describeIfRedis('the spine behind Redis Sentinel', () => {
   let setup: RedisSentinelSetup;
   let stack: Stack;
   let api: string;
-  const output: string[] = [];
+  let output: string[] = [];
 
   beforeAll(async () => {
     setup = await RedisSentinelSetup.start();
-    stack = new Stack({
+    const started = await startTestStack({
       redisUrl: undefined,
       prefix: `test-sentinel-${randomUUID().slice(0, 8)}`,
-      apiPort: 0,
-      simPort: 0,
       workers: 1,
       workerConcurrency: 2,
-      sink: collectOutput(output),
       env: {
         REDIS_SENTINELS: setup.sentinelsEnv,
         REDIS_SENTINEL_NAME: setup.name,
-        LOG_LEVEL: 'warn',
-        SIM_SPEEDUP: '1000',
-        JOB_LOCK_MS: '2000',
-        HOST_LEASE_TTL_MS: '2000',
-        HOST_HEALTH_INTERVAL_MS: '300',
       },
     });
-    try {
-      await stack.start();
-    } catch (error) {
-      throw new Error(`${String(error)}\n${output.slice(-40).join('\n')}`);
-    }
-    api = stack.apiUrl;
+    ({ stack, api } = started);
+    output = started.output;
   }, 120_000);
 
   afterAll(async () => {
@@ -107,12 +95,16 @@ describeIfRedis('the spine behind Redis Sentinel', () => {
   async function acceptedTask(prompt: string): Promise<string> {
     let last: unknown;
     const statuses = new Set<number>();
-    const id = await eventually(async () => {
-      const response = await postJson<{ id: string }>(`${api}/tasks`, { prompt, pattern: 'primary' });
-      last = { status: response.status, body: response.body };
-      statuses.add(response.status);
-      return response.status === 202 ? response.body.id : undefined;
-    }, 30_000, 'the api to accept tasks on the new master').catch((error: Error) => {
+    const id = await eventually(
+      async () => {
+        const response = await postJson<{ id: string }>(`${api}/tasks`, { prompt, pattern: 'primary' });
+        last = { status: response.status, body: response.body };
+        statuses.add(response.status);
+        return response.status === 202 ? response.body.id : undefined;
+      },
+      30_000,
+      'the api to accept tasks on the new master',
+    ).catch((error: Error) => {
       throw new Error(`${error.message}; last answer ${JSON.stringify(last)}\n${output.slice(-30).join('\n')}`);
     });
     // While there is no master the api says so: 503 (retry), never a 500.

@@ -45,9 +45,28 @@ describeIfTls('Redis over TLS with a private CA and a password', () => {
     child = spawn(
       server!,
       [
-        '--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1',
-        '--tls-cert-file', certs.cert, '--tls-key-file', certs.key, '--tls-ca-cert-file', certs.ca, '--tls-auth-clients', 'no',
-        '--requirepass', PASSWORD, '--save', '', '--appendonly', 'no', '--dir', dir,
+        '--port',
+        '0',
+        '--tls-port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--tls-cert-file',
+        certs.cert,
+        '--tls-key-file',
+        certs.key,
+        '--tls-ca-cert-file',
+        certs.ca,
+        '--tls-auth-clients',
+        'no',
+        '--requirepass',
+        PASSWORD,
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
       ],
       { stdio: 'ignore' },
     );
@@ -121,8 +140,22 @@ function makeCertificates(dir: string): { ca: string; cert: string; key: string 
   writeFileSync(file('server.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
   run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=mageagent test CA', '-keyout', file('ca.key'), '-out', file('ca.pem')]);
   run(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-keyout', file('server.key'), '-out', file('server.csr')]);
-  run(
-    ['x509', '-req', '-in', file('server.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', file('server.ext'), '-out', file('server.pem')],
-  );
+  run([
+    'x509',
+    '-req',
+    '-in',
+    file('server.csr'),
+    '-CA',
+    file('ca.pem'),
+    '-CAkey',
+    file('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '1',
+    '-extfile',
+    file('server.ext'),
+    '-out',
+    file('server.pem'),
+  ]);
   return { ca: file('ca.pem'), cert: file('server.pem'), key: file('server.key') };
 }

@@ -54,7 +54,11 @@ test('the simulator killed outright comes back on the same port, and tasks compl
   await eventually(
     async () =>
       (await hostsOf(service.api)).every(
-        ({ health }) => health.status === 'up' && health.checkedAt !== undefined && Date.parse(health.checkedAt) >= backAt && Date.now() - Date.parse(health.checkedAt) >= 150,
+        ({ health }) =>
+          health.status === 'up' &&
+          health.checkedAt !== undefined &&
+          Date.parse(health.checkedAt) >= backAt &&
+          Date.now() - Date.parse(health.checkedAt) >= 150,
       ) || undefined,
     15_000,
     'the hosts to be probed up again',

@@ -16,19 +16,21 @@ afterAll(async () => {
   await service?.stop();
 }, 30_000);
 
-const typesOf = (events: TaskEvent[]) =>
-  events.map((event) => (event.type === 'status' ? `status:${event.status}` : event.type));
+const typesOf = (events: TaskEvent[]) => events.map((event) => (event.type === 'status' ? `status:${event.status}` : event.type));
 
 /** Collapses runs of deltas, so the shape is stable however tokens were coalesced. */
 const shapeOf = (events: TaskEvent[]) => typesOf(events).filter((type, index, all) => type !== 'delta' || all[index - 1] !== 'delta');
 
-const deltasOf = (events: TaskEvent[]) =>
-  events.map((event) => (event.type === 'delta' ? event.text : '')).join('');
+const deltasOf = (events: TaskEvent[]) => events.map((event) => (event.type === 'delta' ? event.text : '')).join('');
 
 test('POST /tasks answers 202 at once with links, then polling reaches completed with a result', async () => {
   const response = await postJson(`${service.api}/tasks`, { prompt: 'Explain BullMQ in two sentences', pattern: 'primary' });
   expect(response.status).toBe(202);
-  expect(response.body).toMatchObject({ status: 'queued', pattern: 'primary', links: { self: `/tasks/${response.body.id}`, stream: `/tasks/${response.body.id}/stream` } });
+  expect(response.body).toMatchObject({
+    status: 'queued',
+    pattern: 'primary',
+    links: { self: `/tasks/${response.body.id}`, stream: `/tasks/${response.body.id}/stream` },
+  });
   expect(response.headers.get('location')).toBe(`/tasks/${response.body.id}`);
 
   const task = await waitForTask(service.api, response.body.id);
@@ -62,17 +64,39 @@ test('GET /patterns lists what this build runs', async () => {
   const { body } = await requestJson(`${service.api}/patterns`);
   expect(body.default).toBe('auto');
   expect(body.patterns.map((pattern: { name: string }) => pattern.name)).toEqual([
-    'auto', 'hybrid', 'validated', 'compete', 'moa', 'moa-deep', 'self-moa', 'self-consistent', 'critic', 'tools', 'primary', 'validator', 'competitor',
+    'auto',
+    'hybrid',
+    'validated',
+    'compete',
+    'moa',
+    'moa-deep',
+    'self-moa',
+    'self-consistent',
+    'critic',
+    'tools',
+    'primary',
+    'validator',
+    'competitor',
   ]);
   const validated = body.patterns.find((pattern: { name: string }) => pattern.name === 'validated');
-  expect(validated).toMatchObject({ builtIn: true, description: expect.any(String), steps: [{ generate: { role: 'primary' } }, { validate: { role: 'validator', onFail: 'revise', maxRevisions: 1 } }, { extractTools: { role: 'tools' } }] });
+  expect(validated).toMatchObject({
+    builtIn: true,
+    description: expect.any(String),
+    steps: [{ generate: { role: 'primary' } }, { validate: { role: 'validator', onFail: 'revise', maxRevisions: 1 } }, { extractTools: { role: 'tools' } }],
+  });
 });
 
 test('messages input and the default pattern are accepted', async () => {
   const id = await createTask(service.api, {
     messages: [
       { role: 'system', content: 'Be brief.' },
-      { role: 'user', content: [{ type: 'text', text: 'Hello ' }, { type: 'text', text: 'there' }] },
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'Hello ' },
+          { type: 'text', text: 'there' },
+        ],
+      },
     ],
   });
   const task = await waitForTask(service.api, id);
@@ -97,15 +121,7 @@ test('SSE delivers every event in seq order and closes after the terminal status
   expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, index) => index + 1));
   expect(stream.frames.map((frame) => Number(frame.id))).toEqual(seqs);
   expect(stream.frames.map((frame) => frame.event)).toEqual(stream.events.map((event) => event.type));
-  expect(shapeOf(stream.events)).toEqual([
-    'status:queued',
-    'status:processing',
-    'step.started',
-    'delta',
-    'step.completed',
-    'result',
-    'status:completed',
-  ]);
+  expect(shapeOf(stream.events)).toEqual(['status:queued', 'status:processing', 'step.started', 'delta', 'step.completed', 'result', 'status:completed']);
   const result = stream.events.find((event) => event.type === 'result');
   expect(result?.type === 'result' && result.result.content).toBe(deltasOf(stream.events));
   expect(deltasOf(stream.events).trim().split(/\s+/)).toHaveLength(30);
@@ -218,7 +234,10 @@ test('a Retry-After is waited out within MODEL_RETRY_AFTER_MAX_MS, and a longer 
   expect(warnings).toEqual([expect.stringMatching(/retry 1 of 2 in 300 ms as the server asked \(Retry-After\)$/)]);
 
   const startedAt = Date.now();
-  const refused = await waitForTask(service.api, await createTask(service.api, { prompt: 'busy for long [[sim: error=503; retry-after=120]]', pattern: 'primary' }));
+  const refused = await waitForTask(
+    service.api,
+    await createTask(service.api, { prompt: 'busy for long [[sim: error=503; retry-after=120]]', pattern: 'primary' }),
+  );
   expect(refused).toMatchObject({ status: 'failed', error: { code: 'MODEL_UNAVAILABLE', retryable: true } });
   expect(refused.error?.message).toContain('asked for a wait of 120000 ms (Retry-After), longer than the 30000 ms');
   expect(Date.now() - startedAt).toBeLessThan(5000);
@@ -266,9 +285,7 @@ describe('bad input gets the documented answers and no stack traces', () => {
     expectError(await postJson(`${service.api}/tasks`, { prompt: 'x', messages: [{ role: 'user', content: 'y' }] }), 400, 'VALIDATION_FAILED');
     const wrongTypes = await postJson(`${service.api}/tasks`, { prompt: 42, options: { temperature: 'hot' } });
     expectError(wrongTypes, 400, 'VALIDATION_FAILED');
-    expect(wrongTypes.body.error.details.map((detail: { path: string }) => detail.path)).toEqual(
-      expect.arrayContaining(['prompt', 'options.temperature']),
-    );
+    expect(wrongTypes.body.error.details.map((detail: { path: string }) => detail.path)).toEqual(expect.arrayContaining(['prompt', 'options.temperature']));
     expectError(await postJson(`${service.api}/tasks`, { prompt: 'x', surprise: true }), 400, 'VALIDATION_FAILED');
     expectError(await postJson(`${service.api}/tasks`, { messages: [{ role: 'wizard', content: 'x' }] }), 400, 'VALIDATION_FAILED');
   });
@@ -286,7 +303,11 @@ describe('bad input gets the documented answers and no stack traces', () => {
       toolChoice: { type: 'function', function: { name: 'g' } },
     });
     expectError(badChoice, 400, 'VALIDATION_FAILED');
-    expectError(await postJson(`${service.api}/tasks`, { prompt: 'x', tools: [{ type: 'function', function: { name: 'bad name!' } }] }), 400, 'VALIDATION_FAILED');
+    expectError(
+      await postJson(`${service.api}/tasks`, { prompt: 'x', tools: [{ type: 'function', function: { name: 'bad name!' } }] }),
+      400,
+      'VALIDATION_FAILED',
+    );
   });
 
   test('a body over the limit gets 413', async () => {

@@ -92,7 +92,10 @@ test('each tenant runs and reads its own tasks on every transport; the other ten
   await expect(stranger.models.list()).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
   // The admin-only key may look at /patterns but not run tasks.
   expect((await requestJson(`${service.api}/patterns`, { headers: auth(opsKey) })).status).toBe(200);
-  expect((await requestJson(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth(opsKey) }, body: '{"prompt":"x"}' })).status).toBe(403);
+  expect(
+    (await requestJson(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json', ...auth(opsKey) }, body: '{"prompt":"x"}' }))
+      .status,
+  ).toBe(403);
 }, 60_000);
 
 test('a key removed from the file stops working without a restart, and its open socket is cut off', async () => {
@@ -104,14 +107,22 @@ test('a key removed from the file stops working without a restart, and its open 
   expect(await socket.emitWithAck('subscribe-task', { taskId: id })).toMatchObject({ task: { id } });
 
   writeKeys(allKeys.filter((entry) => entry.id !== 'globex-main'));
-  await eventually(async () => ((await requestJson(`${service.api}/patterns`, { headers: auth(globexKey) })).status === 401 ? true : undefined), 10_000, 'the revoked key to be refused');
+  await eventually(
+    async () => ((await requestJson(`${service.api}/patterns`, { headers: auth(globexKey) })).status === 401 ? true : undefined),
+    10_000,
+    'the revoked key to be refused',
+  );
   expect(await disconnected).toBe('io server disconnect');
   // Other keys are untouched, and the api never restarted.
   expect((await requestJson(`${service.api}/patterns`, { headers: auth(acmeKey) })).status).toBe(200);
   await expect(connect(globexKey)).rejects.toMatchObject({ data: { code: 'UNAUTHORIZED' } });
 
   writeKeys(allKeys);
-  await eventually(async () => ((await requestJson(`${service.api}/patterns`, { headers: auth(globexKey) })).status === 200 ? true : undefined), 10_000, 'the key to be back');
+  await eventually(
+    async () => ((await requestJson(`${service.api}/patterns`, { headers: auth(globexKey) })).status === 200 ? true : undefined),
+    10_000,
+    'the key to be back',
+  );
 }, 60_000);
 
 describe('open mode', () => {

@@ -186,7 +186,12 @@ test('one trace from the api request through the queue to the worker, its steps,
     return chain;
   };
   const [creation, request] = ancestors(taskSpan);
-  expect(creation).toMatchObject({ service: 'mageagent-api', name: 'task create', kind: KIND.PRODUCER, attributes: expect.objectContaining({ 'mageagent.task.id': taskId }) });
+  expect(creation).toMatchObject({
+    service: 'mageagent-api',
+    name: 'task create',
+    kind: KIND.PRODUCER,
+    attributes: expect.objectContaining({ 'mageagent.task.id': taskId }),
+  });
   expect(request).toMatchObject({
     service: 'mageagent-api',
     name: 'POST /tasks',
@@ -258,7 +263,11 @@ test('a failed model call is an error with its code; a cancelled task says cance
     expect(await waitForTask(service.api, taskId)).toMatchObject({ status: 'failed' });
     // A task whose model call hangs until it is cancelled.
     cancelledId = await createTask(service.api, { prompt: 'hold the GPU [[sim: hang]]', pattern: 'primary' });
-    await eventually(async () => ((await eventsOf(service, cancelledId)).some((event) => event.type === 'step.started') ? true : undefined), 10_000, 'the call to start');
+    await eventually(
+      async () => ((await eventsOf(service, cancelledId)).some((event) => event.type === 'step.started') ? true : undefined),
+      10_000,
+      'the call to start',
+    );
     expect((await postJson(`${service.api}/tasks/${cancelledId}/cancel`, {})).body).toMatchObject({ status: 'cancelled' });
     await eventually(
       async () => (collector.spans.some((span) => span.name === 'task run' && span.attributes['mageagent.task.id'] === cancelledId) ? true : undefined),
@@ -282,7 +291,10 @@ test('a failed model call is an error with its code; a cancelled task says cance
   expect(JSON.parse(failedLine!.slice(failedLine!.indexOf('{')))).toMatchObject({ traceId: taskSpan?.traceId, spanId: taskSpan?.spanId });
   expect(code).toEqual(expect.stringMatching(/^[A-Z_]+$/));
   const call = collector.spans.find((span) => span.traceId === taskSpan?.traceId && span.name.startsWith('chat '));
-  expect(call).toMatchObject({ status: { code: STATUS_ERROR, message: code }, attributes: expect.objectContaining({ 'mageagent.outcome': code, 'error.type': code }) });
+  expect(call).toMatchObject({
+    status: { code: STATUS_ERROR, message: code },
+    attributes: expect.objectContaining({ 'mageagent.outcome': code, 'error.type': code }),
+  });
 }, 60_000);
 
 test('without OTEL_EXPORTER_OTLP_ENDPOINT the processes never load the SDK and export nothing', async () => {

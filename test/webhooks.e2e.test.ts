@@ -28,7 +28,11 @@ afterAll(async () => {
 
 /** The webhook the receiver got for a task, verified with the open-mode tenant's secret. */
 async function verifiedDelivery(taskId: string): Promise<{ body: Record<string, unknown>; headers: Record<string, string> }> {
-  const request = await eventually(async () => receiver.received.find((received) => received.headers['webhook-id'] === `msg_${taskId}`), 10_000, `the webhook of ${taskId}`);
+  const request = await eventually(
+    async () => receiver.received.find((received) => received.headers['webhook-id'] === `msg_${taskId}`),
+    10_000,
+    `the webhook of ${taskId}`,
+  );
   const headers = request.headers as Record<string, string>;
   const body = new Webhook(deriveWebhookSecret(WEBHOOK_SECRET, 'default')).verify(request.body, headers) as Record<string, unknown>;
   return { body, headers };
@@ -36,10 +40,14 @@ async function verifiedDelivery(taskId: string): Promise<{ body: Record<string, 
 
 /** The task once its delivery is recorded on it. */
 const withDelivery = (taskId: string) =>
-  eventually(async () => {
-    const task = (await requestJson<TaskRecord>(`${service.api}/tasks/${taskId}`)).body;
-    return task.webhook && task.webhook.deliveries.length > 0 ? task : undefined;
-  }, 10_000, `the delivery recorded on ${taskId}`);
+  eventually(
+    async () => {
+      const task = (await requestJson<TaskRecord>(`${service.api}/tasks/${taskId}`)).body;
+      return task.webhook && task.webhook.deliveries.length > 0 ? task : undefined;
+    },
+    10_000,
+    `the delivery recorded on ${taskId}`,
+  );
 
 test('a task that completes is POSTed to its webhook, signed, as GET /tasks/:id shows it', async () => {
   const url = `${receiver.url}/done`;
@@ -55,7 +63,11 @@ test('a task that completes is POSTed to its webhook, signed, as GET /tasks/:id 
 });
 
 test('a cancelled task gets its webhook too', async () => {
-  const taskId = await createTask(service.api, { prompt: 'wait for me [[sim: hang]]', pattern: 'primary', webhook: { url: `${receiver.url}/cancelled`, events: ['cancelled'] } });
+  const taskId = await createTask(service.api, {
+    prompt: 'wait for me [[sim: hang]]',
+    pattern: 'primary',
+    webhook: { url: `${receiver.url}/cancelled`, events: ['cancelled'] },
+  });
   expect((await postJson(`${service.api}/tasks/${taskId}/cancel`, {})).body.status).toBe('cancelled');
   const { body } = await verifiedDelivery(taskId);
   expect(body).toMatchObject({ id: taskId, status: 'cancelled', error: { code: 'CANCELLED' } });

@@ -31,10 +31,7 @@ export interface FaultStack {
 }
 
 /** Simulator, api and workers on a private redis-server with AOF; the models of models.faults.yaml. */
-export async function startFaultStack(
-  options: Partial<StackOptions> = {},
-  redisOptions: Parameters<typeof RedisServer.start>[0] = {},
-): Promise<FaultStack> {
+export async function startFaultStack(options: Partial<StackOptions> = {}, redisOptions: Parameters<typeof RedisServer.start>[0] = {}): Promise<FaultStack> {
   const redis = await RedisServer.start(redisOptions);
   const output: string[] = [];
   const stack = new Stack({
@@ -531,7 +528,7 @@ export async function runUnderLoad(fault: FaultStack, options: LoadRunOptions): 
   const finished = await settle(api, accepted, options.settleMs ?? 90_000);
   const sseRecords = await Promise.all(sse);
   const socketRecords = await Promise.all(socketFollows);
-  sockets.forEach((socket) => socket.close());
+  for (const socket of sockets) socket.close();
   const comparisons = await Promise.all([...sseRecords, ...socketRecords].map((record) => compareWithLog(api, record)));
   const after = accepted.filter((id) => (acceptedAt.get(id) ?? 0) > recoveredAt);
   const completedAfter = after
@@ -575,7 +572,15 @@ export function standardRows(run: LoadRun): Row[] {
     },
     {
       metric: '503 + Retry-After answers',
-      value: unavailable.length === 0 ? '0' : `${unavailable.length}, p50 ${ms(percentile(unavailable.map((e) => e.ms), 50))}, max ${ms(Math.max(...unavailable.map((e) => e.ms)))}`,
+      value:
+        unavailable.length === 0
+          ? '0'
+          : `${unavailable.length}, p50 ${ms(
+              percentile(
+                unavailable.map((e) => e.ms),
+                50,
+              ),
+            )}, max ${ms(Math.max(...unavailable.map((e) => e.ms)))}`,
       target: `each ≤ ${HANG_BOUND_MS} ms`,
     },
     { metric: 'requests that hung past the bound', value: run.log.hung.length, target: '0' },
@@ -618,7 +623,8 @@ export async function workerStreaming(fault: FaultStack, taskIds: readonly strin
       if (last === undefined || (last.type === 'status' && TERMINAL.has(last.status))) continue;
       looked += 1;
       const processing = events.filter((event) => event.type === 'status' && event.status === 'processing').at(-1);
-      if (processing?.type !== 'status' || processing.worker === undefined || !events.some((event) => event.type === 'delta' && event.seq > processing.seq)) continue;
+      if (processing?.type !== 'status' || processing.worker === undefined || !events.some((event) => event.type === 'delta' && event.seq > processing.seq))
+        continue;
       const pid = Number(processing.worker.split(':').pop());
       if (fault.stack.workers.some((worker) => worker.child.pid === pid)) return { taskId, pid };
     }

@@ -28,8 +28,16 @@ const nestedArray = (levels: number) => `${'['.repeat(levels)}${']'.repeat(level
 const hostile: Array<{ name: string; body: string; status: number; contentType?: string; route?: string }> = [
   { name: 'metadata nested 10 000 levels (≈60 KB)', body: `{"prompt":"hi","metadata":${nestedObject(10_000)}}`, status: 400 },
   { name: 'metadata holding an array nested 100 000 levels', body: `{"prompt":"hi","metadata":{"x":${nestedArray(100_000)}}}`, status: 400 },
-  { name: 'tool parameters nested 10 000 levels', body: `{"prompt":"hi","tools":[{"type":"function","function":{"name":"f","parameters":${nestedObject(10_000)}}}]}`, status: 400 },
-  { name: 'response format schema nested 10 000 levels', body: `{"prompt":"hi","responseFormat":{"type":"json_schema","json_schema":{"name":"s","schema":${nestedObject(10_000)}}}}`, status: 400 },
+  {
+    name: 'tool parameters nested 10 000 levels',
+    body: `{"prompt":"hi","tools":[{"type":"function","function":{"name":"f","parameters":${nestedObject(10_000)}}}]}`,
+    status: 400,
+  },
+  {
+    name: 'response format schema nested 10 000 levels',
+    body: `{"prompt":"hi","responseFormat":{"type":"json_schema","json_schema":{"name":"s","schema":${nestedObject(10_000)}}}}`,
+    status: 400,
+  },
   { name: 'a 1 MB key at the top level', body: `{"prompt":"hi","${'k'.repeat(1_000_000)}":1}`, status: 400 },
   { name: 'a 1 MB key in metadata', body: `{"prompt":"hi","metadata":{"${'k'.repeat(1_000_000)}":1}}`, status: 400 },
   { name: 'a body over the limit (2 MB)', body: `{"prompt":"${'x'.repeat(2_000_000)}"}`, status: 413 },
@@ -38,15 +46,39 @@ const hostile: Array<{ name: string; body: string; status: number; contentType?:
   { name: 'JSON sent as text/plain', body: '{"prompt":"hi"}', status: 400, contentType: 'text/plain' },
   { name: '__proto__ and constructor keys', body: '{"prompt":"hi","__proto__":{"polluted":true},"constructor":{"prototype":{"x":1}}}', status: 400 },
   { name: 'an operator object as priority', body: '{"prompt":"hi","priority":{"$gt":""}}', status: 400 },
-  { name: '10 000 tools', body: JSON.stringify({ prompt: 'hi', tools: Array.from({ length: 10_000 }, (_, i) => ({ type: 'function', function: { name: `f${i}` } })) }), status: 400 },
+  {
+    name: '10 000 tools',
+    body: JSON.stringify({ prompt: 'hi', tools: Array.from({ length: 10_000 }, (_, i) => ({ type: 'function', function: { name: `f${i}` } })) }),
+    status: 400,
+  },
   { name: 'a timeout of 1e308 ms', body: '{"prompt":"hi","options":{"timeoutMs":1e308}}', status: 400 },
-  { name: 'a prompt of 300 000 characters (under the body limit, over the field\'s)', body: JSON.stringify({ prompt: 'x'.repeat(300_000) }), status: 400 },
+  { name: "a prompt of 300 000 characters (under the body limit, over the field's)", body: JSON.stringify({ prompt: 'x'.repeat(300_000) }), status: 400 },
   { name: '1 001 messages', body: JSON.stringify({ messages: Array.from({ length: 1001 }, () => ({ role: 'user', content: 'hi' })) }), status: 400 },
   { name: 'an unknown pattern 100 000 characters long', body: JSON.stringify({ prompt: 'hi', pattern: 'p'.repeat(100_000) }), status: 400 },
-  { name: 'OpenAI facade: messages nested in content parts', body: `{"model":"mageagent:primary","messages":[{"role":"user","content":[${nestedObject(10_000)}]}]}`, status: 400, route: '/v1/chat/completions' },
-  { name: 'OpenAI facade: a 1 MB model id', body: JSON.stringify({ model: 'm'.repeat(1_000_000), messages: [{ role: 'user', content: 'hi' }] }), status: 404, route: '/v1/chat/completions' },
-  { name: 'OpenAI facade: a message of 300 000 characters', body: JSON.stringify({ model: 'mageagent:primary', messages: [{ role: 'user', content: 'x'.repeat(300_000) }] }), status: 400, route: '/v1/chat/completions' },
-  { name: 'OpenAI facade: deep tool parameters', body: `{"model":"mageagent:primary","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":${nestedObject(10_000)}}}]}`, status: 400, route: '/v1/chat/completions' },
+  {
+    name: 'OpenAI facade: messages nested in content parts',
+    body: `{"model":"mageagent:primary","messages":[{"role":"user","content":[${nestedObject(10_000)}]}]}`,
+    status: 400,
+    route: '/v1/chat/completions',
+  },
+  {
+    name: 'OpenAI facade: a 1 MB model id',
+    body: JSON.stringify({ model: 'm'.repeat(1_000_000), messages: [{ role: 'user', content: 'hi' }] }),
+    status: 404,
+    route: '/v1/chat/completions',
+  },
+  {
+    name: 'OpenAI facade: a message of 300 000 characters',
+    body: JSON.stringify({ model: 'mageagent:primary', messages: [{ role: 'user', content: 'x'.repeat(300_000) }] }),
+    status: 400,
+    route: '/v1/chat/completions',
+  },
+  {
+    name: 'OpenAI facade: deep tool parameters',
+    body: `{"model":"mageagent:primary","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":${nestedObject(10_000)}}}]}`,
+    status: 400,
+    route: '/v1/chat/completions',
+  },
 ];
 
 /** Sends raw bytes and reads the whole answer (for requests fetch will not send). */
@@ -77,8 +109,15 @@ test('hostile requests get small documented 4xx answers; the valid traffic besid
   const reads = [
     log.request(`${service.api}/tasks/${'x'.repeat(10_000)}`, { route: 'GET a 10 KB task id', clientMistake: true }),
     log.request(`${service.api}/tasks/01a1fbeb-16d2-75fb-93db-d4bbd9f7c1ce/events?after=-1`, { route: 'GET events after=-1', clientMistake: true }),
-    log.request(`${service.api}/tasks/01a1fbeb-16d2-75fb-93db-d4bbd9f7c1ce/stream`, { route: 'GET stream Last-Event-ID junk', headers: { 'last-event-id': 'abc' }, clientMistake: true }),
-    log.request(`${service.api}/tasks/01a1fbeb-16d2-75fb-93db-d4bbd9f7c1ce/events?after=99999999999999999999`, { route: 'GET events huge after', clientMistake: true }),
+    log.request(`${service.api}/tasks/01a1fbeb-16d2-75fb-93db-d4bbd9f7c1ce/stream`, {
+      route: 'GET stream Last-Event-ID junk',
+      headers: { 'last-event-id': 'abc' },
+      clientMistake: true,
+    }),
+    log.request(`${service.api}/tasks/01a1fbeb-16d2-75fb-93db-d4bbd9f7c1ce/events?after=99999999999999999999`, {
+      route: 'GET events huge after',
+      clientMistake: true,
+    }),
     log.request(`${service.api}/${'%'.repeat(3)}`, { route: 'GET a URL that does not decode', clientMistake: true }),
     log.request(`${service.api}/tasks/${'y'.repeat(30_000)}`, { route: 'GET a URL over the header limit', clientMistake: true }),
   ];
@@ -89,11 +128,16 @@ test('hostile requests get small documented 4xx answers; the valid traffic besid
     rawRequest(port, `POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello`),
   ]);
 
-  const accepted = exchanges.slice(0, valid.length).filter((exchange) => exchange.status === 202).map((exchange) => (exchange.body as { id: string }).id);
+  const accepted = exchanges
+    .slice(0, valid.length)
+    .filter((exchange) => exchange.status === 202)
+    .map((exchange) => (exchange.body as { id: string }).id);
   const finished = await settle(service.api, accepted, 60_000);
   const mistakes = log.exchanges.filter((exchange) => exchange.clientMistake);
   const wrongStatus = hostile.flatMap((attack) =>
-    log.exchanges.filter((exchange) => exchange.route === attack.name && exchange.status !== attack.status).map((exchange) => `${attack.name}: ${exchange.status}`),
+    log.exchanges
+      .filter((exchange) => exchange.route === attack.name && exchange.status !== attack.status)
+      .map((exchange) => `${attack.name}: ${exchange.status}`),
   );
   const badShape = mistakes.filter((exchange) => {
     const error = (exchange.body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
@@ -102,13 +146,30 @@ test('hostile requests get small documented 4xx answers; the valid traffic besid
   const largestError = Math.max(...mistakes.map((exchange) => JSON.stringify(exchange.body).length));
 
   printTable('Hostile input mixed into valid traffic', [
-    { metric: 'valid requests accepted / completed', value: `${accepted.length} / ${[...finished.values()].filter((task) => task.status === 'completed').length} of ${valid.length}`, target: 'all / all' },
+    {
+      metric: 'valid requests accepted / completed',
+      value: `${accepted.length} / ${[...finished.values()].filter((task) => task.status === 'completed').length} of ${valid.length}`,
+      target: 'all / all',
+    },
     { metric: 'hostile requests (kinds × 3, plus reads and raw)', value: `${mistakes.length + rawAnswers.length}` },
     { metric: '5xx answers to client mistakes', value: log.serverErrorsToClientMistakes.length, target: '0' },
     { metric: 'answers not in the documented error shape', value: badShape.length, target: '0' },
     { metric: 'answers with an unexpected status', value: wrongStatus.length, target: '0' },
     { metric: 'largest error body', value: `${largestError} bytes`, target: '< 4 KB' },
-    { metric: 'valid POST /tasks latency p50 / p99', value: `${ms(percentile(exchanges.slice(0, valid.length).map((e) => e.ms), 50))} / ${ms(percentile(exchanges.slice(0, valid.length).map((e) => e.ms), 99))}` },
+    {
+      metric: 'valid POST /tasks latency p50 / p99',
+      value: `${ms(
+        percentile(
+          exchanges.slice(0, valid.length).map((e) => e.ms),
+          50,
+        ),
+      )} / ${ms(
+        percentile(
+          exchanges.slice(0, valid.length).map((e) => e.ms),
+          99,
+        ),
+      )}`,
+    },
   ]);
 
   const refused = exchanges.slice(0, valid.length).filter((exchange) => exchange.status !== 202);
@@ -177,7 +238,12 @@ test('garbage socket payloads get error acks in the documented shape and cost th
   const answers: unknown[] = [];
   for (const payload of payloads) {
     for (const event of ['subscribe-task', 'unsubscribe-task']) {
-      answers.push(await socket.timeout(2000).emitWithAck(event, payload).catch(() => 'no ack'));
+      answers.push(
+        await socket
+          .timeout(2000)
+          .emitWithAck(event, payload)
+          .catch(() => 'no ack'),
+      );
     }
     socket.emit('subscribe-task', payload); // without an ack function
     socket.emit('no-such-event', payload);
@@ -194,7 +260,9 @@ test('garbage socket payloads get error acks in the documented shape and cost th
     expect(JSON.stringify(answer).length).toBeLessThan(4096);
   }
   // The socket still works.
-  const created = (await (await fetch(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"prompt":"after the garbage"}' })).json()) as { id: string };
+  const created = (await (
+    await fetch(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"prompt":"after the garbage"}' })
+  ).json()) as { id: string };
   expect(await socket.timeout(2000).emitWithAck('subscribe-task', { taskId: created.id })).toMatchObject({ task: { id: created.id } });
   expect(socket.connected).toBe(true);
   socket.disconnect();

@@ -34,12 +34,32 @@ interface Case {
 const cases: Case[] = [
   { name: 'answers 500 twice, then recovers', pattern: 'primary', directives: 'error=500; fail-times=2', expect: { status: 'completed', attempts: 3 } },
   { name: 'answers 500 every time', pattern: 'primary', directives: 'error=500', expect: { status: 'failed', code: 'MODEL_UNAVAILABLE', attempts: 3 } },
-  { name: 'answers 429 with Retry-After: 1, once', pattern: 'primary', directives: 'error=429; retry-after=1; fail-times=1', expect: { status: 'completed', attempts: 2 } },
+  {
+    name: 'answers 429 with Retry-After: 1, once',
+    pattern: 'primary',
+    directives: 'error=429; retry-after=1; fail-times=1',
+    expect: { status: 'completed', attempts: 2 },
+  },
   { name: 'refuses connections', pattern: 'offline-direct', directives: '', expect: { status: 'failed', code: 'MODEL_UNAVAILABLE' } },
   { name: 'hangs past its first-token timeout, once', pattern: 'validator', directives: 'hang; fail-times=1', expect: { status: 'completed', attempts: 2 } },
-  { name: 'hangs past its first-token timeout every time', pattern: 'validator', directives: 'hang', expect: { status: 'failed', code: 'MODEL_TIMEOUT', attempts: 3 } },
-  { name: 'drops the connection mid-stream, once', pattern: 'primary', directives: 'tokens=20; disconnect-after=5; fail-times=1', expect: { status: 'completed', attempts: 2 } },
-  { name: 'sends a malformed chunk mid-stream', pattern: 'primary', directives: 'tokens=20; malformed-after=3', expect: { status: 'failed', code: 'MODEL_ERROR', attempts: 1 } },
+  {
+    name: 'hangs past its first-token timeout every time',
+    pattern: 'validator',
+    directives: 'hang',
+    expect: { status: 'failed', code: 'MODEL_TIMEOUT', attempts: 3 },
+  },
+  {
+    name: 'drops the connection mid-stream, once',
+    pattern: 'primary',
+    directives: 'tokens=20; disconnect-after=5; fail-times=1',
+    expect: { status: 'completed', attempts: 2 },
+  },
+  {
+    name: 'sends a malformed chunk mid-stream',
+    pattern: 'primary',
+    directives: 'tokens=20; malformed-after=3',
+    expect: { status: 'failed', code: 'MODEL_ERROR', attempts: 1 },
+  },
 ];
 
 test('every model-server fault ends its task truthfully, and tasks beside it are untouched', async () => {
@@ -75,7 +95,11 @@ test('every model-server fault ends its task truthfully, and tasks beside it are
   printTable('Model server faults (each task beside 12 healthy ones)', [
     ...rows,
     { metric: 'healthy tasks completed beside them', value: `${bystandersDone} of ${bystanders.length}`, target: 'all' },
-    { metric: 'SSE clients: events lost / duplicated', value: `${comparisons.reduce((n, c) => n + c.lost, 0)} / ${comparisons.reduce((n, c) => n + c.duplicated, 0)}`, target: '0 / 0' },
+    {
+      metric: 'SSE clients: events lost / duplicated',
+      value: `${comparisons.reduce((n, c) => n + c.lost, 0)} / ${comparisons.reduce((n, c) => n + c.duplicated, 0)}`,
+      target: '0 / 0',
+    },
     { metric: '5xx answers to requests', value: log.serverErrors.length, target: '0' },
     { metric: 'all settled after', value: ms(Date.now() - started) },
   ]);
@@ -93,7 +117,9 @@ test('every model-server fault ends its task truthfully, and tasks beside it are
     expect({ case: testCase.name, attempts: attemptsOf(outcome(faulty[index]!)) }).toEqual({ case: testCase.name, attempts: testCase.expect.attempts });
   }
   // A failed task's error names what happened, and the retries said so in warnings.
-  const failedAfterRetries = await fetch(`${fault.api}/tasks/${faulty[1]}/events`).then((response) => response.json() as Promise<{ events: Array<{ type: string }> }>);
+  const failedAfterRetries = await fetch(`${fault.api}/tasks/${faulty[1]}/events`).then(
+    (response) => response.json() as Promise<{ events: Array<{ type: string }> }>,
+  );
   expect(failedAfterRetries.events.filter((event) => event.type === 'warning')).toHaveLength(2);
   expect(bystandersDone).toBe(bystanders.length);
   for (const comparison of comparisons) expect(comparison).toEqual({ lost: 0, duplicated: 0, logGaps: 0 });

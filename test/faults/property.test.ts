@@ -38,24 +38,33 @@ const taskIdLike = fc.oneof(
 const body = fc.oneof(
   fc.jsonValue({ maxDepth: 6 }).map((value) => JSON.stringify(value)),
   fc
-    .record({
-      prompt: fc.oneof(fc.string(), fc.jsonValue({ maxDepth: 3 })),
-      pattern: fc.oneof(fc.constantFrom('primary', 'auto', 'nope'), fc.jsonValue({ maxDepth: 2 })),
-      priority: fc.jsonValue({ maxDepth: 2 }),
-      options: fc.jsonValue({ maxDepth: 3 }),
-      metadata: fc.jsonValue({ maxDepth: 12 }),
-      tools: fc.jsonValue({ maxDepth: 6 }),
-      responseFormat: fc.jsonValue({ maxDepth: 4 }),
-    }, { requiredKeys: [] })
+    .record(
+      {
+        prompt: fc.oneof(fc.string(), fc.jsonValue({ maxDepth: 3 })),
+        pattern: fc.oneof(fc.constantFrom('primary', 'auto', 'nope'), fc.jsonValue({ maxDepth: 2 })),
+        priority: fc.jsonValue({ maxDepth: 2 }),
+        options: fc.jsonValue({ maxDepth: 3 }),
+        metadata: fc.jsonValue({ maxDepth: 12 }),
+        tools: fc.jsonValue({ maxDepth: 6 }),
+        responseFormat: fc.jsonValue({ maxDepth: 4 }),
+      },
+      { requiredKeys: [] },
+    )
     .map((value) => JSON.stringify(value)),
   fc
-    .record({
-      model: fc.oneof(fc.constantFrom('mageagent:primary', 'gpt-4o'), fc.string()),
-      messages: fc.oneof(fc.jsonValue({ maxDepth: 5 }), fc.array(fc.record({ role: fc.constantFrom('user', 'system', 'tool', 'x'), content: fc.jsonValue({ maxDepth: 4 }) }), { maxLength: 3 })),
-      stream: fc.jsonValue({ maxDepth: 1 }),
-      n: fc.jsonValue({ maxDepth: 1 }),
-      tools: fc.jsonValue({ maxDepth: 5 }),
-    }, { requiredKeys: [] })
+    .record(
+      {
+        model: fc.oneof(fc.constantFrom('mageagent:primary', 'gpt-4o'), fc.string()),
+        messages: fc.oneof(
+          fc.jsonValue({ maxDepth: 5 }),
+          fc.array(fc.record({ role: fc.constantFrom('user', 'system', 'tool', 'x'), content: fc.jsonValue({ maxDepth: 4 }) }), { maxLength: 3 }),
+        ),
+        stream: fc.jsonValue({ maxDepth: 1 }),
+        n: fc.jsonValue({ maxDepth: 1 }),
+        tools: fc.jsonValue({ maxDepth: 5 }),
+      },
+      { requiredKeys: [] },
+    )
     .map((value) => JSON.stringify(value)),
   fc.string({ maxLength: 200 }),
 );
@@ -87,10 +96,21 @@ const request: fc.Arbitrary<GeneratedRequest> = fc
     id: taskIdLike,
     method: fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'PATCH'),
     anything: fc.string({ maxLength: 60 }).map(encodeURIComponent),
-    query: fc.dictionary(fc.constantFrom('after', 'limit', 'cursor', 'status', 'pattern', 'createdAfter', 'x', 'after[]', 'status[]'), headerText, { maxKeys: 3 }),
-    contentType: fc.constantFrom('application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', 'application/json; charset=latin1', ''),
+    query: fc.dictionary(fc.constantFrom('after', 'limit', 'cursor', 'status', 'pattern', 'createdAfter', 'x', 'after[]', 'status[]'), headerText, {
+      maxKeys: 3,
+    }),
+    contentType: fc.constantFrom(
+      'application/json',
+      'application/json; charset=utf-8',
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      'application/json; charset=latin1',
+      '',
+    ),
     lastEventId: fc.option(headerText, { nil: undefined }),
-    extraHeader: fc.option(fc.tuple(fc.constantFrom('accept', 'x-api-key', 'authorization', 'idempotency-key', 'accept-encoding'), headerText), { nil: undefined }),
+    extraHeader: fc.option(fc.tuple(fc.constantFrom('accept', 'x-api-key', 'authorization', 'idempotency-key', 'accept-encoding'), headerText), {
+      nil: undefined,
+    }),
     body,
   })
   .map(({ route, id, method, anything, query, contentType, lastEventId, extraHeader, body: text }) => {
@@ -150,7 +170,11 @@ test('any request to any route: never a 5xx, always the documented error shape; 
   for (const status of [200, 400, 404]) expect(statuses).toContain(status);
   const answers = (await Promise.all(valid)) as Array<{ status: number; body: { id?: string } }>;
   expect(answers.every((answer) => answer.status === 202)).toBe(true);
-  const finished = await settle(service.api, answers.map((answer) => answer.body.id ?? ''), 60_000);
+  const finished = await settle(
+    service.api,
+    answers.map((answer) => answer.body.id ?? ''),
+    60_000,
+  );
   expect([...finished.values()].filter((task) => task.status === 'completed')).toHaveLength(answers.length);
   expect(service.stack.api.child.exitCode).toBeNull();
 }, 180_000);
@@ -160,13 +184,19 @@ test('any Socket.io payload: every ack is a snapshot, ok, or a documented error;
   await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
   const payload = fc.oneof(
     fc.jsonValue({ maxDepth: 8 }),
-    fc.record({ taskId: fc.oneof(taskIdLike, fc.jsonValue({ maxDepth: 2 })), after: fc.oneof(fc.integer(), fc.double(), fc.jsonValue({ maxDepth: 1 })) }, { requiredKeys: [] }),
+    fc.record(
+      { taskId: fc.oneof(taskIdLike, fc.jsonValue({ maxDepth: 2 })), after: fc.oneof(fc.integer(), fc.double(), fc.jsonValue({ maxDepth: 1 })) },
+      { requiredKeys: [] },
+    ),
   );
   try {
     await fc.assert(
       fc.asyncProperty(fc.constantFrom('subscribe-task', 'unsubscribe-task'), payload, async (event, generated) => {
         const realised = (generated as { taskId?: unknown })?.taskId === 'FINISHED' ? { ...(generated as object), taskId: finishedTask } : generated;
-        const answer = (await socket.timeout(3000).emitWithAck(event, realised).catch(() => 'no ack')) as Record<string, unknown>;
+        const answer = (await socket
+          .timeout(3000)
+          .emitWithAck(event, realised)
+          .catch(() => 'no ack')) as Record<string, unknown>;
         if (!socket.connected) return false;
         if (typeof answer !== 'object' || answer === null) return false;
         if ('task' in answer || answer.ok === true) return true;

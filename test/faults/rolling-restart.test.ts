@@ -37,12 +37,17 @@ test('SIGTERM to every worker in turn under load: tasks finish or are handed bac
     },
   });
   const logs = await Promise.all(run.accepted.map((id) => eventLog(fault.api, id)));
-  const handBacks = logs.flat().filter((event): event is Extract<TaskEvent, { type: 'status' }> => event.type === 'status' && event.status === 'queued' && event.reason !== undefined);
+  const handBacks = logs
+    .flat()
+    .filter((event): event is Extract<TaskEvent, { type: 'status' }> => event.type === 'status' && event.status === 'queued' && event.reason !== undefined);
   const handedBackTasks = new Set(handBacks.map((event) => event.taskId));
   const restarts = supervision.filter((event) => event.type === 'restarted');
   printTable('Rolling restart: SIGTERM to each of 3 workers in turn, SHUTDOWN_GRACE_MS 300, TASK_ATTEMPTS 1', [
     ...standardRows(run),
-    { metric: 'tasks handed back to the queue (then completed)', value: `${handedBackTasks.size} (${[...handedBackTasks].filter((id) => run.finished.get(id)?.status === 'completed').length} completed)` },
+    {
+      metric: 'tasks handed back to the queue (then completed)',
+      value: `${handedBackTasks.size} (${[...handedBackTasks].filter((id) => run.finished.get(id)?.status === 'completed').length} completed)`,
+    },
     { metric: 'workers replaced', value: restarts.length, target: '3' },
   ]);
   expectNothingLost(run);

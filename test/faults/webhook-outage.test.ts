@@ -52,10 +52,14 @@ test('Redis killed while tasks end: every task still gets its webhook, once it i
   await Promise.all(tasks.slice(2 * third).map((task) => store.cancel(task.id)));
 
   const expected = new Set(tasks.map((task) => `msg_${task.id}`));
-  await eventually(async () => {
-    const delivered = new Set(receiver.received.map((request) => request.headers['webhook-id']));
-    return [...expected].every((id) => delivered.has(id)) ? true : undefined;
-  }, 20_000, 'every webhook');
+  await eventually(
+    async () => {
+      const delivered = new Set(receiver.received.map((request) => request.headers['webhook-id']));
+      return [...expected].every((id) => delivered.has(id)) ? true : undefined;
+    },
+    20_000,
+    'every webhook',
+  );
   const recoveredMs = Date.now() - restarted;
   const records = await Promise.all(tasks.map((task) => store.require(task.id)));
   const delivered = records.filter((task) => task.webhook?.deliveries.some((attempt) => attempt.ok)).length;

@@ -46,9 +46,16 @@ for (const workers of [2, 1]) {
       const restarts = supervision.filter((event) => event.type === 'restarted');
       printTable(`Worker SIGKILLed mid-stream (${workers === 1 ? 'the only worker' : 'one of two'}), supervised launcher, JOB_LOCK_MS 2000`, [
         ...standardRows(run),
-        { metric: 'the interrupted task', value: `${restarted?.status ?? 'not finished'}, attempt ${restarted?.attempt ?? '?'}`, target: 'completed, attempt 2' },
+        {
+          metric: 'the interrupted task',
+          value: `${restarted?.status ?? 'not finished'}, attempt ${restarted?.attempt ?? '?'}`,
+          target: 'completed, attempt 2',
+        },
         { metric: 'worker restarts by the launcher', value: restarts.length, target: '1' },
-        { metric: 'interrupted task: created → completed', value: restarted?.completedAt ? `${Date.parse(restarted.completedAt) - Date.parse(restarted.createdAt)} ms` : '?' },
+        {
+          metric: 'interrupted task: created → completed',
+          value: restarted?.completedAt ? `${Date.parse(restarted.completedAt) - Date.parse(restarted.createdAt)} ms` : '?',
+        },
       ]);
       expectNothingLost(run);
       expect(restarted).toMatchObject({ status: 'completed', attempt: 2 });

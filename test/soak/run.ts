@@ -65,7 +65,13 @@ async function keysUnder(url: string, prefix: string): Promise<number> {
 async function main(): Promise<void> {
   const supervision: SupervisionEvent[] = [];
   const fault = await startFaultStack(
-    { prefix: 'soak', workers: 4, workerConcurrency: 8, supervise: quickSupervision(supervision), env: { JOB_LOCK_MS: '3000', HOST_LEASE_TTL_MS: '3000', SHUTDOWN_GRACE_MS: '500' } },
+    {
+      prefix: 'soak',
+      workers: 4,
+      workerConcurrency: 8,
+      supervise: quickSupervision(supervision),
+      env: { JOB_LOCK_MS: '3000', HOST_LEASE_TTL_MS: '3000', SHUTDOWN_GRACE_MS: '500' },
+    },
     { appendfsync: 'always' },
   );
   const { api } = fault;
@@ -115,14 +121,15 @@ async function main(): Promise<void> {
     }
   })();
 
-  const at = (fraction: number) => new Promise<void>((resolve) => {
-    const check = setInterval(() => {
-      if (accepted.length >= TASKS * fraction) {
-        clearInterval(check);
-        resolve();
-      }
-    }, 20);
-  });
+  const at = (fraction: number) =>
+    new Promise<void>((resolve) => {
+      const check = setInterval(() => {
+        if (accepted.length >= TASKS * fraction) {
+          clearInterval(check);
+          resolve();
+        }
+      }, 20);
+    });
   const faults = (async () => {
     await at(0.25);
     // Tasks here are short; under this load every worker is running several at any moment.
@@ -148,7 +155,7 @@ async function main(): Promise<void> {
   say(`${accepted.length} tasks accepted in ${ms(Date.now() - started)}; waiting for them to finish`);
   const finished = await settle(api, accepted, 300_000);
   await Promise.all([...sseClients, ...socketClients]);
-  sockets.forEach((socket) => socket.close());
+  for (const socket of sockets) socket.close();
   say('comparing every follower with its task log');
   const comparisons: Array<{ lost: number; duplicated: number; logGaps: number }> = [];
   const records = [...sseRecords, ...socketRecords];
@@ -168,14 +175,25 @@ async function main(): Promise<void> {
   const rows = [
     { metric: 'tasks accepted (202)', value: accepted.length, target: `≥ ${TASKS}` },
     { metric: 'tasks lost (accepted, not completed)', value: lost.length, target: '0' },
-    { metric: 'SSE: events lost / duplicated', value: `${sum(sseComparisons.map((c) => c.lost))} / ${sum(sseComparisons.map((c) => c.duplicated))} over ${sseRecords.length} follows by ${SSE_CLIENTS} clients`, target: '0 / 0' },
-    { metric: 'Socket.io: events lost / duplicated', value: `${sum(socketComparisons.map((c) => c.lost))} / ${sum(socketComparisons.map((c) => c.duplicated))} over ${socketRecords.length} follows by ${SOCKET_CLIENTS} clients`, target: '0 / 0' },
+    {
+      metric: 'SSE: events lost / duplicated',
+      value: `${sum(sseComparisons.map((c) => c.lost))} / ${sum(sseComparisons.map((c) => c.duplicated))} over ${sseRecords.length} follows by ${SSE_CLIENTS} clients`,
+      target: '0 / 0',
+    },
+    {
+      metric: 'Socket.io: events lost / duplicated',
+      value: `${sum(socketComparisons.map((c) => c.lost))} / ${sum(socketComparisons.map((c) => c.duplicated))} over ${socketRecords.length} follows by ${SOCKET_CLIENTS} clients`,
+      target: '0 / 0',
+    },
     { metric: 'follows that never saw their terminal event', value: records.filter((record) => !record.terminal).length, target: '0' },
     { metric: 'requests that hung past 1 s', value: log.hung.length, target: '0' },
     { metric: '5xx other than 503 + Retry-After', value: log.serverErrors.length, target: '0' },
     { metric: '503 + Retry-After answers (during the Redis outage)', value: log.unavailable.length },
     { metric: 'POST /tasks latency p50 / p99 (202s)', value: `${ms(percentile(posts, 50))} / ${ms(percentile(posts, 99))}` },
-    ...recoveries.map((recovery) => ({ metric: `time to recovery after ${recovery.fault}: first task accepted`, value: recovery.firstAcceptedMs === undefined ? 'none' : ms(recovery.firstAcceptedMs) })),
+    ...recoveries.map((recovery) => ({
+      metric: `time to recovery after ${recovery.fault}: first task accepted`,
+      value: recovery.firstAcceptedMs === undefined ? 'none' : ms(recovery.firstAcceptedMs),
+    })),
     { metric: 'worker restarts by the launcher', value: supervision.filter((event) => event.type === 'restarted').length, target: '2' },
     { metric: 'api RSS before (after 500 tasks) → after', value: `${mb(before?.api ?? Number.NaN)} → ${mb(after.api)}` },
     { metric: 'worker RSS before → after (each)', value: `${(before?.workers ?? []).map(mb).join(', ')} → ${after.workers.map(mb).join(', ')}` },

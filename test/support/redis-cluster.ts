@@ -73,14 +73,22 @@ export class RedisCluster {
         mkdirSync(nodeDir);
         // The same flags as the brief's proof: cluster on, nothing persisted, loopback only.
         const args = [
-          '--port', String(port),
-          '--bind', '127.0.0.1',
-          '--cluster-enabled', 'yes',
-          '--cluster-config-file', path.join(nodeDir, 'nodes.conf'),
-          '--cluster-node-timeout', '5000',
-          '--dir', nodeDir,
-          '--save', '',
-          '--appendonly', 'no',
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          path.join(nodeDir, 'nodes.conf'),
+          '--cluster-node-timeout',
+          '5000',
+          '--dir',
+          nodeDir,
+          '--save',
+          '',
+          '--appendonly',
+          'no',
         ];
         children.push(spawn(binaries.server, args, { stdio: 'ignore' }));
       }

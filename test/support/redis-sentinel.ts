@@ -42,8 +42,14 @@ export class RedisSentinelSetup {
       const data = ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
       setup.spawn(setup.masterPort, ['--port', String(setup.masterPort), ...data, '--dbfilename', 'master.rdb']);
       setup.spawn(setup.replicaPort, [
-        '--port', String(setup.replicaPort), ...data, '--dbfilename', 'replica.rdb',
-        '--replicaof', '127.0.0.1', String(setup.masterPort),
+        '--port',
+        String(setup.replicaPort),
+        ...data,
+        '--dbfilename',
+        'replica.rdb',
+        '--replicaof',
+        '127.0.0.1',
+        String(setup.masterPort),
       ]);
       await setup.waitAnswers(setup.masterPort);
       await setup.waitAnswers(setup.replicaPort);
@@ -93,16 +99,20 @@ export class RedisSentinelSetup {
    * counts it as a healthy replica (flags just `slave`), so a failover may go to it.
    */
   async waitReplicating(port: number): Promise<void> {
-    await this.waitFor(async () => {
-      const info = await this.cli(port, 'INFO', 'replication');
-      if (!/role:slave/.test(info) || !/master_link_status:up/.test(info)) return false;
-      const replicas = await this.cli(this.sentinelPort, 'SENTINEL', 'REPLICAS', this.name);
-      const lines = replicas.split('\n');
-      // redis-cli prints the replicas' fields as name/value lines: find this one's flags.
-      const at = lines.findIndex((line, index) => line === 'port' && lines[index + 1] === String(port));
-      const flags = at < 0 ? undefined : lines.slice(at).findIndex((line) => line === 'flags');
-      return flags !== undefined && flags >= 0 && lines[at + flags + 1] === 'slave';
-    }, `${port} to replicate, as the Sentinel sees it`, 30_000);
+    await this.waitFor(
+      async () => {
+        const info = await this.cli(port, 'INFO', 'replication');
+        if (!/role:slave/.test(info) || !/master_link_status:up/.test(info)) return false;
+        const replicas = await this.cli(this.sentinelPort, 'SENTINEL', 'REPLICAS', this.name);
+        const lines = replicas.split('\n');
+        // redis-cli prints the replicas' fields as name/value lines: find this one's flags.
+        const at = lines.findIndex((line, index) => line === 'port' && lines[index + 1] === String(port));
+        const flags = at < 0 ? undefined : lines.slice(at).indexOf('flags');
+        return flags !== undefined && flags >= 0 && lines[at + flags + 1] === 'slave';
+      },
+      `${port} to replicate, as the Sentinel sees it`,
+      30_000,
+    );
   }
 
   /** Kills a node outright (SIGKILL), as a crashed machine. */

@@ -43,7 +43,20 @@ export class RedisServer {
   /** Starts (again) on the same port and directory; resolves once it answers PING. */
   async start(): Promise<void> {
     if (this.running) return;
-    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'yes', '--appendfsync', this.appendfsync];
+    const args = [
+      '--port',
+      String(this.port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      this.dir,
+      '--save',
+      '',
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      this.appendfsync,
+    ];
     const child = spawn(this.binary, args, { stdio: 'ignore' });
     this.child = child;
     const deadline = Date.now() + 10_000;

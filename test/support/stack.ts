@@ -53,7 +53,12 @@ export async function startTestStack(options: Partial<StackOptions> = {}): Promi
       ...options.env,
     },
   });
-  await stack.start();
+  try {
+    await stack.start();
+  } catch (error) {
+    await stack.stop().catch(() => undefined);
+    throw new Error(`${String(error)}\n${output.slice(-40).join('\n')}`);
+  }
   return {
     stack,
     api: stack.apiUrl,
@@ -85,11 +90,15 @@ export async function eventsOf(service: TestStack, taskId: string): Promise<Task
 
 /** Waits until the task streams tokens; returns the worker running it (its `host:pid` name and process). */
 export async function streamingWorker(service: TestStack, taskId: string): Promise<{ name: string; process: ServiceProcess }> {
-  const name = await eventually(async () => {
-    const events = await eventsOf(service, taskId);
-    const processing = events.find((event) => event.type === 'status' && event.status === 'processing');
-    return events.some((event) => event.type === 'delta') && processing?.type === 'status' ? processing.worker : undefined;
-  }, 10_000, 'the task to stream');
+  const name = await eventually(
+    async () => {
+      const events = await eventsOf(service, taskId);
+      const processing = events.find((event) => event.type === 'status' && event.status === 'processing');
+      return events.some((event) => event.type === 'delta') && processing?.type === 'status' ? processing.worker : undefined;
+    },
+    10_000,
+    'the task to stream',
+  );
   const process = service.stack.workers.find((worker) => worker.child.pid === Number(name.split(':').pop()));
   if (process === undefined) throw new Error(`no worker process for ${name}`);
   return { name, process };

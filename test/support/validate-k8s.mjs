@@ -25,9 +25,10 @@ for (const object of objects) {
     // The model's constructor copies the object; validate() throws with every violation.
     new Model(object).validate();
   } catch (failure) {
-    error = failure.code === 'ERR_MODULE_NOT_FOUND' || failure.code === 'ERR_PACKAGE_PATH_NOT_EXPORTED'
-      ? `no schema for ${apiVersion} ${kind}`
-      : String(failure.message ?? failure);
+    error =
+      failure.code === 'ERR_MODULE_NOT_FOUND' || failure.code === 'ERR_PACKAGE_PATH_NOT_EXPORTED'
+        ? `no schema for ${apiVersion} ${kind}`
+        : String(failure.message ?? failure);
   }
   results.push({ kind, name, error });
 }

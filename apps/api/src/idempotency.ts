@@ -53,7 +53,9 @@ export class IdempotencyKeys {
 
   /** A digest of the request body: the same JSON body, the same digest. */
   static bodyHash(body: unknown): string {
-    return createHash('sha256').update(JSON.stringify(body) ?? '').digest('base64url');
+    return createHash('sha256')
+      .update(JSON.stringify(body) ?? '')
+      .digest('base64url');
   }
 
   async claim(tenant: string, key: string, claim: Claim): Promise<ClaimOutcome> {

@@ -6,7 +6,16 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { stringify as yamlScalar } from 'yaml';
 import { ConfigError, parseEnv, z } from '@mageagent/core';
-import { ApiKeyEntrySchema, ApiKeysEnv, generateApiKey, generateWebhookSecret, NameSchema, readApiKeysFile, sha256Hex, type ApiKeyEntry } from '@mageagent/core';
+import {
+  ApiKeyEntrySchema,
+  ApiKeysEnv,
+  generateApiKey,
+  generateWebhookSecret,
+  NameSchema,
+  readApiKeysFile,
+  sha256Hex,
+  type ApiKeyEntry,
+} from '@mageagent/core';
 
 const USAGE = `usage: npm run keys -- <command>
   create --tenant <tenant> [--app <app>] [--scopes tasks,admin] [--id <id>]
@@ -123,7 +132,7 @@ function check(args: string[], output: Output): number {
   const { values } = parseArgs({ args, options: { file: { type: 'string' } }, strict: true, allowPositionals: false });
   const file = values.file ?? parseEnv(z.object(ApiKeysEnv)).API_KEYS_FILE;
   if (file === undefined) throw new UsageError('check needs --file, or API_KEYS_FILE set');
-  let parsed;
+  let parsed: ReturnType<typeof readApiKeysFile>;
   try {
     parsed = readApiKeysFile(file);
   } catch (error) {
@@ -159,7 +168,12 @@ function limitsText(entry: ApiKeyEntry): string {
 
 function table(rows: string[][]): string[] {
   const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => row[column]?.length ?? 0))) ?? [];
-  return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column] ?? 0)).join('  ').trimEnd());
+  return rows.map((row) =>
+    row
+      .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+      .join('  ')
+      .trimEnd(),
+  );
 }
 
 const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ? '' : 's'}`;
@@ -167,7 +181,8 @@ const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ?
 function webhookSecret(args: string[], output: Output): number {
   const { values } = parseArgs({ args, options: { tenant: { type: 'string' } }, strict: true, allowPositionals: false });
   const tenant = values.tenant ?? '<tenant>';
-  if (values.tenant !== undefined && !NameSchema.safeParse(values.tenant).success) throw new UsageError('--tenant: must be 1 to 64 characters of A-Z a-z 0-9 _ . -');
+  if (values.tenant !== undefined && !NameSchema.safeParse(values.tenant).success)
+    throw new UsageError('--tenant: must be 1 to 64 characters of A-Z a-z 0-9 _ . -');
   output.out('Webhook signing secret, for the keys file (API_KEYS_FILE) and for the tenant, who verifies deliveries with it:');
   output.out('');
   output.out(`tenants:\n  ${tenant}:\n    webhookSecret: ${generateWebhookSecret()}`);

@@ -46,7 +46,12 @@ async function main(): Promise<void> {
   logger.info('api listening', { host: env.HOST, port, mode: keys === undefined ? 'open' : 'keys' });
   let metricsListener: MetricsListener | undefined;
   if (env.METRICS_PORT !== undefined) {
-    metricsListener = await startMetricsListener({ port: env.METRICS_PORT, host: env.METRICS_HOST, metrics: services.metrics, queueStats: services.queueStats });
+    metricsListener = await startMetricsListener({
+      port: env.METRICS_PORT,
+      host: env.METRICS_HOST,
+      metrics: services.metrics,
+      queueStats: services.queueStats,
+    });
     logger.info('metrics listening (no credentials: /metrics and /queue/stats only)', { host: env.METRICS_HOST, port: metricsListener.port });
   }
   process.send?.({ type: 'ready', service: 'api', port });
@@ -86,7 +91,11 @@ async function main(): Promise<void> {
       },
       // Scrapers may watch the drain; closed once requests are done, before the queue it counts.
       { name: 'close the metrics listener', run: async () => void (await metricsListener?.close()) },
-      { name: 'close queue', run: async () => void (await Promise.all([queue.close(), ...services.dashboardQueues.filter((shown) => shown !== queue.queue).map((shown) => shown.close())])) },
+      {
+        name: 'close queue',
+        run: async () =>
+          void (await Promise.all([queue.close(), ...services.dashboardQueues.filter((shown) => shown !== queue.queue).map((shown) => shown.close())])),
+      },
       { name: 'close redis', run: async () => void (await Promise.allSettled([redis.quit(), subscriber.quit()])) },
       // Last: the spans of the requests that finished during the drain go out too.
       { name: 'flush traces', run: () => tracing.shutdown() },

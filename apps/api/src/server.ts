@@ -37,7 +37,8 @@ function answerMalformedRequests(server: Server): void {
         ? { code: 'VALIDATION_FAILED', message: 'request headers (or URL) are larger than the server accepts' }
         : { code: 'VALIDATION_FAILED', message: 'malformed HTTP request' },
     });
-    socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
   });
 }
-

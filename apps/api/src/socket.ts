@@ -1,13 +1,5 @@
 import type { Server, Socket } from 'socket.io';
-import {
-  ForbiddenError,
-  toErrorBody,
-  ValidationError,
-  z,
-  zodIssuesToDetails,
-  type ClientToServerEvents,
-  type ServerToClientEvents,
-} from '@mageagent/core';
+import { ForbiddenError, toErrorBody, ValidationError, z, zodIssuesToDetails, type ClientToServerEvents, type ServerToClientEvents } from '@mageagent/core';
 import type { TaskFollow } from '@mageagent/tasks';
 import { asClientError } from './http-errors';
 import type { ApiServices } from './services';

@@ -71,7 +71,10 @@ const ListQuerySchema = z.strictObject({
     .pipe(z.array(z.enum(TaskStatuses)).min(1))
     .optional(),
   pattern: z.string().min(1).max(64).optional(),
-  createdAfter: z.iso.datetime({ offset: true }).transform((value) => new Date(value)).optional(),
+  createdAfter: z.iso
+    .datetime({ offset: true })
+    .transform((value) => new Date(value))
+    .optional(),
   limit: z.coerce.number().int().min(1).max(100).default(20),
   cursor: z.string().max(200).optional(),
 });

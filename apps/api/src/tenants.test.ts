@@ -15,10 +15,10 @@ const acmeAdmin: Principal = { tenant: 'acme', keyId: 'acme-ops', scopes: ['admi
 const tight: Principal = { tenant: 'tight', keyId: 'tight-1', scopes: ['tasks'] };
 
 const KEYS = {
-  'mak_acme': { principal: acme },
-  'mak_globex': { principal: globex },
-  'mak_acme_admin': { principal: acmeAdmin },
-  'mak_tight': { principal: tight, limits: { requestsPerMinute: 8, maxActiveTasks: 2, maxPromptBytes: 100 } },
+  mak_acme: { principal: acme },
+  mak_globex: { principal: globex },
+  mak_acme_admin: { principal: acmeAdmin },
+  mak_tight: { principal: tight, limits: { requestsPerMinute: 8, maxActiveTasks: 2, maxPromptBytes: 100 } },
 };
 
 let api: InProcessApi;
@@ -163,7 +163,10 @@ describe('authentication and scopes', () => {
 describe('quotas', () => {
   test('prompt size, active tasks and requests per minute trip at the key’s numbers', async () => {
     const oversized = await post('/tasks', 'mak_tight', { prompt: 'x'.repeat(101) });
-    expect(oversized).toMatchObject({ status: 413, body: { error: { code: 'PAYLOAD_TOO_LARGE', details: { quota: 'maxPromptBytes', limit: 100, size: 101 } } } });
+    expect(oversized).toMatchObject({
+      status: 413,
+      body: { error: { code: 'PAYLOAD_TOO_LARGE', details: { quota: 'maxPromptBytes', limit: 100, size: 101 } } },
+    });
     const first = await createTaskAs('mak_tight');
     await createTaskAs('mak_tight');
     const third = await post('/tasks', 'mak_tight', { prompt: 'three' });
@@ -185,7 +188,12 @@ describe('quotas', () => {
   test('past MAX_QUEUED_TASKS, new tasks get 503 QUEUE_FULL with Retry-After', async () => {
     const bounded = await startInProcessApi({ keys: KEYS, env: { MAX_QUEUED_TASKS: '3' } });
     try {
-      const submit = () => fetch(`${bounded.url}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer mak_acme' }, body: '{"prompt":"hi"}' });
+      const submit = () =>
+        fetch(`${bounded.url}/tasks`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: 'Bearer mak_acme' },
+          body: '{"prompt":"hi"}',
+        });
       for (let index = 0; index < 3; index += 1) expect((await submit()).status).toBe(202);
       const full = await submit();
       expect(full.status).toBe(503);

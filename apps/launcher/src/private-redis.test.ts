@@ -43,7 +43,14 @@ async function until<T>(check: () => T | undefined, what: string, timeoutMs = 15
 
 test('killed outright, it comes back on the same port with the same data', async () => {
   const events: SupervisionEvent[] = [];
-  const supervise = { backoffMs: 50, backoffMaxMs: 500, maxRestarts: 3, windowMs: 60_000, stableAfterMs: 10_000, onEvent: (event: SupervisionEvent) => events.push(event) };
+  const supervise = {
+    backoffMs: 50,
+    backoffMaxMs: 500,
+    maxRestarts: 3,
+    windowMs: 60_000,
+    stableAfterMs: 10_000,
+    onEvent: (event: SupervisionEvent) => events.push(event),
+  };
   const redis = await startRedis({ supervise });
   const { url } = redis;
   expect(await command(redis, 'SET', 'accepted-task', 'kept')).toBe('+OK\r\n');

@@ -64,7 +64,11 @@ export class PrivateRedis {
       this.port = port;
       this.process = await this.startServer(port);
       writeFileSync(this.claimPath, JSON.stringify({ launcherPid: process.pid, port } satisfies DataDirectoryClaim));
-      this.supervisor?.watch(this.process, () => this.startServer(port), (next) => (this.process = next));
+      this.supervisor?.watch(
+        this.process,
+        () => this.startServer(port),
+        (next) => (this.process = next),
+      );
       return this;
     } catch (error) {
       await this.stop();
@@ -122,7 +126,22 @@ export class PrivateRedis {
     // appendfsync always: a write is on disk before Redis acknowledges it, so a task the api accepted
     // survives even a crash of Redis (everysec could lose the last second). Redis fsyncs once per
     // event-loop turn for every client's writes, so the cost is one fsync per turn, not per command.
-    const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--loglevel', 'warning'];
+    const args = [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      dataDir,
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      'always',
+      '--save',
+      '',
+      '--loglevel',
+      'warning',
+    ];
     // Own process group, like the services: a terminal's Ctrl-C must not stop Redis before the workers hand their jobs back.
     const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     const recent = followOutput(child, NAME, this.options.sink ?? printPrefixed);
@@ -157,7 +176,9 @@ function readClaim(file: string): DataDirectoryClaim | undefined {
 
 function claimError(dataDir: string, cause: unknown): Error {
   const why = typeof cause === 'string' ? cause : cause instanceof Error ? cause.message : String(cause);
-  return new Error(`cannot use ${dataDir} for the private Redis (${why}): stop that launcher, or set REDIS_DATA_DIR to another directory, or REDIS_URL to a Redis of your own`);
+  return new Error(
+    `cannot use ${dataDir} for the private Redis (${why}): stop that launcher, or set REDIS_DATA_DIR to another directory, or REDIS_URL to a Redis of your own`,
+  );
 }
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

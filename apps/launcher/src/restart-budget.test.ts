@@ -24,8 +24,19 @@ test('jitter adds at most a fifth, so services that crashed together come back s
 
 test('a process that stayed up a while starts the backoff over', () => {
   const budget = new RestartBudget({ ...policy, maxRestarts: 100 }, noJitter);
-  expect(delays(budget, [{ at: 0, upMs: 50 }, { at: 1000, upMs: 50 }, { at: 3000, upMs: 50 }])).toEqual([500, 1000, 2000]);
-  expect(delays(budget, [{ at: 20_000, upMs: 10_000 }, { at: 21_000, upMs: 400 }])).toEqual([500, 1000]);
+  expect(
+    delays(budget, [
+      { at: 0, upMs: 50 },
+      { at: 1000, upMs: 50 },
+      { at: 3000, upMs: 50 },
+    ]),
+  ).toEqual([500, 1000, 2000]);
+  expect(
+    delays(budget, [
+      { at: 20_000, upMs: 10_000 },
+      { at: 21_000, upMs: 400 },
+    ]),
+  ).toEqual([500, 1000]);
 });
 
 test('needing more restarts than allowed within the window is a crash loop; older restarts leave the window', () => {

@@ -113,7 +113,7 @@ describe('aggregate (moa, moa-deep, self-moa) against the simulator', () => {
     expect(calls.map((call) => call.role).sort()).toEqual(['aggregator', 'aggregator', 'aggregator', 'aggregator', 'answer', 'answer', 'answer']);
   });
 
-  it('self-moa: three different samples at the step\'s temperature 0.7, all three synthesised', async () => {
+  it("self-moa: three different samples at the step's temperature 0.7, all three synthesised", async () => {
     const result = await run('self-moa', 'Explain how a work queue spreads load.');
     const samples = result.steps.filter((step) => step.kind === 'reference');
     expect(samples.map((step) => [step.role, step.temperature])).toEqual([
@@ -134,7 +134,7 @@ describe('aggregate (moa, moa-deep, self-moa) against the simulator', () => {
 });
 
 describe('select (self-consistent) against the simulator', () => {
-  it('draws three different samples at 0.7 and takes the selector\'s most consistent one by default', async () => {
+  it("draws three different samples at 0.7 and takes the selector's most consistent one by default", async () => {
     const result = await run('self-consistent', 'What is the capital of France?');
     const samples = result.steps.filter((step) => step.kind === 'sample');
     expect(new Set(samples.map(textOf)).size).toBe(3);

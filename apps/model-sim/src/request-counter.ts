@@ -20,7 +20,9 @@ export class RequestCounter {
 
   /** Counts this call and returns how many calls of its request there have been, this one included. */
   count(model: string, messages: ReadonlyArray<{ role: string; content: string }>): number {
-    const key = createHash('sha256').update(JSON.stringify([model, messages])).digest('base64');
+    const key = createHash('sha256')
+      .update(JSON.stringify([model, messages]))
+      .digest('base64');
     const call = (this.calls.get(key) ?? 0) + 1;
     if (!this.calls.has(key) && this.calls.size >= this.memory) {
       const oldest = this.calls.keys().next();

@@ -89,7 +89,10 @@ const review = (request: string, previousReview?: string): Message[] =>
 const judge = (request: string, letters = ['A', 'B']): Message[] =>
   conversation(
     judgeSystemPrompt(letters),
-    judgeUserPrompt(request, letters.map((letter) => ({ letter, content: `Solution text ${letter}.` }))),
+    judgeUserPrompt(
+      request,
+      letters.map((letter) => ({ letter, content: `Solution text ${letter}.` })),
+    ),
   );
 
 describe('detectCallRole', () => {
@@ -199,7 +202,11 @@ const object = (properties: Record<string, unknown>, required: string[], extra: 
 const text = { type: 'string' };
 
 const BUILT_IN_TOOLS: ToolPromptEntry[] = [
-  { name: 'Read', description: 'Reads a file', parameters: object({ file_path: text, offset: { type: 'integer' }, limit: { type: 'integer' } }, ['file_path']) },
+  {
+    name: 'Read',
+    description: 'Reads a file',
+    parameters: object({ file_path: text, offset: { type: 'integer' }, limit: { type: 'integer' } }, ['file_path']),
+  },
   { name: 'Write', description: 'Writes a file', parameters: object({ file_path: text, content: text }, ['file_path', 'content']) },
   {
     name: 'Edit',
@@ -229,7 +236,11 @@ const CUSTOM_TOOLS: ToolPromptEntry[] = [
         title: { type: 'string', minLength: 3, maxLength: 80 },
         kind: { const: 'bug' },
         labels: { type: 'array', items: { type: 'string', pattern: '^[a-z-]+$' }, minItems: 2 },
-        meta: object({ urgent: { type: 'boolean' }, score: { type: 'number', exclusiveMinimum: 1, multipleOf: 0.5 }, owner: { $ref: '#/$defs/person' } }, ['urgent', 'score', 'owner']),
+        meta: object({ urgent: { type: 'boolean' }, score: { type: 'number', exclusiveMinimum: 1, multipleOf: 0.5 }, owner: { $ref: '#/$defs/person' } }, [
+          'urgent',
+          'score',
+          'owner',
+        ]),
         due: { type: ['string', 'null'], format: 'date' },
       },
       ['title', 'kind', 'labels', 'meta', 'due'],
@@ -296,7 +307,11 @@ describe('tool extractor (tools=)', () => {
     expect(weather).toEqual([{ tool: 'get_weather', arguments: { city: 'Paris', units: 'celsius', days: 1 } }]);
     const ticket = await extractCalls('Open a ticket about the login crash');
     expect(ticket[0]?.tool).toBe('createTicket');
-    expect(ticket[0]?.arguments).toMatchObject({ title: 'Open a ticket about the login crash', kind: 'bug', due: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/) });
+    expect(ticket[0]?.arguments).toMatchObject({
+      title: 'Open a ticket about the login crash',
+      kind: 'bug',
+      due: expect.stringMatching(/^\d{4}-\d{2}-\d{2}$/),
+    });
     expect(validates(ticket[0]!, ALL_TOOLS)).toBe(true);
   });
 
@@ -316,7 +331,10 @@ describe('tool extractor (tools=)', () => {
     const { content } = await send(TOOLS_MODEL.id, extract('[[sim: tools=fenced]] Read src/app.ts and run `make`'));
     expect(content).toMatch(/^```json\n\[\n[\s\S]*\n\]\n```$/);
     expect(content).toMatch(/,\n\]/);
-    const repaired = content.replace(/^```json\n/, '').replace(/\n```$/, '').replace(/,\n\]/, '\n]');
+    const repaired = content
+      .replace(/^```json\n/, '')
+      .replace(/\n```$/, '')
+      .replace(/,\n\]/, '\n]');
     expect(JSON.parse(repaired)).toEqual(valid);
   });
 
@@ -329,7 +347,11 @@ describe('tool extractor (tools=)', () => {
   });
 
   it('invalid: the first call breaks its schema on every attempt, retries included', async () => {
-    for (const request of ['[[sim: tools=invalid]] Read src/app.ts', '[[sim: tools=invalid]] What is the weather in Oslo?', '[[sim: tools=invalid]] Open a ticket']) {
+    for (const request of [
+      '[[sim: tools=invalid]] Read src/app.ts',
+      '[[sim: tools=invalid]] What is the weather in Oslo?',
+      '[[sim: tools=invalid]] Open a ticket',
+    ]) {
       const first = extract(request);
       const retry = [...first, { role: 'assistant' as const, content: '[]' }, { role: 'user' as const, content: toolsRetryPrompt(['bad']) }];
       for (const messages of [first, retry]) {
@@ -671,15 +693,20 @@ describe('aggregator (and later-layer proposers)', () => {
     expect(referenceLines(content)).toEqual(['[1] "First line >>> still the first…"', '[2] "Reply with PASS or FAIL on…"', '[3] "Short one"', '[4] ""']);
   });
 
-  it('answers a later layer\'s proposer (the step\'s own system text after the references) the same way', async () => {
-    const messages: Message[] = [{ role: 'system', content: `${aggregateSystemPrompt(REFERENCES)}\n\nBe concise.` }, { role: 'user', content: 'Sum the numbers.' }];
+  it("answers a later layer's proposer (the step's own system text after the references) the same way", async () => {
+    const messages: Message[] = [
+      { role: 'system', content: `${aggregateSystemPrompt(REFERENCES)}\n\nBe concise.` },
+      { role: 'user', content: 'Sum the numbers.' },
+    ];
     expect(referenceLines((await send(PRIMARY.id, messages)).content)).toHaveLength(3);
   });
 
   it('lets tokens= set the prose length, and puts the whole synthesis in {"answer"} under json_object', async () => {
     const short = (await send(PRIMARY.id, aggregation('[[sim: tokens=5]] Sum the numbers.'))).content;
     expect(splitIntoTokens(short.split('\n').slice(5).join('\n'))).toHaveLength(5);
-    const json = JSON.parse((await send(PRIMARY.id, aggregation('Sum the numbers.'), { response_format: { type: 'json_object' } })).content) as { answer: string };
+    const json = JSON.parse((await send(PRIMARY.id, aggregation('Sum the numbers.'), { response_format: { type: 'json_object' } })).content) as {
+      answer: string;
+    };
     expect(json.answer).toBe((await send(PRIMARY.id, aggregation('Sum the numbers.'))).content);
   });
 

@@ -288,9 +288,7 @@ function routerAnswer(request: SimulatedChatRequest, directives: Directives, sys
   const routes = listedRoutes(systemText);
   // A named route is answered even when not listed, so the pattern's handling of an unknown route can be tested.
   const route =
-    value === undefined || value === 'low'
-      ? classify(quotedRequest(request), routes)
-      : (routes.find((listed) => listed.toLowerCase() === value) ?? value);
+    value === undefined || value === 'low' ? classify(quotedRequest(request), routes) : (routes.find((listed) => listed.toLowerCase() === value) ?? value);
   const reason = ROUTE_REASONS[route.toLowerCase()] ?? `The request fits the ${route} route best.`;
   return modelStyleJson({ route, confidence: value === 'low' ? 0.2 : 0.9, reason });
 }
@@ -326,7 +324,11 @@ const DICTATED_CONFIDENCE = 0.8;
 const UNREADABLE_SELECTION = 'Most of the candidates agree on the main point, though they word it differently.';
 
 function wordSet(text: string): Set<string> {
-  return new Set(stripDirectives(text).toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []);
+  return new Set(
+    stripDirectives(text)
+      .toLowerCase()
+      .match(/[\p{L}\p{N}]+/gu) ?? [],
+  );
 }
 
 /** Jaccard similarity: shared words over all words of the two. */

@@ -168,10 +168,8 @@ function numberInRange(schema: JsonSchema, integer: boolean): number {
   // Draft 4 writes exclusive bounds as booleans beside minimum/maximum.
   const minimum = typeof schema.minimum === 'number' ? schema.minimum : undefined;
   const maximum = typeof schema.maximum === 'number' ? schema.maximum : undefined;
-  const exclusiveMinimum =
-    typeof schema.exclusiveMinimum === 'number' ? schema.exclusiveMinimum : schema.exclusiveMinimum === true ? minimum : undefined;
-  const exclusiveMaximum =
-    typeof schema.exclusiveMaximum === 'number' ? schema.exclusiveMaximum : schema.exclusiveMaximum === true ? maximum : undefined;
+  const exclusiveMinimum = typeof schema.exclusiveMinimum === 'number' ? schema.exclusiveMinimum : schema.exclusiveMinimum === true ? minimum : undefined;
+  const exclusiveMaximum = typeof schema.exclusiveMaximum === 'number' ? schema.exclusiveMaximum : schema.exclusiveMaximum === true ? maximum : undefined;
   let value = 1;
   if (minimum !== undefined && value < minimum) value = minimum;
   if (exclusiveMinimum !== undefined && value <= exclusiveMinimum) value = exclusiveMinimum + step;
@@ -254,7 +252,10 @@ function minimalValue(schema: JsonSchema): JsonValue {
 function resolveLocalReference(root: JsonSchema, reference: string): JsonSchema | undefined {
   if (!reference.startsWith('#')) return undefined;
   let target: unknown = root;
-  for (const segment of reference.slice(1).split('/').filter((part) => part !== '')) {
+  for (const segment of reference
+    .slice(1)
+    .split('/')
+    .filter((part) => part !== '')) {
     if (!isRecord(target)) return undefined;
     target = target[decodeURIComponent(segment).replace(/~1/g, '/').replace(/~0/g, '~')];
   }
@@ -270,7 +271,7 @@ function mergeAllOf(schema: JsonSchema, root: JsonSchema): JsonSchema {
     if (!isRecord(branch)) continue;
     for (const [key, value] of Object.entries(branch)) {
       if (key === 'properties' && isRecord(value)) Object.assign(properties, value);
-      else if (key === 'required' && Array.isArray(value)) value.forEach((name) => required.add(name));
+      else if (key === 'required' && Array.isArray(value)) for (const name of value) required.add(name);
       else if (!(key in merged)) merged[key] = value;
     }
   }

@@ -1,12 +1,6 @@
 import { fork } from 'node:child_process';
 import path from 'node:path';
-import {
-  CancelledError,
-  ModelResponseError,
-  ModelTimeoutError,
-  ModelUnavailableError,
-  type TaskEventPayload,
-} from '@mageagent/core';
+import { CancelledError, ModelResponseError, ModelTimeoutError, ModelUnavailableError, type TaskEventPayload } from '@mageagent/core';
 import { OpenAICompatibleModel, loadModelsConfig } from '@mageagent/models';
 import { generate, reviewSystemPrompt, reviewUserPrompt, StepIds, type PatternContext } from '@mageagent/patterns';
 import { FailTimesCounter } from './fail-times';
@@ -125,8 +119,7 @@ describe('modelsFromConfig', () => {
 describe('model simulator HTTP', () => {
   it('answers the same request with the same text, and another prompt with another', async () => {
     await start();
-    const ask = async (prompt: string) =>
-      (await (await chat({ model: 'fast', messages: userMessage(prompt) })).json()) as ChatCompletion;
+    const ask = async (prompt: string) => (await (await chat({ model: 'fast', messages: userMessage(prompt) })).json()) as ChatCompletion;
     const first = await ask('Tell me about queues.');
     const second = await ask('Tell me about queues.');
     const other = await ask('Tell me about hosts.');
@@ -154,7 +147,7 @@ describe('model simulator HTTP', () => {
     expect(chunks.at(-2)?.choices[0]).toMatchObject({ delta: {}, finish_reason: 'stop' });
     expect(chunks.at(-1)).toMatchObject({ choices: [], usage: { completion_tokens: 12 } });
 
-    const streamed = contentChunks.map((chunk) => (chunk.choices[0]?.delta as { content: string }).content).join('');
+    const streamed = contentChunks.map((chunk) => (chunk.choices[0]?.delta as { content: string } | undefined)?.content).join('');
     const whole = (await (await chat({ model: 'fast', messages })).json()) as ChatCompletion;
     expect(streamed).toBe(whole.choices[0]?.message.content);
   });
@@ -170,9 +163,7 @@ describe('model simulator HTTP', () => {
     const five = (await (await chat({ model: 'fast', messages: userMessage('[[sim: tokens=5]] go') })).json()) as ChatCompletion;
     expect(five.usage.completion_tokens).toBe(5);
     expect(five.choices[0]?.finish_reason).toBe('stop');
-    const cut = (await (
-      await chat({ model: 'fast', messages: userMessage('[[sim: tokens=50]] go'), max_tokens: 4 })
-    ).json()) as ChatCompletion;
+    const cut = (await (await chat({ model: 'fast', messages: userMessage('[[sim: tokens=50]] go'), max_tokens: 4 })).json()) as ChatCompletion;
     expect(cut.usage.completion_tokens).toBe(4);
     expect(cut.choices[0]?.finish_reason).toBe('length');
   });
@@ -228,8 +219,7 @@ describe('model simulator HTTP', () => {
 
   it('counts calls by the /hosts/<host> prefix and tracks concurrency per host', async () => {
     await start();
-    const slowCall = (urlPath: string) =>
-      chat({ model: 'fast', messages: userMessage('[[sim: ttft=150]] hi') }, urlPath).then((response) => response.json());
+    const slowCall = (urlPath: string) => chat({ model: 'fast', messages: userMessage('[[sim: ttft=150]] hi') }, urlPath).then((response) => response.json());
     await Promise.all([
       slowCall('/hosts/gpu-x/v1/chat/completions'),
       slowCall('/hosts/gpu-x/v1/chat/completions'),
@@ -371,7 +361,7 @@ describe('sampling (temperature)', () => {
     expect(await answer('Stream a sample.', { temperature: 1 })).not.toBe(deltas.join(''));
   });
 
-  it('logs each call\'s role, temperature and variant; a reset starts the samples over', async () => {
+  it("logs each call's role, temperature and variant; a reset starts the samples over", async () => {
     await start();
     await answer('Count me.', { temperature: 0.7 });
     await answer('Count me.', { temperature: 0.7 });
@@ -418,7 +408,11 @@ describe('fault directives', () => {
   }
 
   /** The `data:` payloads of an SSE body as raw text, so a broken one can be looked at. */
-  const dataLines = (text: string) => text.split('\n').filter((line) => line.startsWith('data: ')).map((line) => line.slice(6));
+  const dataLines = (text: string) =>
+    text
+      .split('\n')
+      .filter((line) => line.startsWith('data: '))
+      .map((line) => line.slice(6));
 
   it('answers any 4xx/5xx error= status, with retry-after= and retry-after-ms= sent verbatim as headers', async () => {
     await start();
@@ -524,9 +518,9 @@ describe('OpenAICompatibleModel against the simulator', () => {
     await expect(client('fast').chat(request('[[sim: error=503]]'))).rejects.toBeInstanceOf(ModelUnavailableError);
     await expect(client('fast').chat(request('[[sim: error=400]]'))).rejects.toBeInstanceOf(ModelResponseError);
     await expect(client('nope').chat(request('x'))).rejects.toBeInstanceOf(ModelResponseError);
-    await expect(
-      client('fast').chat(request('[[sim: disconnect-after=2; tps=100]]'), { onDelta: () => undefined }),
-    ).rejects.toBeInstanceOf(ModelUnavailableError);
+    await expect(client('fast').chat(request('[[sim: disconnect-after=2; tps=100]]'), { onDelta: () => undefined })).rejects.toBeInstanceOf(
+      ModelUnavailableError,
+    );
     await expect(
       client('fast', undefined, { firstTokenMs: 100, totalMs: 5000 }).chat(request('[[sim: hang]]'), { onDelta: () => undefined }),
     ).rejects.toBeInstanceOf(ModelTimeoutError);
@@ -546,9 +540,11 @@ describe('OpenAICompatibleModel against the simulator', () => {
     await start();
     const started = performance.now();
     const deltas: string[] = [];
-    await expect(
-      client('fast').chat(request('[[sim: malformed-after=2]]'), { onDelta: (text) => deltas.push(text) }),
-    ).rejects.toMatchObject({ name: ModelResponseError.name, code: 'MODEL_ERROR', retryable: false });
+    await expect(client('fast').chat(request('[[sim: malformed-after=2]]'), { onDelta: (text) => deltas.push(text) })).rejects.toMatchObject({
+      name: ModelResponseError.name,
+      code: 'MODEL_ERROR',
+      retryable: false,
+    });
     expect(deltas).toHaveLength(2);
     await expect(client('fast').chat(request('[[sim: malformed]]'))).rejects.toMatchObject({ code: 'MODEL_ERROR' });
     expect(performance.now() - started).toBeLessThan(5000);

@@ -81,11 +81,7 @@ export interface GeneratedAnswer {
  * Produces the answer text of one call. The default invents prose; role-specific generators
  * (validator verdicts, judge picks, tool calls) can wrap it and fall back to it.
  */
-export type AnswerGenerator = (
-  request: SimulatedChatRequest,
-  directives: Directives,
-  model: SimulatedModel,
-) => GeneratedAnswer;
+export type AnswerGenerator = (request: SimulatedChatRequest, directives: Directives, model: SimulatedModel) => GeneratedAnswer;
 
 export interface SimulatorOptions {
   /** Models to serve; combined with (and overriding) those of `modelsConfig`. */
@@ -319,9 +315,7 @@ class SimulatorStatistics {
       errors: this.errors,
       disconnects: this.disconnects,
       malformed: this.malformed,
-      busyMsByHost: byHost((counters) =>
-        Math.round(counters.busyMs + (counters.busySince === undefined ? 0 : now - counters.busySince)),
-      ),
+      busyMsByHost: byHost((counters) => Math.round(counters.busyMs + (counters.busySince === undefined ? 0 : now - counters.busySince))),
     };
     if (includeCalls) stats.calls = this.calls.slice(this.callsStart);
     return stats;
@@ -464,9 +458,7 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 function contentText(content: unknown): string {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) return '';
-  return content
-    .map((part: unknown) => (isRecord(part) && typeof part.text === 'string' ? part.text : ''))
-    .join('');
+  return content.map((part: unknown) => (isRecord(part) && typeof part.text === 'string' ? part.text : '')).join('');
 }
 
 /** Reads a chat body, or returns the message of a 400 answer. */
@@ -656,9 +648,7 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
     const tokensPerSecond = numericDirective(directives, 'tps') ?? model.tokensPerSecond * speedup;
     const tokenIntervalMs = tokensPerSecond === 0 || tokensPerSecond >= INSTANT_TOKENS_PER_SECOND ? 0 : 1000 / tokensPerSecond;
     const fault = tokenFault(directives);
-    const promptTokens = Math.ceil(
-      request.messages.reduce((sum, message) => sum + message.content.length, 0) / CHARS_PER_TOKEN,
-    );
+    const promptTokens = Math.ceil(request.messages.reduce((sum, message) => sum + message.content.length, 0) / CHARS_PER_TOKEN);
     const usage = (completionTokens: number) => ({
       prompt_tokens: promptTokens,
       completion_tokens: completionTokens,
@@ -694,7 +684,11 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
           statistics.countMalformed();
           // Cut inside the content string, as a server dying mid-write would leave it.
           const content = JSON.stringify(tokens.slice(0, tokensToWaitFor).join('')).slice(0, -1);
-          sendJsonText(response, 200, `{"id":"${id}","object":"chat.completion","created":${created},"choices":[{"index":0,"message":{"role":"assistant","content":${content}`);
+          sendJsonText(
+            response,
+            200,
+            `{"id":"${id}","object":"chat.completion","created":${created},"choices":[{"index":0,"message":{"role":"assistant","content":${content}`,
+          );
           return;
         }
         sendJson(response, 200, {
@@ -703,9 +697,7 @@ export function createSimulator(options: SimulatorOptions = {}): Simulator {
           created,
           model: request.model,
           system_fingerprint: SIMULATOR_OWNER,
-          choices: [
-            { index: 0, message: { role: 'assistant', content: tokens.join('') }, logprobs: null, finish_reason: finishReason },
-          ],
+          choices: [{ index: 0, message: { role: 'assistant', content: tokens.join('') }, logprobs: null, finish_reason: finishReason }],
           usage: usage(tokens.length),
         });
       };

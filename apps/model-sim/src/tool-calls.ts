@@ -1,14 +1,5 @@
 import { TOOLS_LIST_HEADING } from '@mageagent/patterns';
-import {
-  identifierWords,
-  isRecord,
-  modelStyleJson,
-  schemaTypes,
-  synthesiseValue,
-  type JsonSchema,
-  type JsonValue,
-  type PropertyHint,
-} from './schema-values';
+import { identifierWords, isRecord, modelStyleJson, schemaTypes, synthesiseValue, type JsonSchema, type JsonValue, type PropertyHint } from './schema-values';
 
 /**
  * The tool extractor's side of the simulator: which calls a request needs, by keyword heuristics
@@ -90,7 +81,7 @@ interface RequestFacts {
 }
 
 const TRAILING_PUNCTUATION = /[.,;:!?)\]}'"`]+$/;
-const LEADING_PUNCTUATION = /^[(\['"`]+/;
+const LEADING_PUNCTUATION = /^[(['"`]+/;
 /** Words a search verb is often followed by that are not what to search for. */
 const NOT_SEARCH_TERMS = new Set(['file', 'files', 'where', 'out', 'me', 'all', 'a', 'an', 'it', 'them', 'which', 'what', 'how', 'why', 'the', 'in', 'and']);
 
@@ -113,7 +104,8 @@ function classifyToken(token: string): PathlikeKind {
 const CODE_SPAN = /(?<!`)`([^`\n]+)`(?!`)/g;
 const CODE_BLOCKS = /```[\w+-]*\n([\s\S]*?)```/g;
 /** "run" as an instruction ("Please run ...", "and then run ..."), not as in "the server will run faster". */
-const RUN_COMMAND = /(?:^|[.!?;:,\n]\s*|\b(?:please|and|then|to|you|just|now|also|first|next)\s+)run\s+(?!(?:and|then|so|to)\b)(?:the\s+command\s+)?([^\s`,;!?][^\n,;!?`]*?)(?=\s+(?:and|then|so|to)\s|[,;!?\n`]|\.(?:\s|$)|$)/i;
+const RUN_COMMAND =
+  /(?:^|[.!?;:,\n]\s*|\b(?:please|and|then|to|you|just|now|also|first|next)\s+)run\s+(?!(?:and|then|so|to)\b)(?:the\s+command\s+)?([^\s`,;!?][^\n,;!?`]*?)(?=\s+(?:and|then|so|to)\s|[,;!?\n`]|\.(?:\s|$)|$)/i;
 const RUN_BEFORE_SPAN = /\brun\s+(?:the\s+command\s+)?$/i;
 const SEARCH =
   /\b(?:search|grep|find|look\s+for|look\s+up)\s+(?:for\s+)?(?:(?:all|the|every|any)\s+)?(?:(?:occurrences|uses|usages|references|mentions|instances|calls)\s+(?:of|to)\s+)?(?:"([^"\n]+)"|'([^'\n]+)'|`([^`\n]+)`|([^\s,;!?`]+))/i;
@@ -265,8 +257,35 @@ function listedBuiltIn(tools: ListedTool[], tool: BuiltInTool): ListedTool | und
 }
 
 const STOP_WORDS = new Set([
-  'the', 'and', 'for', 'with', 'that', 'this', 'from', 'into', 'what', 'when', 'where', 'which', 'please', 'can',
-  'could', 'would', 'you', 'your', 'are', 'was', 'use', 'given', 'get', 'all', 'any', 'its', 'about', 'how', 'tool',
+  'the',
+  'and',
+  'for',
+  'with',
+  'that',
+  'this',
+  'from',
+  'into',
+  'what',
+  'when',
+  'where',
+  'which',
+  'please',
+  'can',
+  'could',
+  'would',
+  'you',
+  'your',
+  'are',
+  'was',
+  'use',
+  'given',
+  'get',
+  'all',
+  'any',
+  'its',
+  'about',
+  'how',
+  'tool',
 ]);
 
 function contentWords(text: string): string[] {
@@ -372,7 +391,13 @@ export function breakCall(call: SimulatedToolCall, tool: ListedTool | undefined)
 export function invalidToolCalls(tools: ListedTool[], calls: SimulatedToolCall[]): SimulatedToolCall[] {
   const [first, ...rest] = calls;
   if (first === undefined) return [{ tool: 'unlisted_tool', arguments: {} }];
-  return [breakCall(first, tools.find((tool) => tool.name === first.tool)), ...rest];
+  return [
+    breakCall(
+      first,
+      tools.find((tool) => tool.name === first.tool),
+    ),
+    ...rest,
+  ];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { ServerResponse } from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Registry } from 'prom-client';
+import { type ProbeServer, sendNoStore, startProbeServer } from '@mageagent/core';
 
 export interface HealthServerOptions {
   port: number;
@@ -15,11 +15,7 @@ export interface HealthServerOptions {
   draining: () => boolean;
 }
 
-export interface HealthServer {
-  server: Server;
-  port: number;
-  close(): Promise<void>;
-}
+export type HealthServer = ProbeServer;
 
 /**
  * The worker's probe and scrape port: a bare node:http server (a worker has no other HTTP, and
@@ -31,64 +27,29 @@ export interface HealthServer {
  * - `/readyz`: 200 when Redis answers and the BullMQ worker runs; 503 while draining or otherwise.
  * - `/metrics`: the worker's Prometheus registry.
  */
-export async function startHealthServer(options: HealthServerOptions): Promise<HealthServer> {
+export function startHealthServer(options: HealthServerOptions): Promise<HealthServer> {
   const loopDelay = monitorEventLoopDelay({ resolution: 20 });
   loopDelay.enable();
-  const json = (res: ServerResponse, status: number, body: unknown): void => {
-    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-    res.end(JSON.stringify(body));
-  };
-  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const path = (req.url ?? '/').split('?')[0];
-    if (req.method !== 'GET' && req.method !== 'HEAD') return json(res, 405, { error: { code: 'VALIDATION_FAILED', message: 'only GET and HEAD are served here' } });
-    switch (path) {
-      case '/healthz': {
+  const json = (res: ServerResponse, status: number, body: unknown): void => sendNoStore(res, status, 'application/json; charset=utf-8', JSON.stringify(body));
+  return startProbeServer({
+    port: options.port,
+    host: options.host,
+    onClose: () => loopDelay.disable(),
+    routes: {
+      '/healthz': (res) => {
         const eventLoopDelayMs = Math.round(loopDelay.max / 1e6);
         loopDelay.reset();
-        return json(res, 200, { status: 'ok', eventLoopDelayMs });
-      }
-      case '/readyz': {
+        json(res, 200, { status: 'ok', eventLoopDelayMs });
+      },
+      '/readyz': async (res) => {
         const draining = options.draining();
         const worker = options.workerRunning();
         // Skipped while draining: a stopping worker is not ready whatever Redis says.
         const redis = draining ? false : await options.redisReady();
         const ready = !draining && worker && redis;
-        return json(res, ready ? 200 : 503, { status: ready ? 'ready' : draining ? 'draining' : 'unavailable', checks: { redis, worker, draining } });
-      }
-      case '/metrics': {
-        const body = await options.registry.metrics();
-        res.writeHead(200, { 'content-type': options.registry.contentType });
-        res.end(body);
-        return;
-      }
-      default:
-        return json(res, 404, { error: { code: 'NOT_FOUND', message: 'no such path; try /healthz, /readyz or /metrics' } });
-    }
-  };
-  const server = createServer((req, res) => {
-    handle(req, res).catch((error: unknown) => {
-      if (!res.headersSent) json(res, 500, { error: { code: 'INTERNAL', message: String(error) } });
-      else res.end();
-    });
+        json(res, ready ? 200 : 503, { status: ready ? 'ready' : draining ? 'draining' : 'unavailable', checks: { redis, worker, draining } });
+      },
+      '/metrics': async (res) => sendNoStore(res, 200, options.registry.contentType, await options.registry.metrics()),
+    },
   });
-  // Probes are short; a client that sends nothing must not hold a socket for Node's 5-minute default.
-  server.requestTimeout = 10_000;
-  server.headersTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port, options.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  return {
-    server,
-    port: (server.address() as AddressInfo).port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        loopDelay.disable();
-        server.close(() => resolve());
-        server.closeAllConnections();
-      }),
-  };
 }

@@ -12,7 +12,17 @@ import {
   scheduledModelFactory,
 } from '@mageagent/models';
 import { loadPatternRegistry } from '@mageagent/patterns';
-import { CancelChannel, createRedis, describeTopology, isRedisUnavailable, pingRedis, redisTopologyOf, TASK_QUEUE_NAME, TaskStore, type TaskJobData } from '@mageagent/tasks';
+import {
+  CancelChannel,
+  createRedis,
+  describeTopology,
+  isRedisUnavailable,
+  pingRedis,
+  redisTopologyOf,
+  TASK_QUEUE_NAME,
+  TaskStore,
+  type TaskJobData,
+} from '@mageagent/tasks';
 import { createWebhookWorker, DerivedWebhookSecrets, WebhookDispatcher } from '@mageagent/webhooks';
 import { loadWorkerEnv } from './env';
 import { startHealthServer, type HealthServer } from './health-server';
@@ -176,27 +186,30 @@ async function main(): Promise<void> {
   onShutdown(
     logger,
     [
-    {
-      name: 'stop taking jobs and finish running ones, handing back what does not finish in time',
-      run: async () => {
-        shuttingDown = true;
-        const grace = setTimeout(() => worker.cancelAllJobs('worker shutting down'), env.SHUTDOWN_GRACE_MS);
-        // Deliveries in flight finish within WEBHOOK_TIMEOUT_MS; the rest wait in the queue for other workers.
-        await Promise.all([worker.close(), webhookWorker.close()]);
-        clearTimeout(grace);
+      {
+        name: 'stop taking jobs and finish running ones, handing back what does not finish in time',
+        run: async () => {
+          shuttingDown = true;
+          const grace = setTimeout(() => worker.cancelAllJobs('worker shutting down'), env.SHUTDOWN_GRACE_MS);
+          // Deliveries in flight finish within WEBHOOK_TIMEOUT_MS; the rest wait in the queue for other workers.
+          await Promise.all([worker.close(), webhookWorker.close()]);
+          clearTimeout(grace);
+        },
       },
-    },
-    // After the tasks: the ones that ended during the grace are in the outbox, and go to the queue now.
-    { name: 'stop the webhook dispatcher, giving back what it holds', run: () => dispatcher.stop() },
-    { name: 'stop host scheduling', run: async () => void (await Promise.all([health.stop(), scheduler.close()])) },
-    // Open until the drain is over, so probes see /readyz answer 503 (draining) meanwhile.
-    { name: 'close the health server', run: async () => void (await healthServer?.close()) },
-    {
-      name: 'close redis',
-      run: async () => void (await Promise.allSettled([commands, blocking, subscriber, outboxWaitConnection, webhookWorkerConnection].map((connection) => connection.quit()))),
-    },
-    // Last: the spans of the tasks that finished or were handed back during the grace go out too.
-    { name: 'flush traces', run: () => tracing.shutdown() },
+      // After the tasks: the ones that ended during the grace are in the outbox, and go to the queue now.
+      { name: 'stop the webhook dispatcher, giving back what it holds', run: () => dispatcher.stop() },
+      { name: 'stop host scheduling', run: async () => void (await Promise.all([health.stop(), scheduler.close()])) },
+      // Open until the drain is over, so probes see /readyz answer 503 (draining) meanwhile.
+      { name: 'close the health server', run: async () => void (await healthServer?.close()) },
+      {
+        name: 'close redis',
+        run: async () =>
+          void (await Promise.allSettled(
+            [commands, blocking, subscriber, outboxWaitConnection, webhookWorkerConnection].map((connection) => connection.quit()),
+          )),
+      },
+      // Last: the spans of the tasks that finished or were handed back during the grace go out too.
+      { name: 'flush traces', run: () => tracing.shutdown() },
     ],
     // The grace, then time to hand back what is still running; past that, BullMQ's stalled-job
     // check hands the jobs on (as after a crash).

@@ -36,9 +36,7 @@ export interface ProcessorDependencies {
 /** Why a task is being started: the `reason` of its `processing` status event. */
 function startReason(task: TaskRecord): string | undefined {
   if (task.attempt === 0) return undefined;
-  return task.status === 'queued'
-    ? 'started again after its previous worker handed it back'
-    : 'restarted after its previous worker stopped';
+  return task.status === 'queued' ? 'started again after its previous worker handed it back' : 'restarted after its previous worker stopped';
 }
 
 /**
@@ -87,7 +85,12 @@ function runTask(deps: ProcessorDependencies) {
       return 'skipped';
     }
     const attempt = task.attempt + 1;
-    span.setAttributes({ 'mageagent.task.pattern': task.pattern, 'mageagent.tenant': task.tenant, 'mageagent.task.priority': task.priority, 'mageagent.task.attempt': attempt });
+    span.setAttributes({
+      'mageagent.task.pattern': task.pattern,
+      'mageagent.tenant': task.tenant,
+      'mageagent.task.priority': task.priority,
+      'mageagent.task.attempt': attempt,
+    });
     const reason = startReason(task);
     const started = await deps.store.transition(taskId, {
       from: ['queued', 'processing'],
@@ -116,15 +119,20 @@ function runTask(deps: ProcessorDependencies) {
     );
 
     try {
-      const result = await runPattern(deps.patterns, task.pattern, { ...task.input, options: task.options }, {
-        models: deps.models,
-        events,
-        signal,
-        retry: deps.retry,
-        logger,
-        priority: task.priority,
-        owner: taskId,
-      });
+      const result = await runPattern(
+        deps.patterns,
+        task.pattern,
+        { ...task.input, options: task.options },
+        {
+          models: deps.models,
+          events,
+          signal,
+          retry: deps.retry,
+          logger,
+          priority: task.priority,
+          owner: taskId,
+        },
+      );
       await events.flush();
       const completed = await deps.store.complete(taskId, result, attempt);
       // Not applied: cancelled meanwhile (counted as such) or taken over by another worker (its to count).

@@ -155,10 +155,7 @@ tenants:
 
   it('warns about a file that lets no one in, and a tenant section without keys', () => {
     expect(parseApiKeysFile('keys: []', 'keys.yaml').warnings).toEqual(['no keys: every request will be refused']);
-    const { warnings } = parseApiKeysFile(
-      `keys:\n  - { id: a, sha256: ${DIGEST_A}, tenant: acme, scopes: [tasks] }\ntenants:\n  acme-typo: {}\n`,
-      'keys.yaml',
-    );
+    const { warnings } = parseApiKeysFile(`keys:\n  - { id: a, sha256: ${DIGEST_A}, tenant: acme, scopes: [tasks] }\ntenants:\n  acme-typo: {}\n`, 'keys.yaml');
     expect(warnings).toEqual(['tenants.acme-typo has no key in keys (a misspelt tenant?)']);
   });
 

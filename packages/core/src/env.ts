@@ -51,11 +51,7 @@ export const RedisEnv = {
    * share a Redis. It may hold one hash tag, `{mageagent}`, which puts every key in one cluster
    * slot; Cluster mode requires it.
    */
-  REDIS_PREFIX: z
-    .string()
-    .min(1)
-    .regex(REDIS_PREFIX_PATTERN, 'letters, digits and : _ . - only, with at most one non-empty {hash tag}')
-    .default('mageagent'),
+  REDIS_PREFIX: z.string().min(1).regex(REDIS_PREFIX_PATTERN, 'letters, digits and : _ . - only, with at most one non-empty {hash tag}').default('mageagent'),
   /** winston level: error, warn, info, http, verbose, debug, silly. */
   LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
   /**
@@ -71,11 +67,11 @@ export const RedisEnv = {
 };
 
 /** The log settings of an env parsed with `RedisEnv`'s fields, as `createLogger` takes them. */
-export function logOptionsOf(env: {
-  LOG_LEVEL: string;
-  LOG_PROMPTS?: boolean | undefined;
-  LOG_REDACT?: 'true' | 'false' | undefined;
-}): { level: string; logPrompts: boolean; deprecations: string[] } {
+export function logOptionsOf(env: { LOG_LEVEL: string; LOG_PROMPTS?: boolean | undefined; LOG_REDACT?: 'true' | 'false' | undefined }): {
+  level: string;
+  logPrompts: boolean;
+  deprecations: string[];
+} {
   const deprecations: string[] = [];
   if (env.LOG_REDACT !== undefined) {
     deprecations.push(
@@ -88,8 +84,7 @@ export function logOptionsOf(env: {
 }
 
 /** A positive integer env var with a default. */
-export const intEnv = (defaultValue: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce.number().int().min(min).max(max).default(defaultValue);
+export const intEnv = (defaultValue: number, min = 0, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max).default(defaultValue);
 
 /** Pattern settings shared by the api (validation, GET /patterns) and the workers (running). */
 export const PatternsEnv = {

@@ -57,9 +57,7 @@ export class MageError extends Error {
   /** The client-facing body; details and message are bounded so input is never echoed at full size. */
   toBody(): ErrorBody {
     const message = quote(this.message, MESSAGE_MAX_CHARS);
-    return this.details === undefined
-      ? { code: this.code, message }
-      : { code: this.code, message, details: boundDetails(this.details) };
+    return this.details === undefined ? { code: this.code, message } : { code: this.code, message, details: boundDetails(this.details) };
   }
 }
 

@@ -85,7 +85,7 @@ export {
   zodIssuesToDetails,
 } from './schemas';
 export { onShutdown } from './shutdown';
-export { type ClientToServerEvents, type ServerToClientEvents } from './socket-events';
+export type { ClientToServerEvents, ServerToClientEvents } from './socket-events';
 export { taskLinks, type TaskLinks } from './task-links';
 export {
   contextFromCarrier,
@@ -99,4 +99,5 @@ export {
   traceCarrier,
   tracer,
 } from './tracing';
+export { type ProbeServer, sendNoStore, startProbeServer } from './probe-server';
 export { z } from 'zod';

@@ -28,7 +28,12 @@ test('size is the value written as JSON, about; strings, keys and numbers all co
   expect(checkJsonBounds({ text: 'x'.repeat(80) }, bounds)).toBeUndefined();
   expect(checkJsonBounds({ text: 'x'.repeat(100) }, bounds)).toMatch(/larger than 100/);
   expect(checkJsonBounds({ ['k'.repeat(100)]: 1 }, bounds)).toMatch(/larger than 100/);
-  expect(checkJsonBounds(Array.from({ length: 60 }, () => 1), bounds)).toMatch(/larger than 100/);
+  expect(
+    checkJsonBounds(
+      Array.from({ length: 60 }, () => 1),
+      bounds,
+    ),
+  ).toMatch(/larger than 100/);
   expect(JSON.stringify({ text: 'x'.repeat(80) }).length).toBeLessThanOrEqual(100);
 });
 

@@ -12,7 +12,9 @@ const user = (content: unknown) => ({ role: 'user', content });
 describe('per-field bounds of POST /tasks', () => {
   test('a prompt of MAX_TEXT_CHARS is accepted; one more is a 400 naming prompt, with the length and not the text', () => {
     expect(detailsOf({ prompt: text(MAX_TEXT_CHARS) })).toBe('ok');
-    expect(detailsOf({ prompt: text(MAX_TEXT_CHARS + 1) })).toEqual([{ path: 'prompt', message: `must be at most ${MAX_TEXT_CHARS} characters (got ${MAX_TEXT_CHARS + 1})` }]);
+    expect(detailsOf({ prompt: text(MAX_TEXT_CHARS + 1) })).toEqual([
+      { path: 'prompt', message: `must be at most ${MAX_TEXT_CHARS} characters (got ${MAX_TEXT_CHARS + 1})` },
+    ]);
   });
 
   test('each message content is bounded alike, as a string or as parts joined', () => {

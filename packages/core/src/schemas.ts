@@ -35,7 +35,8 @@ const ContentPartsSchema = z
     // A part over the limit has said so already.
     if (parts.some((part) => part.text.length > MAX_TEXT_CHARS)) return;
     const chars = parts.reduce((sum, part) => sum + part.text.length, 0);
-    if (chars > MAX_TEXT_CHARS) context.addIssue({ code: 'custom', message: `parts must be at most ${MAX_TEXT_CHARS} characters together (got ${chars})`, input: undefined });
+    if (chars > MAX_TEXT_CHARS)
+      context.addIssue({ code: 'custom', message: `parts must be at most ${MAX_TEXT_CHARS} characters together (got ${chars})`, input: undefined });
   });
 
 /** A chat message as OpenAI-compatible clients send it; multi-part text content is accepted. */
@@ -58,12 +59,7 @@ export interface ChatMessage {
 }
 
 export function normaliseMessage(message: ChatMessageInput): ChatMessage {
-  const content =
-    message.content === null
-      ? ''
-      : typeof message.content === 'string'
-        ? message.content
-        : message.content.map((part) => part.text).join('');
+  const content = message.content === null ? '' : typeof message.content === 'string' ? message.content : message.content.map((part) => part.text).join('');
   const normalised: ChatMessage = { role: message.role, content };
   if (message.name !== undefined) normalised.name = message.name;
   if (message.tool_call_id !== undefined) normalised.tool_call_id = message.tool_call_id;
@@ -74,7 +70,12 @@ export const TaskOptionsSchema = z.strictObject({
   temperature: z.number().min(0).max(2).optional(),
   maxTokens: z.number().int().min(1).max(131072).optional(),
   /** Wall-clock limit for the whole task, overriding the worker's default. */
-  timeoutMs: z.number().int().min(100).max(24 * 3600 * 1000).optional(),
+  timeoutMs: z
+    .number()
+    .int()
+    .min(100)
+    .max(24 * 3600 * 1000)
+    .optional(),
   /**
    * Tool-call extraction: `auto` (default) runs it when the request brings tools or its text
    * suggests tool use; `always` and `never` force it on or off.
@@ -95,9 +96,7 @@ export const MetadataSchema = boundedJson(z.record(z.string().max(64), z.unknown
 export const ToolDefinitionSchema = z.strictObject({
   type: z.literal('function'),
   function: z.strictObject({
-    name: z
-      .string()
-      .regex(/^[A-Za-z0-9_-]{1,64}$/, 'tool names are 1-64 letters, digits, underscores or dashes'),
+    name: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'tool names are 1-64 letters, digits, underscores or dashes'),
     description: z.string().max(4096).optional(),
     parameters: JsonSchemaObject.optional(),
     strict: z.boolean().nullable().optional(),

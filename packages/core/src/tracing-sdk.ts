@@ -16,13 +16,12 @@ import type { Tracing } from './tracing';
 export async function startTracingSdk(defaultServiceName: string, logger: Logger, env: NodeJS.ProcessEnv): Promise<Tracing> {
   // Dynamic imports of the packages themselves (not only of this module): a bundler that inlines
   // this file into the app's bundle keeps them as runtime imports, so they stay unloaded when off.
-  const [sdk, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, resources] =
-    await Promise.all([
-      import('@opentelemetry/sdk-trace'),
-      import('@opentelemetry/context-async-hooks'),
-      import('@opentelemetry/core'),
-      import('@opentelemetry/resources'),
-    ]);
+  const [sdk, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, resources] = await Promise.all([
+    import('@opentelemetry/sdk-trace'),
+    import('@opentelemetry/context-async-hooks'),
+    import('@opentelemetry/core'),
+    import('@opentelemetry/resources'),
+  ]);
   const { defaultResource, detectResources, envDetector, resourceFromAttributes } = resources;
   const exporter = await createExporter(env);
   // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES (envDetector) win over the defaults.
@@ -91,7 +90,8 @@ export function samplerFromEnv(sdk: typeof import('@opentelemetry/sdk-trace'), e
   const ratio = (): number => {
     const raw = env.OTEL_TRACES_SAMPLER_ARG;
     const value = raw === undefined || raw.trim() === '' ? 1 : Number(raw);
-    if (!Number.isFinite(value) || value < 0 || value > 1) throw new ConfigError(`OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1, got ${JSON.stringify(raw)}`);
+    if (!Number.isFinite(value) || value < 0 || value > 1)
+      throw new ConfigError(`OTEL_TRACES_SAMPLER_ARG must be a ratio between 0 and 1, got ${JSON.stringify(raw)}`);
     return value;
   };
   switch (name) {

@@ -21,7 +21,13 @@ roles:
 
 test('defaults fill what a role leaves out', () => {
   const config = parseModelsConfig(minimal(), 'inline.yaml', {});
-  expect(config.roles.primary).toMatchObject({ contextLength: 32768, temperature: 0.7, maxTokens: 2048, structuredOutput: false, timeouts: { firstTokenMs: 120000, totalMs: 600000 } });
+  expect(config.roles.primary).toMatchObject({
+    contextLength: 32768,
+    temperature: 0.7,
+    maxTokens: 2048,
+    structuredOutput: false,
+    timeouts: { firstTokenMs: 120000, totalMs: 600000 },
+  });
   expect(config.hosts.mac?.maxConcurrentGenerations).toBe(1);
 });
 
@@ -46,10 +52,7 @@ roles:
 });
 
 test('a model shared by two roles is resident once', () => {
-  const shared = minimal().replace(
-    'roles:\n',
-    'roles:\n  validator: { model: m, endpoint: "http://127.0.0.1:1/v1", host: mac, memoryGB: 40 }\n',
-  );
+  const shared = minimal().replace('roles:\n', 'roles:\n  validator: { model: m, endpoint: "http://127.0.0.1:1/v1", host: mac, memoryGB: 40 }\n');
   expect(() => parseModelsConfig(shared, 'shared.yaml', {})).not.toThrow();
 });
 

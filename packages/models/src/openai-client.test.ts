@@ -1,13 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import {
-  CancelledError,
-  ConfigError,
-  ModelResponseError,
-  ModelTimeoutError,
-  ModelUnavailableError,
-  type MageError,
-} from '@mageagent/core';
+import { CancelledError, ConfigError, ModelResponseError, ModelTimeoutError, ModelUnavailableError, type MageError } from '@mageagent/core';
 import { parseModelsConfig } from './config';
 import { OpenAICompatibleModel } from './openai-client';
 import { ModelRegistry } from './registry';
@@ -104,10 +97,7 @@ describe('OpenAICompatibleModel streaming', () => {
       defaults: { temperature: 0.3, maxTokens: 99 },
     });
     const deltas: string[] = [];
-    const answer = await client.chat(
-      { ...request, responseFormat: { type: 'json_object' } },
-      { onDelta: (text) => deltas.push(text) },
-    );
+    const answer = await client.chat({ ...request, responseFormat: { type: 'json_object' } }, { onDelta: (text) => deltas.push(text) });
 
     expect(answer.content).toBe('Hello world!');
     expect(deltas).toEqual(['Hello', ' world', '!']);
@@ -170,8 +160,7 @@ describe('OpenAICompatibleModel streaming', () => {
   it('reassembles events and multi-byte characters split at arbitrary byte boundaries', async () => {
     const pieces = ['Grüße', ' aus', ' 東京', ' 🎉', ' ok'];
     const sse = Buffer.from(
-      pieces.map((piece) => `data: ${chunk({ content: piece })}\n\n`).join('') +
-        `data: ${chunk({}, 'stop')}\n\ndata: [DONE]\n\n`,
+      `${pieces.map((piece) => `data: ${chunk({ content: piece })}\n\n`).join('')}data: ${chunk({}, 'stop')}\n\ndata: [DONE]\n\n`,
       'utf8',
     );
     const server = await startServer(async (_incoming, response) => {
@@ -412,9 +401,7 @@ describe('OpenAICompatibleModel timeouts and cancellation', () => {
       }
       response.end();
     });
-    const error = await expectRejection(
-      model(server.endpoint, { firstTokenMs: 150, totalMs: 5000 }).chat(request, { onDelta: () => undefined }),
-    );
+    const error = await expectRejection(model(server.endpoint, { firstTokenMs: 150, totalMs: 5000 }).chat(request, { onDelta: () => undefined }));
     expect(error).toBeInstanceOf(ModelTimeoutError);
     expect((error.details as { kind: string }).kind).toBe('firstToken');
   });
@@ -428,9 +415,7 @@ describe('OpenAICompatibleModel timeouts and cancellation', () => {
       }
       response.end();
     });
-    const error = await expectRejection(
-      model(server.endpoint, { firstTokenMs: 1000, totalMs: 200 }).chat(request, { onDelta: () => undefined }),
-    );
+    const error = await expectRejection(model(server.endpoint, { firstTokenMs: 1000, totalMs: 200 }).chat(request, { onDelta: () => undefined }));
     expect(error).toBeInstanceOf(ModelTimeoutError);
     expect((error.details as { kind: string }).kind).toBe('total');
   });

@@ -122,10 +122,7 @@ export class OpenAICompatibleModel implements ChatModel {
     };
     const onCallerAbort = (): void => abortWith('cancelled');
     callerSignal?.addEventListener('abort', onCallerAbort, { once: true });
-    let firstTokenTimer: NodeJS.Timeout | undefined = setTimeout(
-      () => abortWith('first-token-timeout'),
-      this.timeouts.firstTokenMs,
-    );
+    let firstTokenTimer: NodeJS.Timeout | undefined = setTimeout(() => abortWith('first-token-timeout'), this.timeouts.firstTokenMs);
     const totalTimer = setTimeout(() => abortWith('total-timeout'), this.timeouts.totalMs);
     const firstTokenArrived = (): void => {
       if (firstTokenTimer === undefined) return;
@@ -136,9 +133,7 @@ export class OpenAICompatibleModel implements ChatModel {
     try {
       const response = await this.send(request, streaming, controller.signal);
       if (!response.ok) throw await this.httpError(response);
-      return streaming
-        ? await this.readStream(response, request, onDelta, firstTokenArrived)
-        : await this.readJson(response, request);
+      return streaming ? await this.readStream(response, request, onDelta, firstTokenArrived) : await this.readJson(response, request);
     } catch (error) {
       // The caller's own onDelta failure is theirs to handle, not a model error.
       if (error instanceof DeltaCallbackFailure) throw error.original;
@@ -215,12 +210,7 @@ export class OpenAICompatibleModel implements ChatModel {
     };
   }
 
-  private async readStream(
-    response: Response,
-    request: ChatRequest,
-    onDelta: (text: string) => void,
-    firstTokenArrived: () => void,
-  ): Promise<ChatResponse> {
+  private async readStream(response: Response, request: ChatRequest, onDelta: (text: string) => void, firstTokenArrived: () => void): Promise<ChatResponse> {
     if (response.body === null) throw new ModelResponseError(`${this.label}: streaming answer has no body`);
     const reader = response.body.getReader();
     // stream:true keeps a multi-byte character split across network chunks intact.
@@ -351,10 +341,10 @@ export class OpenAICompatibleModel implements ChatModel {
         cause: error,
       });
     }
-    return new ModelUnavailableError(
-      `${this.label}: cannot reach ${this.endpoint}: ${networkCode ?? reason}`,
-      { details: { endpoint: this.endpoint, code: networkCode, reason }, cause: error },
-    );
+    return new ModelUnavailableError(`${this.label}: cannot reach ${this.endpoint}: ${networkCode ?? reason}`, {
+      details: { endpoint: this.endpoint, code: networkCode, reason },
+      cause: error,
+    });
   }
 }
 

@@ -7,8 +7,7 @@ import type { ChatModel } from './types';
 /** Builds the model for one role; tests pass one that returns in-process fakes. */
 export type ChatModelFactory = (roleName: string, roleConfig: RoleConfig, env: NodeJS.ProcessEnv) => ChatModel;
 
-const createOpenAICompatibleModel: ChatModelFactory = (roleName, roleConfig, env) =>
-  OpenAICompatibleModel.fromRole(roleName, roleConfig, env);
+const createOpenAICompatibleModel: ChatModelFactory = (roleName, roleConfig, env) => OpenAICompatibleModel.fromRole(roleName, roleConfig, env);
 
 /** The models of a config by role name: one client per role, built once at start-up. */
 export class ModelRegistry {

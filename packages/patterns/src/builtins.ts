@@ -54,8 +54,7 @@ export const BUILT_IN_PATTERNS: PatternDeclarations = {
     steps: [{ compete: { id: 'compete', roles: ['primary', 'competitor'], judge: 'validator' } }, { extractTools: {} }],
   },
   moa: {
-    description:
-      'Mixture-of-Agents: primary, competitor and validator answer at once; the primary synthesises their answers into one; then tool extraction.',
+    description: 'Mixture-of-Agents: primary, competitor and validator answer at once; the primary synthesises their answers into one; then tool extraction.',
     whenToUse: 'Open-ended questions where several models see different sides; three answers and a synthesis, on one GPU one after another.',
     steps: [
       { aggregate: { id: 'moa', references: [{ role: 'primary' }, { role: 'competitor' }, { role: 'validator' }], layers: 1, aggregator: 'primary' } },

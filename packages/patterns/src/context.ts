@@ -1,13 +1,4 @@
-import type {
-  ChatMessage,
-  Logger,
-  ResponseFormat,
-  TaskEventPayload,
-  TaskOptions,
-  TaskPriority,
-  ToolChoice,
-  ToolDefinition,
-} from '@mageagent/core';
+import type { ChatMessage, Logger, ResponseFormat, TaskEventPayload, TaskOptions, TaskPriority, ToolChoice, ToolDefinition } from '@mageagent/core';
 import type { ChatModel } from '@mageagent/models';
 
 /** Where a pattern sends its events; the worker appends them to the task's log. */

@@ -23,9 +23,7 @@ export const PatternDeclarationSchema = z.strictObject({
   steps: z.array(StepDeclarationSchema).min(1).max(32),
 });
 
-export const PatternNameSchema = z
-  .string()
-  .regex(/^[a-z][a-z0-9_-]{0,63}$/, 'pattern names are lower-case letters, digits, _ or -, up to 64');
+export const PatternNameSchema = z.string().regex(/^[a-z][a-z0-9_-]{0,63}$/, 'pattern names are lower-case letters, digits, _ or -, up to 64');
 
 export type PatternDeclaration = z.infer<typeof PatternDeclarationSchema>;
 /** What a declaration looks like before defaults are applied (how files and built-ins write it). */

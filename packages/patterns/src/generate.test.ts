@@ -119,8 +119,7 @@ describe('Retry-After from a real model server', () => {
     return { model, arrivals, waited };
   }
 
-  const warnings = (events: TaskEventPayload[]) =>
-    events.flatMap((event) => (event.type === 'warning' ? [event.message] : []));
+  const warnings = (events: TaskEventPayload[]) => events.flatMap((event) => (event.type === 'warning' ? [event.message] : []));
   /** The delay a warning announces, and whether it says the server asked for it. */
   const announced = (message: string) => {
     const match = /retry 1 of 2 in (\d+) ms( as the server asked \(Retry-After\))?$/.exec(message);

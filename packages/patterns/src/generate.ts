@@ -91,20 +91,22 @@ export async function generate(context: PatternContext, stepIds: StepIds, step: 
     };
     try {
       // A span per attempt, so a retried call shows each try with its error code and the backoff between.
-      const response = await inSpan(`generate ${step.name}`, { attributes: spanAttributes }, () => model.chat(
-        {
-          messages: step.messages,
-          temperature: step.options.temperature,
-          maxTokens: step.options.maxTokens,
-          ...(step.responseFormat && model.structuredOutput && { responseFormat: step.responseFormat }),
-        },
-        {
-          signal: context.signal,
-          onDelta: (text) => context.events.emit({ type: 'delta', stepId, text }),
-          ...(context.priority && { priority: context.priority }),
-          ...(context.owner && { owner: context.owner }),
-        },
-      ));
+      const response = await inSpan(`generate ${step.name}`, { attributes: spanAttributes }, () =>
+        model.chat(
+          {
+            messages: step.messages,
+            temperature: step.options.temperature,
+            maxTokens: step.options.maxTokens,
+            ...(step.responseFormat && model.structuredOutput && { responseFormat: step.responseFormat }),
+          },
+          {
+            signal: context.signal,
+            onDelta: (text) => context.events.emit({ type: 'delta', stepId, text }),
+            ...(context.priority && { priority: context.priority }),
+            ...(context.owner && { owner: context.owner }),
+          },
+        ),
+      );
       const durationMs = Date.now() - startedAt.getTime();
       const waitMs = response.waitMs;
       const reading = step.interpret?.(response.content) ?? {};

@@ -2,7 +2,7 @@
 // tests, bench), listed by name so that everything else stays internal and tsc catches a name
 // removed while still in use. Export a name here only when another workspace needs it.
 export { BUILT_IN_PATTERNS } from './builtins';
-export { type ModelProvider, type PatternContext, type PatternEventSink, type RetryPolicy } from './context';
+export type { ModelProvider, PatternContext, PatternEventSink, RetryPolicy } from './context';
 export { generate, StepIds } from './generate';
 export { loadPatternRegistry, PatternRegistry, runPattern } from './patterns';
 // The prompts' texts: the model simulator (apps/model-sim) recognises each step by them, so it answers as a model would.
@@ -37,7 +37,7 @@ export {
   toolsUserPrompt,
 } from './prompts';
 export { routeByKeywords } from './routing';
-export { type RouteStepDeclaration } from './steps/route';
+export type { RouteStepDeclaration } from './steps/route';
 export { checkToolRequest } from './tools/definitions';
 export { needsTools } from './tools/heuristics';
 export { readCritique, readSelection } from './verdicts';

@@ -12,8 +12,7 @@ const input = (text: string, extra: Partial<PatternInput> = {}): PatternInput =>
 
 const registry = new PatternRegistry();
 const types = (events: TaskEventPayload[]) => events.map((event) => event.type);
-const startedSteps = (events: TaskEventPayload[]) =>
-  events.flatMap((event) => (event.type === 'step.started' ? [event.step] : []));
+const startedSteps = (events: TaskEventPayload[]) => events.flatMap((event) => (event.type === 'step.started' ? [event.step] : []));
 
 describe('validated', () => {
   test('PASS: draft, one review, approved; the draft is not streamed as final', async () => {
@@ -186,7 +185,10 @@ describe('tool extraction inside patterns', () => {
         parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false },
       },
     };
-    const tools = new FakeModel('hermes', ['[{"tool": "get_weather", "arguments": {"town": "Oslo"}}]', '[{"tool": "get_weather", "arguments": {"city": "Oslo"}}]']);
+    const tools = new FakeModel('hermes', [
+      '[{"tool": "get_weather", "arguments": {"town": "Oslo"}}]',
+      '[{"tool": "get_weather", "arguments": {"city": "Oslo"}}]',
+    ]);
     const { context } = fakeContext({ primary: new FakeModel('p', ['Checking.']), tools });
     const result = await runPattern(registry, 'hybrid', input('weather in Oslo?', { tools: [weather] }), context);
     expect(result.toolCalls).toEqual([{ id: 'call_1', tool: 'get_weather', arguments: { city: 'Oslo' } }]);

@@ -10,12 +10,7 @@ export { conversationText } from './steps';
 export type PatternLookup = (name: string) => CompiledPattern;
 
 /** Runs a compiled pattern to its result. */
-export async function runCompiledPattern(
-  pattern: CompiledPattern,
-  lookup: PatternLookup,
-  input: PatternInput,
-  context: PatternContext,
-): Promise<TaskResult> {
+export async function runCompiledPattern(pattern: CompiledPattern, lookup: PatternLookup, input: PatternInput, context: PatternContext): Promise<TaskResult> {
   const run = new PipelineRun(input, context, pattern.name);
   await runSteps(run, pattern, lookup);
   const toolsAsked = (input.tools?.length ?? 0) > 0 || input.toolChoice === 'required' || typeof input.toolChoice === 'object';
@@ -48,8 +43,10 @@ async function runSteps(run: PipelineRun, pattern: CompiledPattern, lookup: Patt
     // Each kind's runner takes its own options; the table is keyed by kind, so this is the one cast.
     const definition = STEP_DEFINITIONS[step.type] as unknown as StepDefinition<unknown>;
     // A span per declared step; its model calls (one, or a fan-out's several) nest under it.
-    await inSpan(`step ${step.type}`, { attributes: { 'mageagent.step.kind': step.type, 'mageagent.step.id': step.id, 'mageagent.pattern': pattern.name } }, () =>
-      definition.run(run, step, services),
+    await inSpan(
+      `step ${step.type}`,
+      { attributes: { 'mageagent.step.kind': step.type, 'mageagent.step.id': step.id, 'mageagent.pattern': pattern.name } },
+      () => definition.run(run, step, services),
     );
     run.context.logger?.debug('pattern step done', { step: step.id, type: step.type });
   }

@@ -143,8 +143,7 @@ export function critiqueUserPrompt(request: string, answer: string, previousIssu
 }
 
 export function critiqueRevisionPrompt(issues: string): string {
-  return [
-    quote('A critic found these issues with your answer:', issues),
-    'Revise your answer to fix them. Reply with the complete revised answer only.',
-  ].join('\n\n');
+  return [quote('A critic found these issues with your answer:', issues), 'Revise your answer to fix them. Reply with the complete revised answer only.'].join(
+    '\n\n',
+  );
 }

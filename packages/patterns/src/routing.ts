@@ -3,7 +3,10 @@ import type { RouteStepDeclaration } from './declaration';
 /** Word-boundary, case-insensitive match of any keyword or phrase. */
 function mentions(text: string, keywords: readonly string[]): string | undefined {
   return keywords.find((keyword) => {
-    const escaped = keyword.trim().replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\s+/g, '\\s+');
+    const escaped = keyword
+      .trim()
+      .replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+      .replace(/\s+/g, '\\s+');
     return new RegExp(`(?:^|\\b)${escaped}(?:\\b|$)`, 'i').test(text);
   });
 }

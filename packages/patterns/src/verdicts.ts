@@ -40,10 +40,9 @@ export interface JudgeReading {
  */
 export function readJudgement(answer: string, letters: string[]): JudgeReading {
   const firstLine = answer.trim().split('\n', 1)[0] ?? '';
-  const match = new RegExp(
-    `${LEADING_DECORATION}(?:(?:solution|winner|answer)\\s*:?\\s*)?([A-Z])(?:[\\s*_\\x60]*$|[\\s*_\\x60]*[-:.,)—])`,
-    'i',
-  ).exec(firstLine);
+  const match = new RegExp(`${LEADING_DECORATION}(?:(?:solution|winner|answer)\\s*:?\\s*)?([A-Z])(?:[\\s*_\\x60]*$|[\\s*_\\x60]*[-:.,)—])`, 'i').exec(
+    firstLine,
+  );
   const letter = match?.[1]?.toUpperCase();
   const rest = answer.trim().slice(firstLine.length).trim();
   const inlineReason = match ? firstLine.slice(match[0].length).trim() : '';
@@ -93,7 +92,11 @@ export interface SelectionReading {
  * and may add `CONFIDENCE: <0..1>`; anything else, or a number out of range, is unparseable.
  */
 export function readSelection(answer: string, count: number): SelectionReading {
-  const lines = answer.trim().split('\n').map((line) => line.trim()).filter(Boolean);
+  const lines = answer
+    .trim()
+    .split('\n')
+    .map((line) => line.trim())
+    .filter(Boolean);
   const first = new RegExp(`${LEADING_DECORATION}selected\\s*:\\s*(?:candidate\\s*)?#?(\\d+)\\b`, 'i').exec(lines[0] ?? '');
   const index = first ? Number(first[1]) : Number.NaN;
   if (!Number.isInteger(index) || index < 1 || index > count) return { index: null, confidence: null, reason: answer.trim() };

@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import type { Logger, TaskEvent } from '@mageagent/core';
-import { TaskKeys } from './keys';
+import type { TaskKeys } from './keys';
 
 export type TaskEventListener = (event: TaskEvent) => void;
 
@@ -104,7 +104,7 @@ export class TaskEventBus {
 
   private remove(channel: string, listener: TaskEventListener): void {
     const entry = this.channels.get(channel);
-    if (!entry || !entry.listeners.delete(listener) || entry.listeners.size > 0) return;
+    if (!entry?.listeners.delete(listener) || entry.listeners.size > 0) return;
     this.channels.delete(channel);
     // Commands on one connection run in order, so a SUBSCRIBE issued after this
     // UNSUBSCRIBE (a new listener arriving) still ends subscribed. During an outage the

@@ -122,7 +122,7 @@ test('many followers of one task share one channel subscription', async () => {
   await Promise.all(follows.map((follow) => follow.ready));
   expect(bus.subscribedChannels).toBe(1);
   expect(bus.listenerCount).toBe(20);
-  follows.forEach((follow) => follow.close());
+  for (const follow of follows) follow.close();
   expect(bus.subscribedChannels).toBe(0);
 });
 
@@ -253,7 +253,11 @@ describe('bounds, the tenant index and the webhook outbox', () => {
     expect((await redis.lrange(bounded.keys.webhookOutbox(), 0, -1)).filter((id) => id === task.id)).toHaveLength(1);
     const delivery = { webhookId: 'msg_1', attempt: 1, at: new Date().toISOString(), durationMs: 12, status: 500, ok: false, error: 'HTTP 500' };
     await bounded.recordWebhookDelivery(task.id, delivery);
-    expect((await bounded.require(task.id)).webhook).toEqual({ url: 'https://example.com/hook', events: ['completed', 'failed', 'cancelled'], deliveries: [delivery] });
+    expect((await bounded.require(task.id)).webhook).toEqual({
+      url: 'https://example.com/hook',
+      events: ['completed', 'failed', 'cancelled'],
+      deliveries: [delivery],
+    });
     expect(await bounded.ttl(task.id)).toBeGreaterThan(0);
     expect(await redis.ttl(bounded.keys.webhookDeliveries(task.id))).toBeGreaterThan(0);
   });

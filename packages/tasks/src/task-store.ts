@@ -43,9 +43,7 @@ export interface CreateLimits {
 const ACTIVE_LIMIT_RETRY_AFTER_SECONDS = 5;
 
 /** What a guarded transition did. */
-export type TransitionOutcome =
-  | { applied: true; lastSeq: number; previousStatus: TaskStatus }
-  | { applied: false; currentStatus: TaskStatus };
+export type TransitionOutcome = { applied: true; lastSeq: number; previousStatus: TaskStatus } | { applied: false; currentStatus: TaskStatus };
 
 export interface TransitionRequest {
   /** The transition applies only when the task is in one of these statuses. */
@@ -165,18 +163,13 @@ export class TaskStore {
   /** Deletes tasks whose creation was abandoned (their jobs could not be queued); nobody was told their ids. */
   async discard(tasks: readonly TaskRecord[]): Promise<void> {
     await Promise.all(
-      tasks.map((task) =>
-        this.redis.mageDiscardTask(this.keys.task(task.id), this.keys.events(task.id), this.keys.tenantTasks(task.tenant), task.id),
-      ),
+      tasks.map((task) => this.redis.mageDiscardTask(this.keys.task(task.id), this.keys.events(task.id), this.keys.tenantTasks(task.tenant), task.id)),
     );
   }
 
   async get(taskId: string): Promise<TaskRecord | undefined> {
     // Both in one round trip: the delivery list is empty (and cheap) for tasks without a webhook.
-    const [hash, deliveries] = await Promise.all([
-      this.redis.hgetall(this.keys.task(taskId)),
-      this.redis.lrange(this.keys.webhookDeliveries(taskId), 0, -1),
-    ]);
+    const [hash, deliveries] = await Promise.all([this.redis.hgetall(this.keys.task(taskId)), this.redis.lrange(this.keys.webhookDeliveries(taskId), 0, -1)]);
     return hash.id === undefined ? undefined : deserialise(hash, deliveries);
   }
 

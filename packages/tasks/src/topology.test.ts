@@ -61,14 +61,26 @@ describe('redisTopologyOf', () => {
   });
 
   test('REDIS_PASSWORD fills a URL without credentials; credentials in both places are refused', () => {
-    expect(redisTopologyOf(envOf({ REDIS_URL: 'redis://r:6379', REDIS_PASSWORD: 's3cret' }))).toEqual({ kind: 'single', url: 'redis://r:6379', password: 's3cret' });
-    expect(configErrorOf(() => redisTopologyOf(envOf({ REDIS_URL: 'redis://:a@r:6379', REDIS_PASSWORD: 'b' }))).message).toMatch(/REDIS_URL.*REDIS_USERNAME\/REDIS_PASSWORD/);
+    expect(redisTopologyOf(envOf({ REDIS_URL: 'redis://r:6379', REDIS_PASSWORD: 's3cret' }))).toEqual({
+      kind: 'single',
+      url: 'redis://r:6379',
+      password: 's3cret',
+    });
+    expect(configErrorOf(() => redisTopologyOf(envOf({ REDIS_URL: 'redis://:a@r:6379', REDIS_PASSWORD: 'b' }))).message).toMatch(
+      /REDIS_URL.*REDIS_USERNAME\/REDIS_PASSWORD/,
+    );
   });
 
   test('Sentinel: the sentinels, the master name (default mymaster), both passwords, TLS to the master', () => {
     expect(
       redisTopologyOf(
-        envOf({ REDIS_SENTINELS: 's1:26379, s2:26380,[::1]:26381', REDIS_SENTINEL_PASSWORD: 'sp', REDIS_PASSWORD: 'mp', REDIS_USERNAME: 'app', REDIS_TLS: 'true' }),
+        envOf({
+          REDIS_SENTINELS: 's1:26379, s2:26380,[::1]:26381',
+          REDIS_SENTINEL_PASSWORD: 'sp',
+          REDIS_PASSWORD: 'mp',
+          REDIS_USERNAME: 'app',
+          REDIS_TLS: 'true',
+        }),
       ),
     ).toEqual({
       kind: 'sentinel',
@@ -139,7 +151,13 @@ describe('createRedis builds each topology with the role options', () => {
     try {
       expect(requests).toBeInstanceOf(Cluster);
       expect(requests.options).toMatchObject({ enableOfflineQueue: false, enableAutoPipelining: true, scaleReads: 'master' });
-      expect((requests as Cluster).options.redisOptions).toMatchObject({ maxRetriesPerRequest: 0, commandTimeout: 300, connectionName: 'n', protocol: 2, password: 'p' });
+      expect((requests as Cluster).options.redisOptions).toMatchObject({
+        maxRetriesPerRequest: 0,
+        commandTimeout: 300,
+        connectionName: 'n',
+        protocol: 2,
+        password: 'p',
+      });
       // BullMQ reads a Cluster's redisOptions and refuses a blocking connection that retries requests.
       expect((bullmq as Cluster).options.redisOptions).toMatchObject({ maxRetriesPerRequest: null });
       expect(bullmq.options).toMatchObject({ enableOfflineQueue: true, enableAutoPipelining: false });

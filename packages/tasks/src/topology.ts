@@ -87,9 +87,7 @@ export function redisTopologyOf(env: RedisTopologyEnv, readFile: (path: string) 
   const sentinels = blank(env.REDIS_SENTINELS) ? undefined : env.REDIS_SENTINELS;
   const clusterNodes = blank(env.REDIS_CLUSTER_NODES) ? undefined : env.REDIS_CLUSTER_NODES;
   if (sentinels !== undefined && clusterNodes !== undefined) {
-    throw new ConfigError('REDIS_SENTINELS and REDIS_CLUSTER_NODES are both set: choose one topology', [
-      'REDIS_SENTINELS, REDIS_CLUSTER_NODES: exclusive',
-    ]);
+    throw new ConfigError('REDIS_SENTINELS and REDIS_CLUSTER_NODES are both set: choose one topology', ['REDIS_SENTINELS, REDIS_CLUSTER_NODES: exclusive']);
   }
   const multiNode = sentinels !== undefined ? 'REDIS_SENTINELS' : clusterNodes !== undefined ? 'REDIS_CLUSTER_NODES' : undefined;
   if (multiNode !== undefined && urlIsSet) {

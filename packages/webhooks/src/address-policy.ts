@@ -9,9 +9,7 @@ import ipaddr from 'ipaddr.js';
  *   reserved and documentation ranges, and transition forms (6to4, Teredo, IPv4-compatible) whose
  *   IPv4 end could be anything.
  */
-export type AddressClass =
-  | { kind: 'public' }
-  | { kind: 'private' | 'forbidden'; description: string };
+export type AddressClass = { kind: 'public' } | { kind: 'private' | 'forbidden'; description: string };
 
 /**
  * Instance metadata services. They sit in link-local, CGNAT, reserved or unique-local space already;

@@ -93,7 +93,9 @@ test('a receiver that answers 500 twice gets the same webhook-id three times; ev
   const received = await receiver.waitFor(3);
   expect(new Set(received.map((request) => request.headers['webhook-id']))).toEqual(new Set([`msg_${taskId}`]));
   for (const request of received) {
-    expect(new Webhook(deriveWebhookSecret(TEST_WEBHOOK_MASTER, 'acme')).verify(request.body, request.headers as Record<string, string>)).toMatchObject({ status: 'cancelled' });
+    expect(new Webhook(deriveWebhookSecret(TEST_WEBHOOK_MASTER, 'acme')).verify(request.body, request.headers as Record<string, string>)).toMatchObject({
+      status: 'cancelled',
+    });
   }
   const { state, task } = await settled(delivery, taskId);
   expect(state).toBe('completed');
@@ -138,7 +140,14 @@ test('private, loopback and metadata targets are refused without WEBHOOK_ALLOW_P
     const { state, task } = await settled(delivery, taskId);
     expect({ url: targets[index], state }).toEqual({ url: targets[index], state: 'failed' });
     expect(task.webhook?.deliveries).toEqual([
-      { webhookId: `msg_${taskId}`, attempt: 1, at: expect.any(String), durationMs: expect.any(Number), ok: false, error: expect.stringMatching(/^target refused: /) },
+      {
+        webhookId: `msg_${taskId}`,
+        attempt: 1,
+        at: expect.any(String),
+        durationMs: expect.any(Number),
+        ok: false,
+        error: expect.stringMatching(/^target refused: /),
+      },
     ]);
   }
   expect(receiver.received).toHaveLength(0);
@@ -149,6 +158,8 @@ test('a tenant without a secret gets a failed attempt saying so, not an unsigned
   const taskId = await endTask(delivery.store, `${receiver.url}/hook`, 'completed');
   const { state, task } = await settled(delivery, taskId);
   expect(state).toBe('failed');
-  expect(task.webhook?.deliveries).toEqual([expect.objectContaining({ attempt: 1, ok: false, error: expect.stringMatching(/no webhook signing secret for tenant "acme"/) })]);
+  expect(task.webhook?.deliveries).toEqual([
+    expect.objectContaining({ attempt: 1, ok: false, error: expect.stringMatching(/no webhook signing secret for tenant "acme"/) }),
+  ]);
   expect(receiver.received).toHaveLength(0);
 });

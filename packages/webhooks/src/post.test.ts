@@ -18,7 +18,11 @@ test('the connection goes to the checked address, whatever the name would resolv
     });
     expect(answer).toEqual({ status: 204 });
     expect(receiver.received).toHaveLength(1);
-    expect(receiver.received[0]).toMatchObject({ path: '/hook', body: '{"ok":true}', headers: { host: `receiver.invalid:${receiver.port}`, 'content-type': 'application/json', 'content-length': '11' } });
+    expect(receiver.received[0]).toMatchObject({
+      path: '/hook',
+      body: '{"ok":true}',
+      headers: { host: `receiver.invalid:${receiver.port}`, 'content-type': 'application/json', 'content-length': '11' },
+    });
   } finally {
     await receiver.close();
   }
@@ -49,5 +53,7 @@ test('a receiver that does not answer in time fails the attempt with a timeout; 
     silent.closeAllConnections();
     await new Promise((resolve) => silent.close(resolve));
   }
-  await expect(postWebhook({ url: new URL(`http://127.0.0.1:${port}/`), addresses: loopback, body: '{}', headers: {}, timeoutMs: 2000 })).rejects.toThrow(/ECONNREFUSED/);
+  await expect(postWebhook({ url: new URL(`http://127.0.0.1:${port}/`), addresses: loopback, body: '{}', headers: {}, timeoutMs: 2000 })).rejects.toThrow(
+    /ECONNREFUSED/,
+  );
 });

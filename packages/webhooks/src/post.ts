@@ -66,7 +66,10 @@ function pinnedLookup(addresses: readonly LookupAddress[]): LookupFunction {
     if (first === undefined) {
       callback(Object.assign(new Error(`no checked IPv${family} address`), { code: 'ENOTFOUND' }), '', 0);
     } else if (options.all) {
-      callback(null, candidates.map(({ address, family }) => ({ address, family })));
+      callback(
+        null,
+        candidates.map(({ address, family }) => ({ address, family })),
+      );
     } else {
       callback(null, first.address, first.family);
     }

@@ -99,5 +99,9 @@ test('the full check resolves the host and judges every address it resolves to',
 });
 
 test('a name that does not resolve is refused for now, retryably', async () => {
-  expect(await checkWebhookTarget('http://no-such-host.invalid/', strict)).toMatchObject({ allowed: false, retryable: true, reason: expect.stringMatching(/could not resolve no-such-host.invalid/) });
+  expect(await checkWebhookTarget('http://no-such-host.invalid/', strict)).toMatchObject({
+    allowed: false,
+    retryable: true,
+    reason: expect.stringMatching(/could not resolve no-such-host.invalid/),
+  });
 });

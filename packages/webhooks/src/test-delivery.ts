@@ -39,7 +39,14 @@ export async function startTestDelivery(options: TestDeliveryOptions): Promise<T
   const blocking = createRedis(options.redisUrl, 'worker');
   const bullmq = createRedis(options.redisUrl, 'bullmq');
   const store = new TaskStore(commands, prefix, { retentionSeconds: 60 });
-  const dispatcher = new WebhookDispatcher({ redis: commands, blocking, prefix, retry: { attempts: options.attempts ?? 3, backoffMs: 20 }, logger, waitSeconds: 0.1 });
+  const dispatcher = new WebhookDispatcher({
+    redis: commands,
+    blocking,
+    prefix,
+    retry: { attempts: options.attempts ?? 3, backoffMs: 20 },
+    logger,
+    waitSeconds: 0.1,
+  });
   const worker = createWebhookWorker({
     connection: bullmq,
     prefix,

@@ -148,7 +148,7 @@ describe('ApiKeyRegistry', () => {
     expect(registry.authenticate(newKey())).toBeUndefined();
     expect(registry.authenticate(sha256Hex(key))).toBeUndefined();
     expect(registry.authenticate('')).toBeUndefined();
-    expect(registry.authenticate(key + 'x')).toBeUndefined();
+    expect(registry.authenticate(`${key}x`)).toBeUndefined();
   });
 
   it('gives the principal and limits of a key, its own limits over the defaults', () => {
@@ -188,19 +188,39 @@ describe('ApiKeyRegistry', () => {
   });
 
   it('fails fast on a bad file at start-up, naming the file and the field', () => {
-    writeFileSync(file, keysFileText([{ id: 'a', key: newKey() }, { id: 'a', key: newKey() }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'a', key: newKey() },
+        { id: 'a', key: newKey() },
+      ]),
+    );
     expect(() => ApiKeyRegistry.load(file, log)).toThrow(new ConfigError(`${file}: invalid API keys file: keys[1] (id "a").id: is also the id of keys[0]`));
     expect(() => ApiKeyRegistry.load(path.join(directory, 'missing.yaml'), log)).toThrow(ConfigError);
   });
 
   it('applies a valid file on reload: added, revoked and changed keys, reported by id', () => {
     const [kept, revoked, changed, added] = [newKey(), newKey(), newKey(), newKey()];
-    writeFileSync(file, keysFileText([{ id: 'kept', key: kept }, { id: 'revoked', key: revoked }, { id: 'changed', key: changed }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'kept', key: kept },
+        { id: 'revoked', key: revoked },
+        { id: 'changed', key: changed },
+      ]),
+    );
     const registry = ApiKeyRegistry.load(file, log);
     const changes: ApiKeysChange[] = [];
     registry.onChange((change) => changes.push(change));
 
-    writeFileSync(file, keysFileText([{ id: 'kept', key: kept }, { id: 'changed', key: changed, tenant: 'beta' }, { id: 'added', key: added }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'kept', key: kept },
+        { id: 'changed', key: changed, tenant: 'beta' },
+        { id: 'added', key: added },
+      ]),
+    );
     const expectedChange = { added: ['added'], revoked: ['revoked'], changed: ['changed'] };
     expect(registry.reload()).toEqual({ status: 'applied', keys: 3, change: expectedChange });
     expect(changes).toEqual([expectedChange]);
@@ -216,12 +236,25 @@ describe('ApiKeyRegistry', () => {
 
   it('keeps the keys in force when a reload meets an invalid file, and logs why', () => {
     const [first, second, third] = [newKey(), newKey(), newKey()];
-    writeFileSync(file, keysFileText([{ id: 'first', key: first }, { id: 'second', key: second }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'first', key: first },
+        { id: 'second', key: second },
+      ]),
+    );
     const registry = ApiKeyRegistry.load(file, log);
 
     // A typo (a YAML one: a field given twice): no one is locked out, and neither the new key nor
     // the tenant change of the broken file applies.
-    writeFileSync(file, keysFileText([{ id: 'first', key: first, tenant: 'beta' }, { id: 'second', key: second, extra: ', scopes: [tasks]' }, { id: 'third', key: third }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'first', key: first, tenant: 'beta' },
+        { id: 'second', key: second, extra: ', scopes: [tasks]' },
+        { id: 'third', key: third },
+      ]),
+    );
     const outcome = registry.reload();
     expect(outcome).toMatchObject({ status: 'rejected', keys: 2, revoked: [] });
     expect(registry.authenticate(first)?.tenant).toBe('acme');
@@ -244,7 +277,14 @@ describe('ApiKeyRegistry', () => {
 
   it('revokes a key an invalid file no longer lists, so a typo never keeps a revoked key alive', () => {
     const [first, second, third] = [newKey(), newKey(), newKey()];
-    writeFileSync(file, keysFileText([{ id: 'first', key: first }, { id: 'second', key: second }, { id: 'third', key: third }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'first', key: first },
+        { id: 'second', key: second },
+        { id: 'third', key: third },
+      ]),
+    );
     const registry = ApiKeyRegistry.load(file, log);
     const changes: ApiKeysChange[] = [];
     registry.onChange((change) => changes.push(change));
@@ -263,12 +303,24 @@ describe('ApiKeyRegistry', () => {
 
   it('never lets a revoked key back in through an invalid file', () => {
     const [first, second] = [newKey(), newKey()];
-    writeFileSync(file, keysFileText([{ id: 'first', key: first }, { id: 'second', key: second }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'first', key: first },
+        { id: 'second', key: second },
+      ]),
+    );
     const registry = ApiKeyRegistry.load(file, log);
     writeFileSync(file, keysFileText([{ id: 'first', key: first }]));
     expect(registry.reload()).toMatchObject({ status: 'applied', change: { revoked: ['second'] } });
 
-    writeFileSync(file, keysFileText([{ id: 'first', key: first }, { id: 'second', key: second, extra: ', bogus: 1' }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'first', key: first },
+        { id: 'second', key: second, extra: ', bogus: 1' },
+      ]),
+    );
     expect(registry.reload()).toMatchObject({ status: 'rejected', keys: 1, revoked: [] });
     expect(registry.authenticate(second)).toBeUndefined();
   });
@@ -295,7 +347,13 @@ describe('ApiKeyRegistry', () => {
 
   it('reloads on SIGHUP: a key removed from the file stops working without a restart', async () => {
     const [kept, revoked] = [newKey(), newKey()];
-    writeFileSync(file, keysFileText([{ id: 'kept', key: kept }, { id: 'revoked', key: revoked }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'kept', key: kept },
+        { id: 'revoked', key: revoked },
+      ]),
+    );
     const registryProcess = new RegistryProcess(file);
     try {
       await registryProcess.ready();
@@ -318,7 +376,13 @@ describe('ApiKeyRegistry', () => {
 
   it('reloads when the file is replaced on disk, and when it is edited in place', async () => {
     const [kept, revoked, added] = [newKey(), newKey(), newKey()];
-    writeFileSync(file, keysFileText([{ id: 'kept', key: kept }, { id: 'revoked', key: revoked }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'kept', key: kept },
+        { id: 'revoked', key: revoked },
+      ]),
+    );
     const registry = ApiKeyRegistry.load(file, log);
     stops.push(registry.watch({ debounceMs: 50 }));
 
@@ -326,9 +390,18 @@ describe('ApiKeyRegistry', () => {
     await until(() => registry.authenticate(revoked) === undefined, 'the revoked key to stop working');
     expect(registry.authenticate(kept)?.id).toBe('kept');
 
-    writeFileSync(file, keysFileText([{ id: 'kept', key: kept }, { id: 'added', key: added }]));
+    writeFileSync(
+      file,
+      keysFileText([
+        { id: 'kept', key: kept },
+        { id: 'added', key: added },
+      ]),
+    );
     await until(() => registry.authenticate(added) !== undefined, 'the added key to work');
-    expect(log.records.filter((record) => record.message === 'API keys reloaded').map((record) => record.fields.trigger)).toEqual(['file change', 'file change']);
+    expect(log.records.filter((record) => record.message === 'API keys reloaded').map((record) => record.fields.trigger)).toEqual([
+      'file change',
+      'file change',
+    ]);
   });
 
   it('ignores changes in the directory that leave the file as it was', async () => {
@@ -349,7 +422,13 @@ describe('ApiKeyRegistry', () => {
     // keys.yaml -> ..data/keys.yaml, ..data -> v1; an update renames a new ..data link over the old one.
     const [kept, revoked] = [newKey(), newKey()];
     for (const [version, keys] of [
-      ['v1', [{ id: 'kept', key: kept }, { id: 'revoked', key: revoked }]],
+      [
+        'v1',
+        [
+          { id: 'kept', key: kept },
+          { id: 'revoked', key: revoked },
+        ],
+      ],
       ['v2', [{ id: 'kept', key: kept }]],
     ] as const) {
       mkdirSync(path.join(directory, version));

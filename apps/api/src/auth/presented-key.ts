@@ -14,10 +14,7 @@ export type KeyHeader = 'authorization' | 'x-api-key';
  * - `malformed`: a header was sent but holds no usable key; `problem` says what is wrong, for the
  *   401's message, and never repeats anything the client sent.
  */
-export type PresentedKey =
-  | { status: 'present'; key: string; header: KeyHeader }
-  | { status: 'missing' }
-  | { status: 'malformed'; problem: string };
+export type PresentedKey = { status: 'present'; key: string; header: KeyHeader } | { status: 'missing' } | { status: 'malformed'; problem: string };
 
 type Present = Extract<PresentedKey, { status: 'present' }>;
 type Malformed = Extract<PresentedKey, { status: 'malformed' }>;

@@ -27,7 +27,7 @@ export class ApiMetrics {
   private readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
   private readonly tasksCreated: Counter<'pattern'>;
 
-  constructor(private readonly options: ApiMetricsOptions) {
+  constructor(options: ApiMetricsOptions) {
     const registers = [this.registry];
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
     this.openSockets = options.openSockets ?? (() => 0);

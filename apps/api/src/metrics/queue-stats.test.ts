@@ -91,7 +91,8 @@ test('with Redis up, the same registry reports every state and the backlog', asy
   const cache = new QueueStatsCache(queue.queue, { ttlMs: 0, timeoutMs: 1000 });
   const metrics = new ApiMetrics({ queueStats: cache, openStreams: () => 0, defaultMetrics: false });
   const text = await metrics.registry.metrics();
-  for (const state of ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed']) expect(text).toMatch(new RegExp(`^mageagent_queue_jobs\\{state="${state}"\\} \\d+$`, 'm'));
+  for (const state of ['waiting', 'prioritized', 'active', 'delayed', 'completed', 'failed'])
+    expect(text).toMatch(new RegExp(`^mageagent_queue_jobs\\{state="${state}"\\} \\d+$`, 'm'));
   expect(text).toMatch(/^mageagent_queue_backlog 3$/m);
   expect(text).toContain('mageagent_redis_up 1');
 });

@@ -107,13 +107,10 @@ export function fromZodError(error: z.ZodError): OpenAIFacadeError {
  * the same status the rest of the API would (MODEL_UNAVAILABLE 503, TASK_TIMEOUT 504, ...).
  */
 const STATUS_BY_TASK_ERROR_CODE = new Map<string, number>(
-  [
-    new ModelUnavailableError(''),
-    new ModelTimeoutError(''),
-    new ModelResponseError(''),
-    new TaskTimeoutError(0),
-    new CancelledError(),
-  ].map((error) => [error.code, error.httpStatus]),
+  [new ModelUnavailableError(''), new ModelTimeoutError(''), new ModelResponseError(''), new TaskTimeoutError(0), new CancelledError()].map((error) => [
+    error.code,
+    error.httpStatus,
+  ]),
 );
 
 /** A failed or cancelled task's error, as the facade answers it. */

@@ -36,7 +36,17 @@ describe('parseChatRequest', () => {
   const minimal = { model: 'mageagent:primary', messages: [{ role: 'user', content: 'hi' }] };
 
   test('ignores fields it does not use and accepts nulls where OpenAI does', () => {
-    const request = parseChatRequest({ ...minimal, top_p: 1, seed: 3, stop: ['x'], logit_bias: {}, vendor: { deep: true }, temperature: null, stream: null, tools: null });
+    const request = parseChatRequest({
+      ...minimal,
+      top_p: 1,
+      seed: 3,
+      stop: ['x'],
+      logit_bias: {},
+      vendor: { deep: true },
+      temperature: null,
+      stream: null,
+      tools: null,
+    });
     expect(request).toEqual({ ...minimal, temperature: null, stream: null, tools: null });
   });
 
@@ -44,11 +54,21 @@ describe('parseChatRequest', () => {
     ['a missing field', { model: 'mageagent:primary' }, 'messages', 'missing_required_parameter'],
     ['a wrong type', { ...minimal, model: 7 }, 'model', 'invalid_type'],
     ['an unknown role', { ...minimal, messages: [{ role: 'wizard', content: 'x' }] }, 'messages[0].role', 'invalid_value'],
-    ['a tool message without its call id', { ...minimal, messages: [{ role: 'tool', content: 'x' }] }, 'messages[0].tool_call_id', 'missing_required_parameter'],
+    [
+      'a tool message without its call id',
+      { ...minimal, messages: [{ role: 'tool', content: 'x' }] },
+      'messages[0].tool_call_id',
+      'missing_required_parameter',
+    ],
     ['n > 1', { ...minimal, n: 3 }, 'n', 'unsupported_value'],
     ['stream_options without stream', { ...minimal, stream_options: { include_usage: true } }, 'stream_options', 'invalid_value'],
     ['max_tokens below 1', { ...minimal, max_tokens: 0 }, 'max_tokens', 'invalid_value'],
-    ['too many metadata keys', { ...minimal, metadata: Object.fromEntries(Array.from({ length: 17 }, (_, index) => [`k${index}`, 'v'])) }, 'metadata', 'invalid_value'],
+    [
+      'too many metadata keys',
+      { ...minimal, metadata: Object.fromEntries(Array.from({ length: 17 }, (_, index) => [`k${index}`, 'v'])) },
+      'metadata',
+      'invalid_value',
+    ],
     ['a non-string metadata value', { ...minimal, metadata: { background: true } }, 'metadata.background', 'invalid_type'],
     [
       'tool_choice naming a function not in tools',
@@ -99,7 +119,7 @@ describe('parseChatRequest', () => {
       'string_above_max_length',
       expect.stringContaining('maximum length 512'),
     ],
-  ])('%s is a 400 in OpenAI\'s words, naming its param, without the value', (_what, body, param, code, message) => {
+  ])("%s is a 400 in OpenAI's words, naming its param, without the value", (_what, body, param, code, message) => {
     const error = openAIErrorOf(() => parseChatRequest(body));
     expect(error.status).toBe(400);
     expect(error.body).toEqual({ type: 'invalid_request_error', param, code, message });
@@ -153,7 +173,13 @@ describe('toTaskRequest', () => {
   test('multi-part text is joined; developer is system; refusals are text', () => {
     const { messages } = map({
       messages: [
-        { role: 'developer', content: [{ type: 'text', text: 'Be ' }, { type: 'text', text: 'brief.' }] },
+        {
+          role: 'developer',
+          content: [
+            { type: 'text', text: 'Be ' },
+            { type: 'text', text: 'brief.' },
+          ],
+        },
         { role: 'user', content: [{ type: 'text', text: 'hi' }], name: 'ann' },
         { role: 'assistant', content: [{ type: 'refusal', refusal: 'No.' }] },
       ],
@@ -198,14 +224,35 @@ describe('toTaskRequest', () => {
 
   test('a message within bounds field by field but not as the models read it is refused, naming it', () => {
     const half = 'x'.repeat(MAX_TEXT_CHARS / 2 + 1);
-    const parts = openAIErrorOf(() => map({ messages: [{ role: 'user', content: [{ type: 'text', text: half }, { type: 'text', text: half }] }] }));
+    const parts = openAIErrorOf(() =>
+      map({
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: half },
+              { type: 'text', text: half },
+            ],
+          },
+        ],
+      }),
+    );
     expect(parts.body).toMatchObject({ param: 'messages[0]', code: 'string_above_max_length' });
-    expect(parts.body.message).toBe(`Invalid 'messages[0]': the text the models would read is ${MAX_TEXT_CHARS + 2} characters; at most ${MAX_TEXT_CHARS} are accepted.`);
+    expect(parts.body.message).toBe(
+      `Invalid 'messages[0]': the text the models would read is ${MAX_TEXT_CHARS + 2} characters; at most ${MAX_TEXT_CHARS} are accepted.`,
+    );
     const results = openAIErrorOf(() =>
       map({
         messages: [
           { role: 'user', content: 'go' },
-          { role: 'assistant', content: null, tool_calls: [{ id: 'a', type: 'function', function: { name: 'f', arguments: '{}' } }, { id: 'b', type: 'function', function: { name: 'f', arguments: '{}' } }] },
+          {
+            role: 'assistant',
+            content: null,
+            tool_calls: [
+              { id: 'a', type: 'function', function: { name: 'f', arguments: '{}' } },
+              { id: 'b', type: 'function', function: { name: 'f', arguments: '{}' } },
+            ],
+          },
           { role: 'tool', tool_call_id: 'a', content: half },
           { role: 'tool', tool_call_id: 'b', content: half },
         ],
@@ -220,7 +267,17 @@ describe('toTaskRequest', () => {
 
   test('images, audio and files are refused by name', () => {
     const error = openAIErrorOf(() =>
-      map({ messages: [{ role: 'user', content: [{ type: 'text', text: 'look' }, { type: 'image_url', image_url: { url: 'x' } }] }] }),
+      map({
+        messages: [
+          {
+            role: 'user',
+            content: [
+              { type: 'text', text: 'look' },
+              { type: 'image_url', image_url: { url: 'x' } },
+            ],
+          },
+        ],
+      }),
     );
     expect(error.body).toMatchObject({ param: 'messages[0].content[1].type', code: 'unsupported_value' });
   });
@@ -242,7 +299,10 @@ describe('errors in OpenAI shape', () => {
   });
 
   test('body-parser errors, core errors and unknown errors', () => {
-    expect(toOpenAIError(Object.assign(new Error('x'), { type: 'entity.parse.failed' }))).toMatchObject({ status: 400, body: { type: 'invalid_request_error' } });
+    expect(toOpenAIError(Object.assign(new Error('x'), { type: 'entity.parse.failed' }))).toMatchObject({
+      status: 400,
+      body: { type: 'invalid_request_error' },
+    });
     expect(toOpenAIError(Object.assign(new Error('x'), { type: 'entity.too.large' }))).toMatchObject({ status: 413, body: { code: 'request_too_large' } });
     expect(toOpenAIError(new ValidationError('bad'))).toMatchObject({ status: 400, body: { message: 'bad', code: 'validation_failed' } });
     expect(toOpenAIError(new ModelUnavailableError('down'))).toMatchObject({ status: 503, retryable: true });

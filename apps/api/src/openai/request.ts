@@ -114,11 +114,7 @@ export function parseChatRequest(body: unknown): ChatCompletionRequest {
   }
   const chosen = request.tool_choice;
   if (typeof chosen === 'object' && chosen !== null && request.tools && !request.tools.some((tool) => tool.function.name === chosen.function.name)) {
-    throw invalidRequest(
-      `Invalid value for 'tool_choice': function '${chosen.function.name}' is not among 'tools'.`,
-      'tool_choice',
-      'invalid_value',
-    );
+    throw invalidRequest(`Invalid value for 'tool_choice': function '${chosen.function.name}' is not among 'tools'.`, 'tool_choice', 'invalid_value');
   }
   return request;
 }
@@ -127,8 +123,7 @@ export function parseChatRequest(body: unknown): ChatCompletionRequest {
 export const runsInBackground = (request: ChatCompletionRequest): boolean => request.metadata?.background === 'true';
 
 /** The token limit the caller set; `max_completion_tokens` is OpenAI's newer name and wins. */
-export const maxTokensOf = (request: ChatCompletionRequest): number | undefined =>
-  request.max_completion_tokens ?? request.max_tokens ?? undefined;
+export const maxTokensOf = (request: ChatCompletionRequest): number | undefined => request.max_completion_tokens ?? request.max_tokens ?? undefined;
 
 /**
  * The POST /tasks body for a chat request. `user` joins the metadata under `user` (over a metadata
@@ -215,7 +210,8 @@ export function toTaskMessages(messages: RequestMessage[]): ChatMessageInput[] {
  */
 function checkConvertedLength(text: string, firstIndex: number, lastIndex: number): void {
   if (text.length <= MAX_TEXT_CHARS) return;
-  const what = firstIndex === lastIndex ? `'messages[${lastIndex}]'` : `'messages[${firstIndex}]' to 'messages[${lastIndex}]' (tool results, read as one message)`;
+  const what =
+    firstIndex === lastIndex ? `'messages[${lastIndex}]'` : `'messages[${firstIndex}]' to 'messages[${lastIndex}]' (tool results, read as one message)`;
   throw invalidRequest(
     `Invalid ${what}: the text the models would read is ${text.length} characters; at most ${MAX_TEXT_CHARS} are accepted.`,
     `messages[${lastIndex}]`,

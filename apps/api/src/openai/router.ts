@@ -1,4 +1,4 @@
-import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response } from 'express';
+import express, { type ErrorRequestHandler, type RequestHandler, type Response } from 'express';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
 import type { TaskFollow } from '@mageagent/tasks';
 import { clientLeft } from '../http-errors';
@@ -8,15 +8,7 @@ import type { ApiServices } from '../services';
 import type { Caller } from '../task-service';
 import { buildChatCompletion } from './completion';
 import { fromTaskError, OpenAIFacadeError, toOpenAIError } from './errors';
-import {
-  maxTokensOf,
-  modelIdOf,
-  parseChatRequest,
-  patternOfModel,
-  runsInBackground,
-  toTaskRequest,
-  type ChatCompletionRequest,
-} from './request';
+import { maxTokensOf, modelIdOf, parseChatRequest, patternOfModel, runsInBackground, toTaskRequest, type ChatCompletionRequest } from './request';
 import { ChatStreamTranslator, type StreamFrame } from './stream';
 
 /** OpenAI's model objects carry a creation time; the patterns' is when this process started. */
@@ -130,9 +122,9 @@ async function followForCall(
     if (res.writableEnded) return;
     follow?.close();
     if (runsInBackground(request)) return;
-    services.tasks.cancel(caller.principal, task.id, 'client disconnected from the chat completion call').catch((error: unknown) =>
-      services.logger.warn('could not cancel the task of a departed client', { taskId: task.id, error: String(error) }),
-    );
+    services.tasks
+      .cancel(caller.principal, task.id, 'client disconnected from the chat completion call')
+      .catch((error: unknown) => services.logger.warn('could not cancel the task of a departed client', { taskId: task.id, error: String(error) }));
   };
   // The client may have left while the task was being created, before 'close' could be listened for.
   if (clientLeft(res.req, res)) onClose();
@@ -236,4 +228,9 @@ const lostTask = (taskId: string) =>
   new OpenAIFacadeError(503, `lost track of the task; its outcome will be at GET /tasks/${taskId}`, { code: 'task_unavailable' }, false);
 
 const shuttingDown = (taskId: string) =>
-  new OpenAIFacadeError(503, `the server is shutting down; the task goes on and its outcome will be at GET /tasks/${taskId}`, { code: 'server_shutting_down' }, false);
+  new OpenAIFacadeError(
+    503,
+    `the server is shutting down; the task goes on and its outcome will be at GET /tasks/${taskId}`,
+    { code: 'server_shutting_down' },
+    false,
+  );

@@ -115,7 +115,9 @@ test('a retried final step is held back while it repeats what was sent, then str
     delta('answer-1', 'rld'),
     ...completed(),
   ]);
-  const contentDeltas = read.frames.flatMap((frame) => ('choices' in frame ? frame.choices.flatMap((choice) => (choice.delta.content ? [choice.delta.content] : [])) : []));
+  const contentDeltas = read.frames.flatMap((frame) =>
+    'choices' in frame ? frame.choices.flatMap((choice) => (choice.delta.content ? [choice.delta.content] : [])) : [],
+  );
   expect(contentDeltas).toEqual(['Hello ', 'wo', 'rld']);
   expect(read.content).toBe('Hello world');
 });
@@ -150,7 +152,12 @@ test('a retry that says something else ends the stream with an error naming the 
 });
 
 test('tool calls stream as delta.tool_calls with finish_reason tool_calls; usage comes last with no choices', () => {
-  const toolResult = result({ toolCalls: [{ id: 'call_1', tool: 'weather', arguments: { city: 'Paris' } }, { id: 'call_2', tool: 'time', arguments: {} }] });
+  const toolResult = result({
+    toolCalls: [
+      { id: 'call_1', tool: 'weather', arguments: { city: 'Paris' } },
+      { id: 'call_2', tool: 'time', arguments: {} },
+    ],
+  });
   const read = run([processing, { type: 'result', result: toolResult }], { includeUsage: true });
   const toolDeltas = read.frames.flatMap((frame) => ('choices' in frame ? frame.choices.flatMap((choice) => choice.delta.tool_calls ?? []) : []));
   expect(toolDeltas).toEqual([
@@ -164,7 +171,11 @@ test('tool calls stream as delta.tool_calls with finish_reason tool_calls; usage
 });
 
 test('a failed or cancelled task ends the stream with its error in OpenAI shape', () => {
-  const failed = run([processing, { type: 'error', error: { code: 'MODEL_TIMEOUT', message: 'too slow', retryable: true } }, { type: 'status', status: 'failed' }]);
+  const failed = run([
+    processing,
+    { type: 'error', error: { code: 'MODEL_TIMEOUT', message: 'too slow', retryable: true } },
+    { type: 'status', status: 'failed' },
+  ]);
   expect(failed.end).toBe('error');
   expect(failed.errors).toEqual([{ message: 'too slow', type: 'server_error', param: null, code: 'model_timeout' }]);
   const cancelled = run([processing, { type: 'status', status: 'cancelled' }]);

@@ -72,7 +72,8 @@ export class ChatStreamTranslator {
           if (this.processingSeen) this.startNewRun();
           this.processingSeen = true;
         }
-        if (event.status === 'cancelled') return this.fail(fromTaskError({ code: 'CANCELLED', message: event.reason ?? 'the task was cancelled', retryable: false }));
+        if (event.status === 'cancelled')
+          return this.fail(fromTaskError({ code: 'CANCELLED', message: event.reason ?? 'the task was cancelled', retryable: false }));
         if (event.status === 'failed') return this.fail(new OpenAIFacadeError(500, 'the task failed', { code: 'internal' }));
         if (event.status === 'completed') return this.fail(new OpenAIFacadeError(500, 'the task completed without a result', { code: 'internal' }));
         return { frames: [] };
@@ -128,7 +129,9 @@ export class ChatStreamTranslator {
   private finish(result: TaskResult): StreamStep {
     if (!result.content.startsWith(this.sentContent)) return this.diverged();
     const frames = this.content(result.content);
-    toolCallsOf(result.toolCalls).forEach((call, index) => frames.push(this.chunk({ tool_calls: [{ index, ...call }] })));
+    toolCallsOf(result.toolCalls).forEach((call, index) => {
+      frames.push(this.chunk({ tool_calls: [{ index, ...call }] }));
+    });
     frames.push({
       ...this.chunk({}, finishReasonOf(result, this.options.maxTokens)),
       mageagent: extensionOf(this.options.task, result),

@@ -24,7 +24,9 @@ beforeAll(async () => {
       response.writeHead(503).end();
       return;
     }
-    response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data: [], auth: request.headers.authorization ?? null }));
+    response
+      .writeHead(200, { 'content-type': 'application/json' })
+      .end(JSON.stringify({ object: 'list', data: [], auth: request.headers.authorization ?? null }));
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   port = (server.address() as AddressInfo).port;
@@ -129,7 +131,7 @@ test('a host whose server does not listen is down; a reader that never probes se
   expect(reader.current(host).error).toMatch(/ECONNREFUSED/);
 });
 
-test('probe targets: one per host, `<endpoint>/models`, with the role\'s API key', () => {
+test("probe targets: one per host, `<endpoint>/models`, with the role's API key", () => {
   const config = parseModelsConfig(
     `
 hosts:

@@ -131,9 +131,12 @@ export class HostHealth implements HostHealthView {
 
   private schedule(): void {
     if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.ticking = this.tick().finally(() => this.schedule());
-    }, Math.max(1, Math.floor(this.options.intervalMs / TICKS_PER_INTERVAL)));
+    this.timer = setTimeout(
+      () => {
+        this.ticking = this.tick().finally(() => this.schedule());
+      },
+      Math.max(1, Math.floor(this.options.intervalMs / TICKS_PER_INTERVAL)),
+    );
   }
 
   private async tick(): Promise<void> {

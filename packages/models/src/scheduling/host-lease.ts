@@ -301,13 +301,7 @@ export class HostLeases {
 
   /** Releases a lease or leaves the queue; true when a lease was held. */
   async release(host: string, id: string, request: { limit: number; ttlMs: number }): Promise<boolean> {
-    const held = await this.redis.hostLeaseRelease(
-      ...this.keys.scriptKeys(host),
-      id,
-      request.limit,
-      request.ttlMs,
-      this.keys.grantChannel(host),
-    );
+    const held = await this.redis.hostLeaseRelease(...this.keys.scriptKeys(host), id, request.limit, request.ttlMs, this.keys.grantChannel(host));
     return held === 1;
   }
 

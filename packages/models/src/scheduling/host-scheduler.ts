@@ -1,13 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { Cluster, Redis } from 'ioredis';
-import {
-  CancelledError,
-  ConfigError,
-  ModelUnavailableError,
-  type Logger,
-  type TaskPriority,
-} from '@mageagent/core';
+import { CancelledError, ConfigError, ModelUnavailableError, type Logger, type TaskPriority } from '@mageagent/core';
 import { HostLeases, type LeaseOwner } from './host-lease';
 import type { HostHealthView } from './host-health';
 
@@ -248,14 +242,12 @@ export class HostScheduler {
   private leave(waiter: LeaseWaiter, reason: Error): void {
     if (!this.settle(waiter)) return;
     waiter.reject(reason);
-    this.leases
-      .release(waiter.host, waiter.id, { limit: waiter.limit, ttlMs: this.options.leaseTtlMs })
-      .catch((error: unknown) =>
-        this.options.logger?.warn('could not leave the host queue; the entry lapses after the lease TTL', {
-          host: waiter.host,
-          error: String(error),
-        }),
-      );
+    this.leases.release(waiter.host, waiter.id, { limit: waiter.limit, ttlMs: this.options.leaseTtlMs }).catch((error: unknown) =>
+      this.options.logger?.warn('could not leave the host queue; the entry lapses after the lease TTL', {
+        host: waiter.host,
+        error: String(error),
+      }),
+    );
   }
 
   private failWaiting(host: string, reason: Error): void {
@@ -354,10 +346,7 @@ class RenewedLease implements HostLease {
 
   private armExpiry(): void {
     clearTimeout(this.expiryTimer);
-    this.expiryTimer = setTimeout(
-      () => this.lose(`not renewed within its ${this.options.ttlMs} ms TTL`),
-      Math.max(0, this.validUntil - performance.now()),
-    );
+    this.expiryTimer = setTimeout(() => this.lose(`not renewed within its ${this.options.ttlMs} ms TTL`), Math.max(0, this.validUntil - performance.now()));
   }
 
   private async renew(): Promise<void> {
@@ -383,9 +372,7 @@ class RenewedLease implements HostLease {
     clearTimeout(this.renewTimer);
     clearTimeout(this.expiryTimer);
     this.options.logger?.warn('host lease lost; stopping the call', { host: this.host, why });
-    this.controller.abort(
-      new ModelUnavailableError(`lease on host ${this.host} lost: ${why}`, { details: { host: this.host, leaseId: this.id } }),
-    );
+    this.controller.abort(new ModelUnavailableError(`lease on host ${this.host} lost: ${why}`, { details: { host: this.host, leaseId: this.id } }));
   }
 }
 

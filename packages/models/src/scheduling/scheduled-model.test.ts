@@ -47,8 +47,7 @@ class SlowModel implements ChatModel {
   }
 }
 
-const ask = (model: ChatModel, label: string, options: ChatCallOptions = {}) =>
-  model.chat({ messages: [{ role: 'user', content: label }] }, options);
+const ask = (model: ChatModel, label: string, options: ChatCallOptions = {}) => model.chat({ messages: [{ role: 'user', content: label }] }, options);
 
 test('the second of two calls on one host waits for the first and reports how long', async () => {
   const host = bed.newHost();
@@ -66,7 +65,14 @@ test('a call to a host that is down fails fast with MODEL_UNAVAILABLE without re
     bed.leases.keys.health(host),
     JSON.stringify({ status: 'down', checkedAt: new Date().toISOString(), error: 'ECONNREFUSED', intervalMs: 60_000 }),
   );
-  const health = new HostHealth({ redis: bed.connection(), prefix: bed.prefix, targets: [{ host, url: 'http://127.0.0.1:1/v1/models', headers: {} }], intervalMs: 60_000, timeoutMs: 100, probe: false });
+  const health = new HostHealth({
+    redis: bed.connection(),
+    prefix: bed.prefix,
+    targets: [{ host, url: 'http://127.0.0.1:1/v1/models', headers: {} }],
+    intervalMs: 60_000,
+    timeoutMs: 100,
+    probe: false,
+  });
   await health.start();
   const inner = new SlowModel(host, 10);
   const model = new ScheduledModel(inner, await bed.scheduler({ [host]: 1 }, { health }));
@@ -92,7 +98,7 @@ test('a lost lease stops the call with a retryable MODEL_UNAVAILABLE', async () 
   expect(inner.aborted).toBe(1);
 });
 
-test('a call aborted by its caller ends with the caller\'s error and frees the host at once', async () => {
+test("a call aborted by its caller ends with the caller's error and frees the host at once", async () => {
   const host = bed.newHost();
   const inner = new SlowModel(host, 5000);
   const model = new ScheduledModel(inner, await bed.scheduler({ [host]: 1 }));
@@ -126,10 +132,7 @@ test('a short call submitted behind three compete-shaped tasks starts before any
   const host = bed.newHost();
   const inner = new SlowModel(host, 40);
   // Two processes, as workers would be; compete = two solutions at once, then a judge.
-  const models = [
-    new ScheduledModel(inner, await bed.scheduler({ [host]: 1 })),
-    new ScheduledModel(inner, await bed.scheduler({ [host]: 1 })),
-  ];
+  const models = [new ScheduledModel(inner, await bed.scheduler({ [host]: 1 })), new ScheduledModel(inner, await bed.scheduler({ [host]: 1 }))];
   const finished: number[] = [];
   const compete = async (index: number) => {
     const model = models[index % 2]!;

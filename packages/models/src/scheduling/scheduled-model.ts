@@ -31,15 +31,19 @@ export class ScheduledModel implements ChatModel {
   }
 
   async chat(request: ChatRequest, options: ChatCallOptions = {}): Promise<ChatResponse> {
-    const lease = await inSpan('host lease wait', { attributes: { 'mageagent.host': this.host, ...(options.priority && { 'mageagent.task.priority': options.priority }) } }, async (span) => {
-      const granted = await this.scheduler.acquire(this.host, {
-        ...(options.priority !== undefined && { priority: options.priority }),
-        ...(options.owner !== undefined && { owner: options.owner }),
-        ...(options.signal !== undefined && { signal: options.signal }),
-      });
-      span.setAttribute('mageagent.lease.wait_ms', granted.waitMs);
-      return granted;
-    });
+    const lease = await inSpan(
+      'host lease wait',
+      { attributes: { 'mageagent.host': this.host, ...(options.priority && { 'mageagent.task.priority': options.priority }) } },
+      async (span) => {
+        const granted = await this.scheduler.acquire(this.host, {
+          ...(options.priority !== undefined && { priority: options.priority }),
+          ...(options.owner !== undefined && { owner: options.owner }),
+          ...(options.signal !== undefined && { signal: options.signal }),
+        });
+        span.setAttribute('mageagent.lease.wait_ms', granted.waitMs);
+        return granted;
+      },
+    );
     this.observer.leaseGranted?.(this.host, lease.waitMs);
     // A lost lease stops the HTTP call: another process may already be generating on the host.
     const signal = options.signal === undefined ? lease.lost : AbortSignal.any([options.signal, lease.lost]);

@@ -23,7 +23,9 @@ function registryWith(patterns: Record<string, unknown>): PatternRegistry {
 
 describe('aggregate', () => {
   test('moa: the three references start together, the aggregator sees every one of them and writes the final answer', async () => {
-    const primary = new FakeModel('p-72b', [(request) => (systemOf(request).includes(AGGREGATE_INSTRUCTION) ? 'the synthesis' : 'primary view')], { delayMs: 20 });
+    const primary = new FakeModel('p-72b', [(request) => (systemOf(request).includes(AGGREGATE_INSTRUCTION) ? 'the synthesis' : 'primary view')], {
+      delayMs: 20,
+    });
     const competitor = new FakeModel('c-32b', ['competitor view'], { delayMs: 20 });
     const validator = new FakeModel('v-7b', ['validator view'], { delayMs: 20 });
     const { context, events } = fakeContext({ primary, competitor, validator });
@@ -106,17 +108,23 @@ describe('aggregate', () => {
   });
 
   test('a failed aggregator leaves the first reference as the answer, recorded and warned', async () => {
-    const primary = new FakeModel('p', [(request) => (systemOf(request).includes(AGGREGATE_INSTRUCTION) ? new ModelUnavailableError('aggregator crashed', { retryable: false }) : 'primary view')]);
+    const primary = new FakeModel('p', [
+      (request) => (systemOf(request).includes(AGGREGATE_INSTRUCTION) ? new ModelUnavailableError('aggregator crashed', { retryable: false }) : 'primary view'),
+    ]);
     const { context } = fakeContext({ primary, competitor: new FakeModel('c', ['competitor view']), validator: new FakeModel('v', ['validator view']) });
     const result = await runPattern(new PatternRegistry(), 'moa', input('q'), context);
     expect(result.content).toBe('primary view');
     expect(result.aggregation).toMatchObject({ fallback: true });
-    expect(result.warnings).toEqual([expect.stringMatching(/the aggregator \(primary\) failed \(aggregator crashed\); the first reference of the last layer is the answer/)]);
+    expect(result.warnings).toEqual([
+      expect.stringMatching(/the aggregator \(primary\) failed \(aggregator crashed\); the first reference of the last layer is the answer/),
+    ]);
   });
 
   test('a declaration asking for more references than a layer has is refused at load', () => {
     expect(() =>
-      registryWith({ bad: { description: 'x', steps: [{ aggregate: { references: [{ role: 'primary', samples: 2 }], aggregator: 'primary', minReferences: 3 } }] } }),
+      registryWith({
+        bad: { description: 'x', steps: [{ aggregate: { references: [{ role: 'primary', samples: 2 }], aggregator: 'primary', minReferences: 3 } }] },
+      }),
     ).toThrow(/test\.yaml: pattern "bad": step 1 \(aggregate\)\.minReferences: minReferences is more than the references/);
   });
 });
@@ -201,13 +209,25 @@ describe('critique', () => {
 describe('declared patterns of each kind', () => {
   test('each new kind is declarable, listed with its options, and its roles are required', () => {
     const registry = registryWith({
-      panel: { description: 'mixed panel', steps: [{ aggregate: { references: [{ role: 'competitor', samples: 2 }, { role: 'validator' }], aggregator: 'competitor' } }] },
+      panel: {
+        description: 'mixed panel',
+        steps: [{ aggregate: { references: [{ role: 'competitor', samples: 2 }, { role: 'validator' }], aggregator: 'competitor' } }],
+      },
       vote: { description: 'vote', steps: [{ select: { role: 'competitor', samples: 4, judge: 'validator' } }] },
       polish: { description: 'polish', steps: [{ generate: { role: 'competitor' } }, { critique: { critic: 'validator', maxRounds: 1 } }] },
     });
     const listed = registry.list().filter((pattern) => !pattern.builtIn);
     expect(listed.map((pattern) => pattern.steps[0])).toEqual([
-      { aggregate: expect.objectContaining({ layers: 1, minReferences: 1, references: [{ role: 'competitor', samples: 2 }, { role: 'validator', samples: 1 }] }) },
+      {
+        aggregate: expect.objectContaining({
+          layers: 1,
+          minReferences: 1,
+          references: [
+            { role: 'competitor', samples: 2 },
+            { role: 'validator', samples: 1 },
+          ],
+        }),
+      },
       { select: expect.objectContaining({ samples: 4, temperature: 0.7 }) },
       { generate: { role: 'competitor' } },
     ]);

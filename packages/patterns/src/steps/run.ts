@@ -1,13 +1,4 @@
-import type {
-  AggregationRecord,
-  ChatMessage,
-  CritiqueRecord,
-  RouteDecision,
-  SelectionRecord,
-  StepRecord,
-  TaskOptions,
-  ToolCall,
-} from '@mageagent/core';
+import type { AggregationRecord, ChatMessage, CritiqueRecord, RouteDecision, SelectionRecord, StepRecord, TaskOptions, ToolCall } from '@mageagent/core';
 import type { PatternContext, PatternInput } from '../context';
 import { renderTemplate } from '../templates';
 import { StepIds, type GenerateOutcome } from '../generate';

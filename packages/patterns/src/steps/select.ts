@@ -86,7 +86,10 @@ export const selectStep: StepDefinition<SelectStepDeclaration> = {
               ? { verdict: 'unparseable', note: 'the selection did not start with "SELECTED: <n>"; fell back to sample 1' }
               : {
                   verdict: String(reading.index),
-                  note: truncate(`${reading.confidence === null ? 'no confidence given' : `confidence ${reading.confidence}`}${reading.reason ? `: ${reading.reason}` : ''}`, 500),
+                  note: truncate(
+                    `${reading.confidence === null ? 'no confidence given' : `confidence ${reading.confidence}`}${reading.reason ? `: ${reading.reason}` : ''}`,
+                    500,
+                  ),
                 };
           },
         }),

@@ -84,11 +84,7 @@ export const validateStep: StepDefinition<ValidateStepDeclaration> = {
       const feedback = reading.feedback || 'The reviewer rejected the answer without giving reasons.';
       // The revision continues the conversation that produced the answer: its system prompt and
       // templates still apply, and the reviewer's feedback is the next user turn.
-      const messages: ChatMessage[] = [
-        ...answer.messages,
-        { role: 'assistant', content: answer.content },
-        { role: 'user', content: revisionPrompt(feedback) },
-      ];
+      const messages: ChatMessage[] = [...answer.messages, { role: 'assistant', content: answer.content }, { role: 'user', content: revisionPrompt(feedback) }];
       const revision = run.record(
         await generate(run.context, run.stepIds, {
           name: 'revise',

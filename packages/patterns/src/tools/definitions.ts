@@ -50,10 +50,7 @@ function stringArgument(description: string, options: { allowEmpty?: boolean } =
 
 function argumentsObject<Shape extends z.ZodRawShape>(shape: Shape) {
   return z.strictObject(shape, {
-    error: (issue) =>
-      issue.code === 'unrecognized_keys'
-        ? `has unknown arguments: ${issue.keys.join(', ')}`
-        : 'arguments must be a JSON object',
+    error: (issue) => (issue.code === 'unrecognized_keys' ? `has unknown arguments: ${issue.keys.join(', ')}` : 'arguments must be a JSON object'),
   });
 }
 
@@ -78,11 +75,7 @@ function zodToolSpec(name: string, description: string, schema: z.ZodType<Record
  * tools. Write's `content` and Edit's `new_string` may be empty (an empty file, a deletion).
  */
 export const BUILT_IN_TOOL_SPECS: readonly ToolSpec[] = [
-  zodToolSpec(
-    'Read',
-    'Read the contents of a file.',
-    argumentsObject({ file_path: stringArgument('Path of the file to read') }),
-  ),
+  zodToolSpec('Read', 'Read the contents of a file.', argumentsObject({ file_path: stringArgument('Path of the file to read') })),
   zodToolSpec(
     'Write',
     'Create a file, or overwrite an existing one, with the given content.',

@@ -91,11 +91,7 @@ interface Attempt {
  * part of it: the calls may depend on each other, and half a plan is worse than none. Calls to
  * tools not offered are dropped with a warning. Nothing is executed.
  */
-export async function extractTools(
-  context: PatternContext,
-  stepIds: StepIds,
-  options: ExtractToolsOptions,
-): Promise<ExtractToolsResult> {
+export async function extractTools(context: PatternContext, stepIds: StepIds, options: ExtractToolsOptions): Promise<ExtractToolsResult> {
   const { specs, required = false, final = false } = options;
   if (specs.length === 0) throw new ValidationError('tool-call extraction needs at least one tool to offer');
   const role = options.role ?? 'tools';
@@ -139,9 +135,7 @@ export async function extractTools(
   const messages: ChatMessage[] = [
     {
       role: 'system',
-      content: toolsSystemPrompt(
-        specs.map(({ name, description, parameters }) => ({ name, ...(description !== undefined && { description }), parameters })),
-      ),
+      content: toolsSystemPrompt(specs.map(({ name, description, parameters }) => ({ name, ...(description !== undefined && { description }), parameters }))),
     },
     { role: 'user', content: toolsUserPrompt(options.request, options.answer) },
   ];

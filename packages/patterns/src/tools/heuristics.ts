@@ -12,7 +12,8 @@ const FILE_NOUNS = 'files?|director(?:y|ies)|folders?|disk|filesystem|file syste
 const PATH = String.raw`(?:[\w.~-]*\/[\w./~-]+|[\w-]+\.[A-Za-z][A-Za-z0-9]{0,4})\b`;
 const DETERMINERS = '(?:the|a|an|this|that|my|our|your|new|file|files)';
 const RUN_VERBS = 'run|execute|exec|launch';
-const RUNNABLES = 'commands?|scripts?|tests?|test suite|builds?|linters?|programs?|binar(?:y|ies)|migrations?|npm|npx|yarn|pnpm|make|pytest|cargo|git|docker|python3?|node|pip|bash|sh';
+const RUNNABLES =
+  'commands?|scripts?|tests?|test suite|builds?|linters?|programs?|binar(?:y|ies)|migrations?|npm|npx|yarn|pnpm|make|pytest|cargo|git|docker|python3?|node|pip|bash|sh';
 const CODE_PLACES = 'files?|codebase|code base|repo|repository|project|director(?:y|ies)|folders?|source(?: code)?|src';
 
 /** `first`, then up to `gap` more words, then `second`, all on word boundaries. */

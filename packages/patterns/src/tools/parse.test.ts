@@ -41,23 +41,22 @@ test('OpenAI function calls with arguments as a JSON string, and a single call o
   expect(calls(parseToolCalls(openAi))).toEqual([readCall]);
   expect(calls(parseToolCalls('{"name": "Read", "arguments": {"file_path": "src/app.ts"}}'))).toEqual([readCall]);
   // Arguments written beside the name, and missing arguments.
-  expect(calls(parseToolCalls('[{"tool": "Read", "file_path": "src/app.ts"}, {"tool": "Bash"}]'))).toEqual([
-    readCall,
-    { tool: 'Bash', arguments: {} },
-  ]);
+  expect(calls(parseToolCalls('[{"tool": "Read", "file_path": "src/app.ts"}, {"tool": "Bash"}]'))).toEqual([readCall, { tool: 'Bash', arguments: {} }]);
   // An unreadable arguments string is kept for validation to reject.
   expect(calls(parseToolCalls('[{"function": {"name": "Bash", "arguments": "ls -la"}}]'))).toEqual([{ tool: 'Bash', arguments: 'ls -la' }]);
 });
 
 test('reasoning in <think> blocks is ignored, also a lone </think> from the chat template', () => {
-  const reply = '<think>Maybe [{"tool": "Bash", "arguments": {"command": "rm -rf /"}}]? No.</think>\n[{"tool": "Read", "arguments": {"file_path": "src/app.ts"}}]';
+  const reply =
+    '<think>Maybe [{"tool": "Bash", "arguments": {"command": "rm -rf /"}}]? No.</think>\n[{"tool": "Read", "arguments": {"file_path": "src/app.ts"}}]';
   expect(parseToolCalls(reply)).toEqual({ ok: true, calls: [readCall], prose: '' });
   expect(calls(parseToolCalls('thinking [1, 2]...</think>[{"tool": "Read", "arguments": {"file_path": "src/app.ts"}}]'))).toEqual([readCall]);
   expect(parseToolCalls('<think>still thinking about [{"tool": "Read"')).toEqual({ ok: false, error: 'the reply has nothing but reasoning' });
 });
 
-test("Hermes <tool_call> blocks and single-quoted near-JSON", () => {
-  const hermes = 'Sure.\n<tool_call>\n{"name": "Read", "arguments": {"file_path": "src/app.ts"}}\n</tool_call>\n<tool_call>{"name": "Bash", "arguments": {"command": "npm test"}}</tool_call>';
+test('Hermes <tool_call> blocks and single-quoted near-JSON', () => {
+  const hermes =
+    'Sure.\n<tool_call>\n{"name": "Read", "arguments": {"file_path": "src/app.ts"}}\n</tool_call>\n<tool_call>{"name": "Bash", "arguments": {"command": "npm test"}}</tool_call>';
   expect(parseToolCalls(hermes)).toEqual({
     ok: true,
     calls: [readCall, { tool: 'Bash', arguments: { command: 'npm test' } }],

@@ -174,7 +174,7 @@ describe('access log', () => {
     expect(line).not.toHaveProperty('keyId');
   });
 
-  test('an SSE stream is logged once, at its end, with the whole stream\'s duration and bytes', async () => {
+  test("an SSE stream is logged once, at its end, with the whole stream's duration and bytes", async () => {
     const id = randomUUID();
     const before = app.lines().length;
     const response = await fetch(`${app.url}/tasks/${id}/stream?holdMs=300`);
@@ -214,7 +214,7 @@ describe('access log', () => {
   });
 });
 
-test('below the logger\'s level, nothing is logged', async () => {
+test("below the logger's level, nothing is logged", async () => {
   const { stream, raw } = capturedOutput();
   const app = express();
   app.use(accessLog({ logger: createLogger({ service: 'test', level: 'warn' }), output: stream }));

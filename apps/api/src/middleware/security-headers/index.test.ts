@@ -51,8 +51,7 @@ async function startServer(options: SecurityHeadersOptions): Promise<TestServer>
   };
 }
 
-const corsHeadersOf = (response: Response) =>
-  [...response.headers.keys()].filter((name) => name.startsWith('access-control-')).sort();
+const corsHeadersOf = (response: Response) => [...response.headers.keys()].filter((name) => name.startsWith('access-control-')).sort();
 
 describe('CORS_ORIGINS', () => {
   const parse = (text: string | undefined) => CorsOriginsSchema.safeParse(text);
@@ -91,7 +90,14 @@ describe('helmet, for a JSON and SSE api', () => {
       expect(response.headers.get('strict-transport-security')).toBeNull();
       expect(response.headers.get('x-powered-by')).toBeNull();
       // Document-only and obsolete headers are not sent.
-      for (const absent of ['cross-origin-opener-policy', 'origin-agent-cluster', 'x-dns-prefetch-control', 'x-download-options', 'x-permitted-cross-domain-policies', 'x-xss-protection']) {
+      for (const absent of [
+        'cross-origin-opener-policy',
+        'origin-agent-cluster',
+        'x-dns-prefetch-control',
+        'x-download-options',
+        'x-permitted-cross-domain-policies',
+        'x-xss-protection',
+      ]) {
         expect(response.headers.get(absent)).toBeNull();
       }
     }
@@ -198,7 +204,7 @@ describe('Socket.io handshakes', () => {
   beforeAll(async () => (server = await startServer({ corsOrigins: [APP_ORIGIN], hstsMaxAgeSeconds: 0 })));
   afterAll(() => server.close());
 
-  test.each(['websocket', 'polling'] as const)('%s: an allowed Origin, no Origin and the api\'s own host connect', async (transport) => {
+  test.each(['websocket', 'polling'] as const)("%s: an allowed Origin, no Origin and the api's own host connect", async (transport) => {
     expect(await handshake(server.url, APP_ORIGIN, transport)).toBe('connected');
     expect(await handshake(server.url, undefined, transport)).toBe('connected');
     expect(await handshake(server.url, server.url, transport)).toBe('connected');

@@ -34,7 +34,10 @@ export const CorsOriginsSchema = z
   .default('')
   .transform((text, context) => {
     const origins: string[] = [];
-    for (const entry of text.split(',').map((part) => part.trim()).filter((part) => part !== '')) {
+    for (const entry of text
+      .split(',')
+      .map((part) => part.trim())
+      .filter((part) => part !== '')) {
       const origin = originOf(entry);
       if (origin === undefined || origin !== entry.toLowerCase()) {
         context.addIssue({ code: 'custom', message: `"${quote(entry)}" is not an origin like https://app.example.com or http://localhost:5173` });
