@@ -230,7 +230,13 @@ describe('the compiled services', () => {
         encoding: 'utf8',
       });
       const result = JSON.parse(output.trim().split('\n').at(-1)!) as { own: boolean; enabled: boolean; dependenciesWithMaps: number; read: string[] };
-      expect({ bundle, ...result, dependenciesWithMaps: result.dependenciesWithMaps > 0 }).toEqual({ bundle, own: true, enabled: true, dependenciesWithMaps: true, read: [] });
+      expect({ bundle, ...result, dependenciesWithMaps: result.dependenciesWithMaps > 0 }).toEqual({
+        bundle,
+        own: true,
+        enabled: true,
+        dependenciesWithMaps: true,
+        read: [],
+      });
     }
   });
 
