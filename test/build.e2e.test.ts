@@ -5,7 +5,7 @@
  * Dockerfile's runtime stage is checked to hold no sources or tests, and the bundles to load only
  * production dependencies (what `npm ci --omit=dev` leaves in the image).
  */
-import { execSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, execSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -212,6 +212,34 @@ describe('the Dockerfile', () => {
 });
 
 describe('the compiled services', () => {
+  test('with --enable-source-maps a bundle maps its own code, and node reads no source map of node_modules', () => {
+    // scripts/build.mjs's banner: the dependencies' maps (luxon, msgpackr, the OpenTelemetry API…) cost MBs of RSS.
+    const probe = [
+      "const { findSourceMap } = require('node:module');",
+      "const { readFileSync } = require('node:fs');",
+      'const bundle = process.env.PROBE_BUNDLE;',
+      'require(bundle);',
+      "const withMaps = Object.keys(require.cache).filter((file) => file.includes('/node_modules/') && /\\/\\/# sourceMappingURL=/.test(readFileSync(file, 'utf8')));",
+      'console.log(JSON.stringify({ own: findSourceMap(bundle) !== undefined, enabled: process.sourceMapsEnabled, dependenciesWithMaps: withMaps.length, read: withMaps.filter((file) => findSourceMap(file) !== undefined) }));',
+      'process.exit(0);',
+    ].join('\n');
+    for (const bundle of ['apps/worker/dist/main.js', 'apps/api/dist/main.js']) {
+      const output = execFileSync(process.execPath, ['--enable-source-maps', '-e', probe], {
+        cwd: ROOT,
+        env: { ...process.env, PROBE_BUNDLE: path.join(ROOT, bundle), REDIS_URL, LOG_LEVEL: 'error' },
+        encoding: 'utf8',
+      });
+      const result = JSON.parse(output.trim().split('\n').at(-1)!) as { own: boolean; enabled: boolean; dependenciesWithMaps: number; read: string[] };
+      expect({ bundle, ...result, dependenciesWithMaps: result.dependenciesWithMaps > 0 }).toEqual({
+        bundle,
+        own: true,
+        enabled: true,
+        dependenciesWithMaps: true,
+        read: [],
+      });
+    }
+  });
+
   test('simulator, worker and api from their bundles run a task end to end', async () => {
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH,

@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'bullmq';
 import { ConfigError, createLogger, isMageError, logOptionsOf, onShutdown, readApiKeysFile, startTracing } from '@mageagent/core';
 import {
@@ -45,6 +46,11 @@ function tenantWebhookSecrets(keysFile: string | undefined): Map<string, string>
 const SHUTDOWN_HAND_BACK_MS = 5_000;
 
 async function main(): Promise<void> {
+  // Model calls go through fetch (undici), whose HTTP parser is WebAssembly (llhttp). V8's optimising
+  // wasm compiler takes ~30 MB of malloc for it on the first call, and much of that stays in RSS
+  // (worker after 200 tasks: see docs/operate/build.md). The baseline compiler alone (Liftoff) needs
+  // ~2 MB; parsing model responses was no slower measurably. Must run before the first fetch.
+  setFlagsFromString('--liftoff-only');
   const env = loadWorkerEnv();
   const logger = createLogger({ service: 'worker', ...logOptionsOf(env) });
   // Before anything creates spans; loads the SDK only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
