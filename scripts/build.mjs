@@ -90,8 +90,10 @@ const nestedBundled = new Set();
  * Stack traces still show TypeScript file:line for bundled code; frames in node_modules show the
  * package's .js file, as without the flag. Nothing changes when node runs without the flag.
  */
+// Fail-safe: whatever goes wrong here (an API that changed in a node version this was not run on)
+// leaves source maps as node set them; it must never stop a service from starting.
 const SOURCE_MAPS_BANNER =
-  '"use strict"; var __sourceMapsOff = (() => { const m = require("node:module"); if (typeof m.setSourceMapsSupport === "function") { const s = m.getSourceMapsSupport(); if (s.enabled) m.setSourceMapsSupport(true, { nodeModules: false, generatedCode: s.generatedCode }); return false; } if (!process.sourceMapsEnabled) return false; process.setSourceMapsEnabled(false); return true; })();';
+  '"use strict"; var __sourceMapsOff = (() => { try { const m = require("node:module"); if (typeof m.setSourceMapsSupport === "function") { const s = m.getSourceMapsSupport(); if (s.enabled) m.setSourceMapsSupport(true, { nodeModules: false, generatedCode: s.generatedCode }); return false; } if (!process.sourceMapsEnabled) return false; process.setSourceMapsEnabled(false); return true; } catch { return false; } })();';
 const SOURCE_MAPS_FOOTER = 'if (__sourceMapsOff) process.setSourceMapsEnabled(true);';
 
 const quiet = process.argv.includes('--quiet');
