@@ -17,7 +17,9 @@ async function main(): Promise<void> {
   const env = loadApiEnv();
   const logger = createLogger({ service: 'api', ...logOptionsOf(env) });
   // Before anything creates spans; loads the SDK only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
-  const tracing = await startTracing('mageagent-api', logger);
+  // Callers are not ours: a traceparent they send names the trace, but the sampler alone decides
+  // whether it is recorded (an unauthenticated flood of sampled traceparents exports nothing more).
+  const tracing = await startTracing('mageagent-api', logger, process.env, { untrustedRemoteParents: true });
 
   const registry = loadKeyRegistry(env, logger);
   const keys = registry && keyDirectoryOf(registry);

@@ -96,6 +96,7 @@ export {
   SpanKind,
   SpanStatusCode,
   startTracing,
+  type TracingOptions,
   traceCarrier,
   tracer,
 } from './tracing';

@@ -3,7 +3,7 @@ import { context, diag, DiagLogLevel, propagation, trace } from '@opentelemetry/
 import type { Sampler, SpanExporter } from '@opentelemetry/sdk-trace';
 import { ConfigError } from './errors';
 import type { Logger } from './logger';
-import type { Tracing } from './tracing';
+import type { Tracing, TracingOptions } from './tracing';
 
 /**
  * Starts the OpenTelemetry SDK. Reached only through `startTracing`'s dynamic import when an OTLP
@@ -11,9 +11,9 @@ import type { Tracing } from './tracing';
  * tracing never loads them (test/tracing.e2e.test.ts checks that on real processes).
  *
  * The exporters read OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT, _HEADERS, _TIMEOUT and the TLS settings
- * themselves; the trace SDK 3.x no longer reads the sampler and batch settings, so they are read here.
+ * themselves; the trace SDK (2.x) does not read the sampler and batch settings for a provider built in code, so they are read here.
  */
-export async function startTracingSdk(defaultServiceName: string, logger: Logger, env: NodeJS.ProcessEnv): Promise<Tracing> {
+export async function startTracingSdk(defaultServiceName: string, logger: Logger, env: NodeJS.ProcessEnv, options: TracingOptions = {}): Promise<Tracing> {
   // Dynamic imports of the packages themselves (not only of this module): a bundler that inlines
   // this file into the app's bundle keeps them as runtime imports, so they stay unloaded when off.
   const [sdk, { AsyncLocalStorageContextManager }, { W3CTraceContextPropagator }, resources] = await Promise.all([
@@ -30,7 +30,7 @@ export async function startTracingSdk(defaultServiceName: string, logger: Logger
     .merge(detectResources({ detectors: [envDetector] }));
   const provider = new sdk.TracerProvider({
     resource,
-    sampler: samplerFromEnv(sdk, env),
+    sampler: samplerFromEnv(sdk, env, options),
     spanProcessors: [
       new sdk.BatchSpanProcessor({
         exporter,
@@ -84,8 +84,13 @@ async function createExporter(env: NodeJS.ProcessEnv): Promise<SpanExporter> {
 }
 
 /** OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG as the spec defines them; default parentbased_always_on. */
-export function samplerFromEnv(sdk: typeof import('@opentelemetry/sdk-trace'), env: NodeJS.ProcessEnv): Sampler {
+export function samplerFromEnv(sdk: typeof import('@opentelemetry/sdk-trace'), env: NodeJS.ProcessEnv, options: TracingOptions = {}): Sampler {
   const { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler } = sdk;
+  // With untrusted remote parents, a parent from another process (a client's traceparent) gives its
+  // trace id but not the decision: the root sampler decides, so a caller cannot force its requests
+  // to be recorded and exported. A parent within the process is followed as usual.
+  const parentBased = (root: Sampler): Sampler =>
+    new ParentBasedSampler(options.untrustedRemoteParents ? { root, remoteParentSampled: root, remoteParentNotSampled: root } : { root });
   const name = (env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on').trim().toLowerCase();
   const ratio = (): number => {
     const raw = env.OTEL_TRACES_SAMPLER_ARG;
@@ -102,11 +107,11 @@ export function samplerFromEnv(sdk: typeof import('@opentelemetry/sdk-trace'), e
     case 'traceidratio':
       return new TraceIdRatioBasedSampler(ratio());
     case 'parentbased_always_on':
-      return new ParentBasedSampler({ root: new AlwaysOnSampler() });
+      return parentBased(new AlwaysOnSampler());
     case 'parentbased_always_off':
-      return new ParentBasedSampler({ root: new AlwaysOffSampler() });
+      return parentBased(new AlwaysOffSampler());
     case 'parentbased_traceidratio':
-      return new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(ratio()) });
+      return parentBased(new TraceIdRatioBasedSampler(ratio()));
     default:
       throw new ConfigError(
         `OTEL_TRACES_SAMPLER=${JSON.stringify(name)} is not supported: use always_on, always_off, traceidratio or parentbased_{always_on,always_off,traceidratio}`,

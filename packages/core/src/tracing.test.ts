@@ -2,6 +2,7 @@
  * Tracing's configuration: when it is on, which sampler OTEL_TRACES_SAMPLER names, and what is
  * refused at start-up (a clear ConfigError, not a process that silently exports nothing).
  */
+import { ROOT_CONTEXT, SpanKind, TraceFlags, trace } from '@opentelemetry/api';
 import * as sdk from '@opentelemetry/sdk-trace';
 import { ConfigError } from './errors';
 import { capturedLogger } from './test-logger';
@@ -27,6 +28,42 @@ describe('samplerFromEnv', () => {
     expect(sampler({ OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.25' })).toBe('TraceIdRatioBased{0.25}');
     expect(sampler({ OTEL_TRACES_SAMPLER: 'parentbased_traceidratio', OTEL_TRACES_SAMPLER_ARG: '0.1' })).toMatch(/^ParentBased\{root=TraceIdRatioBased\{0.1\}/);
     expect(sampler({ OTEL_TRACES_SAMPLER: 'parentbased_always_off' })).toMatch(/^ParentBased\{root=AlwaysOffSampler/);
+  });
+
+  it('with untrusted remote parents, a remote sampled parent does not force recording: the root decides', () => {
+    const remote = trace.setSpanContext(ROOT_CONTEXT, {
+      traceId: '0af7651916cd43dd8448eb211c80319c',
+      spanId: 'b7ad6b7169203331',
+      traceFlags: TraceFlags.SAMPLED,
+      isRemote: true,
+    });
+    const decide = (options: { untrustedRemoteParents?: boolean }) =>
+      samplerFromEnv(sdk, { OTEL_TRACES_SAMPLER: 'parentbased_always_off' }, options).shouldSample(
+        remote,
+        '0af7651916cd43dd8448eb211c80319c',
+        'POST /tasks',
+        SpanKind.SERVER,
+        {},
+        [],
+      ).decision;
+    expect(decide({})).toBe(sdk.SamplingDecision.RECORD_AND_SAMPLED);
+    expect(decide({ untrustedRemoteParents: true })).toBe(sdk.SamplingDecision.NOT_RECORD);
+    // A parent within the process is still followed.
+    const local = trace.setSpanContext(ROOT_CONTEXT, {
+      traceId: '0af7651916cd43dd8448eb211c80319c',
+      spanId: 'b7ad6b7169203331',
+      traceFlags: TraceFlags.SAMPLED,
+    });
+    expect(
+      samplerFromEnv(sdk, { OTEL_TRACES_SAMPLER: 'parentbased_always_off' }, { untrustedRemoteParents: true }).shouldSample(
+        local,
+        '0af7651916cd43dd8448eb211c80319c',
+        'x',
+        SpanKind.INTERNAL,
+        {},
+        [],
+      ).decision,
+    ).toBe(sdk.SamplingDecision.RECORD_AND_SAMPLED);
   });
 
   it('refuses an unknown sampler or a ratio outside [0, 1]', () => {

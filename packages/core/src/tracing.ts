@@ -38,11 +38,25 @@ export function tracingConfigured(env: NodeJS.ProcessEnv = process.env): boolean
  * nothing. `defaultServiceName` is the service name unless OTEL_SERVICE_NAME says otherwise.
  * Call it first thing in main(), before spans are created.
  */
-export async function startTracing(defaultServiceName: string, logger: Logger, env: NodeJS.ProcessEnv = process.env): Promise<Tracing> {
+/** How a process treats trace context it receives. */
+export interface TracingOptions {
+  /**
+   * True where the callers are not ours (the api): their `traceparent` sets the trace id, but not
+   * whether the trace is recorded; the configured sampler decides as for a new trace.
+   */
+  untrustedRemoteParents?: boolean;
+}
+
+export async function startTracing(
+  defaultServiceName: string,
+  logger: Logger,
+  env: NodeJS.ProcessEnv = process.env,
+  options: TracingOptions = {},
+): Promise<Tracing> {
   if (!tracingConfigured(env)) return DISABLED;
   // The one place the SDK is reached; a string the bundler keeps as a runtime import.
   const { startTracingSdk } = await import('./tracing-sdk');
-  const tracing = await startTracingSdk(defaultServiceName, logger, env);
+  const tracing = await startTracingSdk(defaultServiceName, logger, env, options);
   return tracing;
 }
 
