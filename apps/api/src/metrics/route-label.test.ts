@@ -53,7 +53,10 @@ test('requests are labelled by route pattern, mount and status, never by raw URL
     for (const id of ['a1', 'b2', 'c3']) await (await fetch(`${base}/tasks/${id}`)).text();
     await (await fetch(`${base}/tasks/x/cancel`, { method: 'POST' })).text();
     await (await fetch(`${base}/v1/chat/completions`, { method: 'POST' })).text();
+    // Express matches whatever the case; a caller's spelling of a mount makes no series of its own.
+    await (await fetch(`${base}/V1/chat/completions`, { method: 'POST' })).text();
     await (await fetch(`${base}/admin/queues/api/queues?activeQueue=tasks`)).text();
+    await (await fetch(`${base}/ADMIN/Queues/api/queues`)).text();
     await (await fetch(`${base}/admin/queues/static/js/main.js`)).text();
     for (const junk of ['/nope', '/tasks', '/random/123/abc']) await (await fetch(`${base}${junk}`)).text();
     // 'close' fires after the client has the response; give the server a tick to record.
@@ -62,8 +65,8 @@ test('requests are labelled by route pattern, mount and status, never by raw URL
     expect(Object.fromEntries(counts)).toEqual({
       'GET /tasks/:id 200': 3,
       'POST /tasks/:id/cancel 409': 1,
-      'POST /v1/chat/completions 201': 1,
-      'GET /admin/queues/* 200': 1,
+      'POST /v1/chat/completions 201': 2,
+      'GET /admin/queues/* 200': 2,
       'GET /admin/queues/* 404': 1,
       [`GET ${UNMATCHED_ROUTE} 404`]: 3,
     });

@@ -1,4 +1,5 @@
 import type { Request } from 'express';
+import { routeTemplateOf } from '../middleware/access-log';
 
 /** The label of requests no route matched (404s, and 401s refused before routing). */
 export const UNMATCHED_ROUTE = 'unmatched';
@@ -11,10 +12,8 @@ export const UNMATCHED_ROUTE = 'unmatched';
  * `unmatched`. Call it when the response ends: express sets `req.route` as it dispatches.
  */
 export function routeLabel(req: Request, mounts: readonly string[] = []): string {
-  const path = req.originalUrl.split('?')[0] ?? '';
+  // Express matches paths whatever their case: so do the mounts here (`/ADMIN/Queues` is the board).
+  const path = (req.originalUrl.split('?')[0] ?? '').toLowerCase();
   for (const mount of mounts) if (path === mount || path.startsWith(`${mount}/`)) return `${mount}/*`;
-  const route = (req as Request & { route?: { path?: unknown } }).route;
-  if (route === undefined || typeof route.path !== 'string') return UNMATCHED_ROUTE;
-  // req.baseUrl is the mount of the router the route is in (`/v1`), '' at the top level.
-  return `${req.baseUrl}${route.path}` || '/';
+  return routeTemplateOf(req) || UNMATCHED_ROUTE;
 }

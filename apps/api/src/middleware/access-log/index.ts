@@ -93,7 +93,11 @@ export function routeTemplateOf(req: Request): string | null {
   const route: unknown = req.route;
   if (typeof route !== 'object' || route === null || !('path' in route)) return null;
   const { path } = route;
-  const prefix = (template: unknown) => `${req.baseUrl}${String(template)}`;
+  // Express matches paths whatever their case, and req.baseUrl keeps the caller's spelling of the
+  // mount (`/V1`); every mount here is lower case, so the template is too: a caller's spelling must
+  // not make a new metric series, span name or log value.
+  const base = req.baseUrl.toLowerCase();
+  const prefix = (template: unknown) => `${base}${String(template)}`;
   return Array.isArray(path) ? path.map(prefix).join('|') : prefix(path);
 }
 
