@@ -130,6 +130,7 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
     defaultPattern: env.DEFAULT_PATTERN,
     checkWebhook: webhookCheck(env, keys),
     onCreated: (task) => metrics.taskCreated(task.pattern),
+    onCancelledWhileQueued: (task) => metrics.taskCancelledWhileQueued(task.pattern),
   });
   const services: ApiServices = {
     tasks,

@@ -55,6 +55,8 @@ export interface TaskServiceDependencies {
   checkWebhook?: (url: string, tenant: string) => void;
   /** Told of each task accepted (not of replays): the api's metrics count them by pattern. */
   onCreated?: (task: TaskRecord) => void;
+  /** A task that ended here, not on a worker: cancelled while it was still queued (no worker will count it). */
+  onCancelledWhileQueued?: (task: TaskRecord) => void;
 }
 
 export interface CreateOutcome {
@@ -165,6 +167,8 @@ export class TaskService {
     const task = await this.get(principal, rawId);
     const outcome = await this.deps.store.cancel(task.id, reason);
     if (outcome?.applied) {
+      // A worker that takes the job later finds the record cancelled and skips it uncounted.
+      if (outcome.previousStatus === 'queued') this.deps.onCancelledWhileQueued?.(task);
       const removed = outcome.previousStatus === 'queued' && (await this.deps.queue.remove(task.id));
       if (!removed) await this.deps.cancels.broadcast(this.deps.redis, task.id, reason);
     }

@@ -26,6 +26,7 @@ export class ApiMetrics {
   openSockets: () => number;
   private readonly httpDuration: Histogram<'method' | 'route' | 'status'>;
   private readonly tasksCreated: Counter<'pattern'>;
+  private readonly tasksFinished: Counter<'pattern' | 'status'>;
 
   constructor(options: ApiMetricsOptions) {
     const registers = [this.registry];
@@ -42,6 +43,14 @@ export class ApiMetrics {
       name: 'mageagent_tasks_created_total',
       help: 'Tasks accepted by this api (POST /tasks and the OpenAI facade; idempotent replays excluded), by pattern.',
       labelNames: ['pattern'],
+      registers,
+    });
+    // The same series the workers export: the api counts the only end a worker never sees (a task
+    // cancelled while queued), so sum(mageagent_tasks_finished_total) over every process is every end.
+    this.tasksFinished = new Counter({
+      name: 'mageagent_tasks_finished_total',
+      help: 'Tasks that ended in this api (cancelled while still queued), by pattern and final status; workers count every other end.',
+      labelNames: ['pattern', 'status'],
       registers,
     });
     const metrics = this;
@@ -100,6 +109,11 @@ export class ApiMetrics {
   /** Counts a task accepted. */
   taskCreated(pattern: string): void {
     this.tasksCreated.inc({ pattern });
+  }
+
+  /** Counts a task that ended in the api: cancelled while still queued (workers count every other end). */
+  taskCancelledWhileQueued(pattern: string): void {
+    this.tasksFinished.inc({ pattern, status: 'cancelled' });
   }
 
   /**
