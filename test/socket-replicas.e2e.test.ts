@@ -11,6 +11,7 @@ import type { TaskEvent } from '@mageagent/core';
 import { startService, stopService, type ServiceProcess } from '../apps/launcher/src/stack';
 import { createTask, requestJson } from './support/http';
 import { collectOutput, REDIS_URL, startTestStack, type TestStack } from './support/stack';
+import { collectTaskUpdates } from './support/socket';
 
 let service: TestStack;
 let replicaB: ServiceProcess;
@@ -58,13 +59,7 @@ test('a websocket client on replica A follows a task created through replica B a
     // Slow enough (directives are not sped up) that most events happen after the subscription:
     // replica A forwards them live from Redis, not only from the stored log.
     const id = await createTask(apiB, { prompt: 'across replicas [[sim: ttft=500; tokens=20; tps=40]]', pattern: 'primary' });
-    const received: TaskEvent[] = [];
-    const done = new Promise<void>((resolve) => {
-      socket.on('task-update', (event: TaskEvent) => {
-        received.push(event);
-        if (event.type === 'status' && event.status === 'completed') resolve();
-      });
-    });
+    const { received, done } = collectTaskUpdates(socket);
     const ack = await socket.timeout(5000).emitWithAck('subscribe-task', { taskId: id });
     expect(ack.task).toMatchObject({ id, pattern: 'primary' });
     expect(['queued', 'processing']).toContain(ack.task.status);

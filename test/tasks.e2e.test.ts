@@ -5,6 +5,7 @@ import { io as connectSocket, type Socket } from 'socket.io-client';
 import type { TaskEvent, TaskRecord } from '@mageagent/core';
 import { createTask, postJson, readSse, requestJson, waitForTask } from './support/http';
 import { startTestStack, type TestStack } from './support/stack';
+import { collectTaskUpdates } from './support/socket';
 
 let service: TestStack;
 
@@ -171,13 +172,7 @@ test('Socket.io subscribers get the same events as task-update, after an ack wit
       socket.once('connect_error', reject);
     });
     const id = await createTask(service.api, { prompt: 'socket me [[sim: tokens=20; tps=200]]', pattern: 'primary' });
-    const received: TaskEvent[] = [];
-    const done = new Promise<void>((resolve) => {
-      socket.on('task-update', (event: TaskEvent) => {
-        received.push(event);
-        if (event.type === 'status' && event.status === 'completed') resolve();
-      });
-    });
+    const { received, done } = collectTaskUpdates(socket);
     const ack = await socket.timeout(5000).emitWithAck('subscribe-task', { taskId: id });
     expect(ack.task).toMatchObject({ id, pattern: 'primary' });
     await done;
