@@ -146,7 +146,8 @@ describe('access log', () => {
   });
 
   test('route templates, not URLs: the id goes to taskId, a /v1 route keeps its mount path', async () => {
-    const id = randomUUID();
+    // The app answers 404 for ids that start with 0 (see the next test); this one must be found.
+    const id = `a${randomUUID().slice(1)}`;
     expect(await logged(`/tasks/${id}`)).toMatchObject({ route: '/tasks/:id', status: 200, taskId: id });
     expect(await logged('/v1/models/mageagent:auto')).toMatchObject({ route: '/v1/models/:model', status: 200 });
     expect(await logged('/v1/chat/completions', { method: 'POST' })).toMatchObject({
