@@ -242,6 +242,69 @@ describe('bounds, the tenant index and the webhook outbox', () => {
     await redis.del(wait);
   });
 
+  test('the queue bound counts the tasks of the same batch: a batch cannot overshoot it', async () => {
+    const bounded = scoped();
+    const [wait] = bounded.keys.queueBacklog('tasks');
+    await redis.del(wait);
+    await redis.rpush(wait, 'job-1');
+    const batch = Array.from({ length: 5 }, () => queuedTask());
+    const outcomes = await bounded.createAll(batch);
+    expect(outcomes.map((outcome) => outcome?.constructor.name ?? 'created')).toEqual([
+      'created',
+      'created',
+      'QueueFullError',
+      'QueueFullError',
+      'QueueFullError',
+    ]);
+    expect(await bounded.get(batch[1]!.id)).toBeDefined();
+    expect(await bounded.get(batch[2]!.id)).toBeUndefined();
+    await redis.del(wait);
+  });
+
+  test('a key at its active-task bound in the middle of a batch: the tasks before are written, the ones after are refused', async () => {
+    const bounded = scoped();
+    const keyId = `key-${randomUUID().slice(0, 6)}`;
+    const batch = Array.from({ length: 4 }, () => queuedTask({ keyId }));
+    const outcomes = await bounded.createAll(
+      batch,
+      batch.map(() => ({ maxActiveTasks: 2 })),
+    );
+    expect(outcomes.map((outcome) => outcome === null)).toEqual([true, true, false, false]);
+    expect(outcomes[2]).toMatchObject({ code: 'RATE_LIMITED' });
+    expect(await redis.get(bounded.keys.activeTasks(keyId))).toBe('2');
+  });
+
+  test('a task whose write fails half-way is undone whole; the tasks after it in the batch are written', async () => {
+    const bounded = scoped();
+    // A stray key of another type where the tenant index goes: the task's log and record are
+    // written before its index entry fails.
+    await redis.set(bounded.keys.tenantTasks('broken'), 'not a sorted set');
+    const keyId = `key-${randomUUID().slice(0, 6)}`;
+    const [before, broken, after] = [queuedTask({ keyId }), queuedTask({ keyId, tenant: 'broken' }), queuedTask({ keyId })];
+    const outcomes = await bounded.createAll([before!, broken!, after!]);
+    expect(outcomes[0]).toBeNull();
+    expect(outcomes[1]?.message).toMatch(/WRONGTYPE/);
+    expect(outcomes[2]).toBeNull();
+    expect(await bounded.get(broken!.id)).toBeUndefined();
+    expect(await bounded.readEvents(broken!.id)).toEqual([]);
+    expect(await redis.get(bounded.keys.activeTasks(keyId))).toBe('2');
+    expect(await redis.get(bounded.keys.tenantTasks('broken'))).toBe('not a sorted set');
+    await redis.del(bounded.keys.tenantTasks('broken'));
+  });
+
+  test('a batch larger than one script call is written whole, in order, and indexed', async () => {
+    const bounded = new TaskStore(redis, boundsPrefix, { retentionSeconds: 60 });
+    const tenant = `big-${randomUUID().slice(0, 6)}`;
+    const batch = Array.from({ length: 300 }, () => queuedTask({ id: uuidv7(), tenant }));
+    expect(await bounded.createAll(batch)).toEqual(batch.map(() => null));
+    expect(await redis.zcard(bounded.keys.tenantTasks(tenant))).toBe(300);
+    expect(await redis.ttl(bounded.keys.tenantTasks(tenant))).toBeGreaterThan(60);
+    expect((await bounded.get(batch[299]!.id))?.status).toBe('queued');
+    const again = await bounded.createAll([batch[0]!, queuedTask({ tenant })]);
+    expect(again[0]).toMatchObject({ name: 'TaskExistsError' });
+    expect(again[1]).toBeNull();
+  });
+
   test('a task with a webhook enters the outbox when it ends, once; its delivery attempts are on its record', async () => {
     const bounded = scoped();
     const task = queuedTask({ webhook: { url: 'https://example.com/hook', events: ['completed', 'failed', 'cancelled'], deliveries: [] } });

@@ -15,7 +15,7 @@ import {
   type WebhookDelivery,
 } from '@mageagent/core';
 import { TaskKeys, uuidV7Floor } from './keys';
-import { CREATE_TASK, DISCARD_TASK, TRANSITION } from './scripts';
+import { CREATE_TASKS, DISCARD_TASK, TRANSITION } from './scripts';
 import { TASK_QUEUE_NAME } from './task-queue';
 
 type ScriptedRedis = (Redis | Cluster) & {
@@ -69,6 +69,9 @@ export interface TransitionRequest {
   writeId?: string;
 }
 
+/** Tasks per create-script call: enough to amortise the call, small enough to keep Redis responsive. */
+const CREATE_CHUNK = 128;
+
 const NON_TERMINAL: readonly TaskStatus[] = ['queued', 'processing'];
 const JSON_FIELDS = ['input', 'options', 'metadata', 'result', 'error', 'webhook'] as const;
 
@@ -88,7 +91,8 @@ export class TaskStore {
   ) {
     this.keys = new TaskKeys(prefix);
     if (!('mageTransition' in redis)) {
-      redis.defineCommand('mageCreateTask', { numberOfKeys: 6, lua: CREATE_TASK });
+      // No fixed key count: the first argument says how many keys the batch has.
+      redis.defineCommand('mageCreateTasks', { lua: CREATE_TASKS });
       redis.defineCommand('mageDiscardTask', { numberOfKeys: 3, lua: DISCARD_TASK });
       redis.defineCommand('mageTransition', { numberOfKeys: 3, lua: TRANSITION });
     }
@@ -112,52 +116,50 @@ export class TaskStore {
    * against the bounds and written in one script, so the bounds hold across api replicas.
    */
   async createAll(tasks: readonly TaskRecord[], limits: readonly (CreateLimits | undefined)[] = []): Promise<(Error | null)[]> {
-    const pipeline = this.redis.pipeline() as ChainableCommander & {
-      mageCreateTask(...keysAndArgv: (string | number)[]): unknown;
-    };
     const [wait, prioritized] = this.keys.queueBacklog(TASK_QUEUE_NAME);
     const indexFloor = uuidV7Floor(Date.now() - 2 * this.options.retentionSeconds * 1000);
-    // Each task is prepared on its own: one that cannot be serialised fails alone, never its batch.
-    const outcomes: (Error | null | 'sent')[] = tasks.map((task, index) => {
+    const outcomes: (Error | null)[] = new Array(tasks.length).fill(null);
+    // One script call per chunk of the batch (a chunk bounds how long Redis is busy with one call).
+    const calls: { indexes: number[]; keys: string[]; argv: (string | number)[] }[] = [];
+    let call: (typeof calls)[number] | undefined;
+    tasks.forEach((task, index) => {
+      // Each task is prepared on its own: one that cannot be serialised fails alone, never its batch.
+      let fields: [string, string][];
       try {
-        const argv: (string | number)[] = [
-          this.options.retentionSeconds,
-          task.id,
-          task.createdAt,
-          JSON.stringify({ type: 'status', status: task.status }),
-          limits[index]?.maxActiveTasks ?? 0,
-          this.options.maxQueuedTasks ?? 0,
-          indexFloor,
-        ];
-        for (const [key, value] of Object.entries(serialise(task))) argv.push(key, value);
-        pipeline.mageCreateTask(
-          this.keys.task(task.id),
-          this.keys.events(task.id),
-          this.keys.tenantTasks(task.tenant),
-          this.keys.activeTasks(task.keyId ?? 'open'),
-          wait,
-          prioritized,
-          ...argv,
-        );
-        return 'sent';
+        fields = Object.entries(serialise(task));
       } catch (error) {
-        return new TaskNotStorableError(task.id, error);
+        outcomes[index] = new TaskNotStorableError(task.id, error);
+        return;
       }
+      if (call === undefined || call.indexes.length === CREATE_CHUNK) {
+        call = { indexes: [], keys: [wait, prioritized], argv: [this.options.retentionSeconds, this.options.maxQueuedTasks ?? 0, indexFloor] };
+        calls.push(call);
+      }
+      call.indexes.push(index);
+      call.keys.push(this.keys.task(task.id), this.keys.events(task.id), this.keys.tenantTasks(task.tenant), this.keys.activeTasks(task.keyId ?? 'open'));
+      call.argv.push(task.id, task.createdAt, `{"type":"status","status":"${task.status}"}`, limits[index]?.maxActiveTasks ?? 0, fields.length);
+      for (const [field, value] of fields) call.argv.push(field, value);
     });
-    if (pipeline.length === 0) return outcomes.map((outcome) => (outcome === 'sent' ? null : outcome));
+    if (calls.length === 0) return outcomes;
     let replies: [Error | null, unknown][] | null;
     try {
+      const pipeline = this.redis.pipeline() as ChainableCommander & { mageCreateTasks(...keysAndArgv: (string | number)[]): unknown };
+      for (const { keys, argv } of calls) pipeline.mageCreateTasks(keys.length, ...keys, ...argv);
       replies = await pipeline.exec();
     } catch (error) {
-      return outcomes.map((outcome) => (outcome === 'sent' ? asError(error) : outcome));
+      for (const { indexes } of calls) for (const index of indexes) outcomes[index] = asError(error);
+      return outcomes;
     }
-    let reply = 0;
-    return outcomes.map((outcome, index) => {
-      if (outcome !== 'sent') return outcome;
-      const [error, created] = replies?.[reply++] ?? [new Error('no reply from Redis'), 0];
-      if (error) return error;
-      return createOutcome(tasks[index], limits[index], this.options.maxQueuedTasks, Number(created));
+    calls.forEach(({ indexes }, callIndex) => {
+      const [error, answers] = replies?.[callIndex] ?? [new Error('no reply from Redis'), null];
+      indexes.forEach((index, position) => {
+        const answer = error ? error : (answers as unknown[] | null)?.[position];
+        if (answer instanceof Error) outcomes[index] = answer;
+        else if (typeof answer === 'number') outcomes[index] = createOutcome(tasks[index], limits[index], this.options.maxQueuedTasks, answer);
+        else outcomes[index] = new Error(answer === undefined || answer === null ? 'no reply from Redis' : String(answer));
+      });
     });
+    return outcomes;
   }
 
   /** Deletes tasks whose creation was abandoned (their jobs could not be queued); nobody was told their ids. */
