@@ -96,6 +96,7 @@ export {
   SpanKind,
   SpanStatusCode,
   startTracing,
+  tracingActive,
   type TracingOptions,
   traceCarrier,
   tracer,

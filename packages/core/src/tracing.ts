@@ -27,6 +27,17 @@ export interface Tracing {
 
 const DISABLED: Tracing = { enabled: false, shutdown: async () => undefined };
 
+/** Whether this process started the SDK (see startTracing). */
+let sdkStarted = false;
+
+/**
+ * Whether spans are recorded in this process. Hot paths (every request, every new task) skip their
+ * span work when not: the API's no-op spans are cheap, but not free at thousands of requests a second.
+ */
+export function tracingActive(): boolean {
+  return sdkStarted;
+}
+
 /** Whether the environment asks for tracing: an OTLP endpoint (general or for traces), and the SDK not disabled. */
 export function tracingConfigured(env: NodeJS.ProcessEnv = process.env): boolean {
   if (env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return false;
@@ -57,6 +68,7 @@ export async function startTracing(
   // The one place the SDK is reached; a string the bundler keeps as a runtime import.
   const { startTracingSdk } = await import('./tracing-sdk');
   const tracing = await startTracingSdk(defaultServiceName, logger, env, options);
+  sdkStarted = tracing.enabled;
   return tracing;
 }
 

@@ -1,13 +1,16 @@
 import { context, trace } from '@opentelemetry/api';
-import { setSpanError, SpanKind, traceCarrier, tracer, type Span, type TaskRecord } from '@mageagent/core';
+import { setSpanError, SpanKind, traceCarrier, tracer, tracingActive, type Span, type TaskRecord } from '@mageagent/core';
 import type { TaskQueue } from './task-queue';
 import type { CreateLimits, TaskStore } from './task-store';
 
 interface Pending {
   task: TaskRecord;
   limits: CreateLimits | undefined;
-  /** The task's creation span; its context goes into the job, so the worker's span continues the trace. */
-  span: Span;
+  /**
+   * The task's creation span (none when tracing is off); its context goes into the job, so the
+   * worker's span continues the trace.
+   */
+  span: Span | undefined;
   resolve: () => void;
   reject: (error: Error) => void;
 }
@@ -46,7 +49,22 @@ export class TaskIntake {
   submit(task: TaskRecord, limits?: CreateLimits): Promise<void> {
     // A producer span per task, child of the request's span: the batch is written later, in
     // whichever request's context flushes it, so each job carries its own task's context.
-    const span = tracer().startSpan('task create', {
+    const span = tracingActive() ? this.startSpan(task) : undefined;
+    return new Promise<void>((resolve, reject) => {
+      const done = (error?: Error) => {
+        if (span) {
+          if (error) setSpanError(span, error);
+          span.end();
+        }
+        if (error) reject(error);
+        else resolve();
+      };
+      if (this.pending.push({ task, limits, span, resolve: () => done(), reject: done }) === 1) setImmediate(() => this.flush());
+    });
+  }
+
+  private startSpan(task: TaskRecord): Span {
+    return tracer().startSpan('task create', {
       kind: SpanKind.PRODUCER,
       attributes: {
         'mageagent.task.id': task.id,
@@ -57,15 +75,6 @@ export class TaskIntake {
         'messaging.operation.type': 'send',
         'messaging.destination.name': 'tasks',
       },
-    });
-    return new Promise<void>((resolve, reject) => {
-      const done = (error?: Error) => {
-        if (error) setSpanError(span, error);
-        span.end();
-        if (error) reject(error);
-        else resolve();
-      };
-      if (this.pending.push({ task, limits, span, resolve: () => done(), reject: done }) === 1) setImmediate(() => this.flush());
     });
   }
 
@@ -94,7 +103,7 @@ export class TaskIntake {
     const tasks = written.map(({ task }) => task);
     try {
       await this.queue.enqueueAll(
-        written.map(({ task, span }) => ({ taskId: task.id, priority: task.priority, trace: traceCarrier(trace.setSpan(context.active(), span)) })),
+        written.map(({ task, span }) => ({ taskId: task.id, priority: task.priority, trace: span && traceCarrier(trace.setSpan(context.active(), span)) })),
       );
     } catch (error) {
       // Undone before the clients hear of it, so a client told "not accepted" finds nothing.

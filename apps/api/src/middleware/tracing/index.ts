@@ -1,6 +1,6 @@
 import type { RequestHandler } from 'express';
 import { context, propagation, trace } from '@opentelemetry/api';
-import { SpanKind, SpanStatusCode, tracer } from '@mageagent/core';
+import { SpanKind, SpanStatusCode, tracer, tracingActive } from '@mageagent/core';
 import { routeTemplateOf } from '../access-log';
 
 const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
@@ -13,12 +13,13 @@ const UNTRACED_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
  *
  * Ends when the response ends or the client goes (`close`), so an SSE stream is one span over
  * its whole length. 5xx answers are errors; 4xx are the client's (OpenTelemetry's HTTP conventions).
- * Not traced: /healthz, /readyz and /metrics.
+ * Not traced: /healthz, /readyz and /metrics; nothing at all without a tracing SDK.
  */
 export function serverSpans(): RequestHandler {
   return (req, res, next) => {
-    // Probes and scrapes come every few seconds from machines; their spans would only be noise.
-    if (UNTRACED_PATHS.has(req.path)) return next();
+    // Without an SDK every span is a no-op: skip the work. Probes and scrapes come every few
+    // seconds from machines; their spans would only be noise.
+    if (!tracingActive() || UNTRACED_PATHS.has(req.path)) return next();
     const parent = propagation.extract(context.active(), req.headers);
     const span = tracer().startSpan(
       req.method,
