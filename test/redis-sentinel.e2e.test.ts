@@ -54,7 +54,11 @@ describeIfRedis('the spine behind Redis Sentinel', () => {
 
   test('a manual failover (the old master demoted, still up): writes follow the new master', async () => {
     const before = await waitForTask(api, await createTask(api, { prompt: 'before the switch', pattern: 'primary' }));
-    expect(Number(await setup.cli(setup.masterPort, 'WAIT', '1', '2000'))).toBe(1);
+    await eventually(
+      async () => ((await setup.cli(setup.replicaPort, 'HGET', `${stack.options.prefix}:task:{${before.id}}`, 'status')) === 'completed' ? true : undefined),
+      10_000,
+      'the replica to have the finished task',
+    );
     expect(await setup.cli(setup.sentinelPort, 'SENTINEL', 'FAILOVER', setup.name)).toBe('OK');
     await eventually(async () => ((await setup.currentMasterPort()) === setup.replicaPort ? true : undefined), 30_000, 'the Sentinel to switch masters');
     // Until the old master is told to replicate, it still takes writes, which its resync then drops
@@ -74,9 +78,14 @@ describeIfRedis('the spine behind Redis Sentinel', () => {
     await setup.waitReplicating(replica);
     const before = await waitForTask(api, await createTask(api, { prompt: 'before the failover', pattern: 'primary' }));
     expect(before.status).toBe('completed');
-    // Replication is asynchronous: wait until the replica has every write so far, as a test of
-    // failover (not of lost writes), then kill the master outright.
-    expect(Number(await setup.cli(master, 'WAIT', '1', '2000'))).toBe(1);
+    // Replication is asynchronous: wait until the replica has the finished task, as a test of
+    // failover (not of lost writes), then kill the master outright. (WAIT from another connection
+    // would not do: it waits only for that connection's own writes.)
+    await eventually(
+      async () => ((await setup.cli(replica, 'HGET', `${stack.options.prefix}:task:{${before.id}}`, 'status')) === 'completed' ? true : undefined),
+      10_000,
+      'the replica to have the finished task',
+    );
     await setup.kill(master);
     const killedAt = Date.now();
 

@@ -13,7 +13,12 @@ import { startTestStack, type TestStack } from '../support/stack';
 let service: TestStack;
 
 beforeAll(async () => {
-  service = await startTestStack({ workers: 2, workerConcurrency: 4 });
+  // The api's Redis command timeout is a wall-clock timer: while its event loop is busy (here,
+  // rejecting some 10 MB of hostile bodies, on a CI machine running other suites at once) the timer
+  // can fire before the loop reads a reply that has already arrived. That is an overload answer
+  // (503 + Retry-After), not input isolation failing, which is what this suite is about; so the
+  // timeout is longer here than its 400 ms default.
+  service = await startTestStack({ workers: 2, workerConcurrency: 4, env: { REDIS_COMMAND_TIMEOUT_MS: '5000' } });
 }, 60_000);
 
 afterAll(async () => {
