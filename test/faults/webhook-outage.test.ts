@@ -61,8 +61,13 @@ test('Redis killed while tasks end: every task still gets its webhook, once it i
     'every webhook',
   );
   const recoveredMs = Date.now() - restarted;
-  const records = await Promise.all(tasks.map((task) => store.require(task.id)));
-  const delivered = records.filter((task) => task.webhook?.deliveries.some((attempt) => attempt.ok)).length;
+  // A delivery worker records its attempt after the receiver has answered: a moment later.
+  const deliveredCount = async () => {
+    const records = await Promise.all(tasks.map((task) => store.require(task.id)));
+    return records.filter((task) => task.webhook?.deliveries.some((attempt) => attempt.ok)).length;
+  };
+  await eventually(async () => ((await deliveredCount()) === TASKS ? true : undefined), 10_000, 'every delivery recorded on its task').catch(() => undefined);
+  const delivered = await deliveredCount();
   const duplicates = receiver.received.length - expected.size;
 
   printTable(`Webhooks: Redis killed for ${OUTAGE_MS} ms while ${TASKS} tasks ended (two dispatchers and delivery workers)`, [
