@@ -23,11 +23,22 @@ async function main(): Promise<void> {
 
   const registry = loadKeyRegistry(env, logger);
   const keys = registry && keyDirectoryOf(registry);
-  const { services, queue, subscriber } = createApiServices(env, logger, keys);
+  const { services, queue, subscriber, intake } = createApiServices(env, logger, keys);
   const { redis } = services;
 
   if (!(await redisReady(redis, REDIS_STARTUP_WAIT_MS))) {
     logger.warn('redis is not reachable yet; serving anyway: task routes answer 503 until it is', { waitedMs: REDIS_STARTUP_WAIT_MS });
+  } else {
+    // BullMQ's scripts defined on the connection before the first request: a script defined while an
+    // auto-pipeline is pending is missing from it (see RequestRateLimits). And new tasks' jobs are
+    // then written with their records from the first batch on.
+    let waited: NodeJS.Timeout | undefined;
+    const wrote = await Promise.race([intake.jobsWithRecords(), new Promise<false>((resolve) => (waited = setTimeout(resolve, REDIS_STARTUP_WAIT_MS, false)))]);
+    clearTimeout(waited);
+    if (!wrote)
+      logger.warn(
+        'new tasks are written in two steps (records, then their BullMQ jobs): the queue was not ready in time, or this BullMQ version cannot take its jobs from the creation script',
+      );
   }
 
   const { server, io } = createApiServer(services);

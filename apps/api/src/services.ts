@@ -56,6 +56,7 @@ export interface ApiResources {
   subscriber: Redis | Cluster;
   store: TaskStore;
   bus: TaskEventBus;
+  intake: TaskIntake;
 }
 
 /**
@@ -118,10 +119,11 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
   const metrics = new ApiMetrics({ queueStats, openStreams: () => openStreams.size });
   const patterns = loadPatternRegistry({ patternsConfig: env.PATTERNS_CONFIG, defaultPattern: env.DEFAULT_PATTERN });
   const bus = new TaskEventBus(subscriber, store.keys, logger);
+  const intake = new TaskIntake(store, queue);
   const tasks = new TaskService({
     store,
     queue,
-    intake: new TaskIntake(store, queue),
+    intake,
     bus,
     cancels: new CancelChannel(store.keys),
     redis,
@@ -155,5 +157,5 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
     queueStats,
     dashboardQueues: [queue.queue, webhookQueue],
   };
-  return { services, queue, subscriber, store, bus };
+  return { services, queue, subscriber, store, bus, intake };
 }

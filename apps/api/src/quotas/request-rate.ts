@@ -33,7 +33,14 @@ export class RequestRateLimits {
     private readonly prefix: string,
     /** The window the limit counts over: a minute, as the name says (shorter only in tests). */
     private readonly windowSeconds = 60,
-  ) {}
+  ) {
+    // A limiter defines its script on the connection; the first one is made now, not on the first
+    // request. ioredis copies a connection's scripts into an auto-pipeline when it creates it, so a
+    // script defined while one is pending is missing from it: a TypeError, after which ioredis's
+    // pipeline callback crashed the api (seen on a Redis Cluster, where one pipeline waits for the
+    // one running). Later limiters redefine the same script, which pending pipelines already have.
+    this.limiterFor(1);
+  }
 
   /** Counts one request of the caller's key; rejects with RateLimitedError (429 + Retry-After) past its limit. */
   consume(principal: Principal, limits: QuotaLimits): Promise<void> {
