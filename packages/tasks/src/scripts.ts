@@ -6,33 +6,51 @@
  * (string concatenation, not cjson, which would reorder keys and turn [] into {}).
  */
 
+/** The names the creation script is defined under (not auto-pipelined: see createRedis). */
+export const CREATE_TASKS_COMMAND = 'mageCreateTasks';
+export const CREATE_TASKS_AND_JOBS_COMMAND = 'mageCreateTasksAndJobs';
+export const UNPIPELINED_COMMANDS: readonly string[] = [CREATE_TASKS_COMMAND, CREATE_TASKS_AND_JOBS_COMMAND];
+
 /**
- * Creates a batch of tasks, each with its first event, in order; a bound refuses a task alone.
+ * Creates a batch of tasks, each with its first event and, when the script is built with a job
+ * writer's Lua (TaskQueue.jobWriter: BullMQ's own add-job script), its job, in order; a bound
+ * refuses a task alone.
  * One call per group commit rather than one per task: the per-command cost (in the api's client
  * and in Redis) was most of what a new task cost.
- * KEYS: the queue's wait list, the queue's prioritised set, then per task: task hash, event log,
- *       tenant index, the key's active-task counter.
+ * KEYS: the queue's wait list, the queue's prioritised set, J keys of the add-job script, then per
+ *       task: task hash, event log, tenant index, the key's active-task counter.
  * ARGV: ttl seconds, max queued tasks (0 = none), index floor (task ids below it are pruned from
- *       the index), then per task: taskId, at, first event body, max active tasks of its key
- *       (0 = none), field count n, n field/value pairs.
+ *       the index), J, the key prefix of a job's hash, then per task: taskId, at, first event body,
+ *       max active tasks of its key (0 = none), field count n, n field/value pairs, and when J > 0
+ *       its job's priority, timestamp and data (JobWriter.argv).
  * Returns one entry per task: 1 created, 0 exists already, -1 the queue is full, -2 the key's
- * active tasks are at its limit, or the error Redis raised writing it (as a string; nothing of
- * that task is left behind, and the tasks after it are still written).
+ * active tasks are at its limit, or the error Redis raised writing it (as a string, or as
+ * {'job', error} when it was the job that could not be added; nothing of that task is left behind,
+ * and the tasks after it are still written).
  *
- * The queue bound counts the tasks this call created too (their jobs are added after it), so a
- * large batch cannot overshoot it.
+ * The queue bound counts the tasks this call created too (without jobs, their jobs are added after
+ * it), so a large batch cannot overshoot it.
  */
-export const CREATE_TASKS = `
+export function createTasksScript(jobWriterLua?: string): string {
+  return `${jobWriterLua ?? 'local addTaskJob = nil'}
+${CREATE_TASKS_BODY}`;
+}
+
+const CREATE_TASKS_BODY = `
 local ttl = tonumber(ARGV[1])
 local maxQueued = tonumber(ARGV[2])
+local jobKeyCount = tonumber(ARGV[4])
+local jobKeyPrefix = ARGV[5]
+local jobKeys = {}
+for i = 1, jobKeyCount do jobKeys[i] = KEYS[2 + i] end
 local queued = 0
 if maxQueued > 0 then queued = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) end
 local answers = {}
-local k = 3
-local a = 4
+local k = 3 + jobKeyCount
+local a = 6
 -- How far the current task's writes got, so a failure undoes exactly those.
 local wrote = 0
-local function create(task, log, index, active, id, at, event, fields)
+local function create(task, log, index, active, id, at, event, fields, job)
   -- The log first: if it cannot be written (a stray key of another type), nothing is.
   redis.call('RPUSH', log, '{"taskId":"' .. id .. '","seq":1,"at":"' .. at .. '",' .. string.sub(event, 2))
   wrote = 1
@@ -44,6 +62,11 @@ local function create(task, log, index, active, id, at, event, fields)
   wrote = 3
   -- The counter last: a task that failed never holds a place in it.
   redis.call('INCR', active)
+  wrote = 4
+  if job then
+    local added = addTaskJob(jobKeys, jobKeyPrefix, id, job[1], job[2], job[3])
+    if type(added) == 'number' and added < 0 then error('the queue refused the job (' .. added .. ')') end
+  end
 end
 -- Indexes and counters the batch wrote to (most tasks of a batch share them): kept up once each.
 local indexes, counters = {}, {}
@@ -52,8 +75,13 @@ while a <= #ARGV do
   local id, at, event, maxActive, count = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
   local fields = {'seq', 1, 'activeKey', active}
   for i = a + 5, a + 4 + 2 * count do fields[#fields + 1] = ARGV[i] end
-  k = k + 4
+  local job = nil
   a = a + 5 + 2 * count
+  if jobKeyCount > 0 then
+    job = {ARGV[a], ARGV[a + 1], ARGV[a + 2]}
+    a = a + 3
+  end
+  k = k + 4
   local answer
   if redis.call('EXISTS', task) == 1 then
     answer = 0
@@ -63,7 +91,7 @@ while a <= #ARGV do
     answer = -2
   else
     wrote = 0
-    local ok, problem = pcall(create, task, log, index, active, id, at, event, fields)
+    local ok, problem = pcall(create, task, log, index, active, id, at, event, fields, job)
     if ok then
       answer = 1
       queued = queued + 1
@@ -74,7 +102,17 @@ while a <= #ARGV do
       if wrote >= 1 then redis.call('DEL', log) end
       if wrote >= 2 then redis.call('DEL', task) end
       if wrote >= 3 then redis.call('ZREM', index, id) end
+      if wrote >= 4 then
+        redis.call('DECR', active)
+        -- Whatever of its job the add-job script wrote before it failed (pcall: the failure may
+        -- be one of these keys holding another type).
+        redis.pcall('DEL', jobKeyPrefix .. id)
+        redis.pcall('ZREM', KEYS[2], id)
+        redis.pcall('LREM', KEYS[1], 0, id)
+      end
       answer = type(problem) == 'table' and problem.err or tostring(problem)
+      -- Its job could not be added: told apart, as the queue's refusal rather than the record's.
+      if wrote >= 4 then answer = {'job', answer} end
     end
   end
   answers[#answers + 1] = answer

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { createRedis, deleteKeysWithPrefix, redisReady } from './redis';
 import { TaskIntake, TaskNotQueuedError } from './task-intake';
-import { BULLMQ_PRIORITY, TaskQueue } from './task-queue';
+import { BULLMQ_PRIORITY, TASK_QUEUE_NAME, type TaskJobData, TaskQueue } from './task-queue';
 import { TaskExistsError, TaskNotStorableError, TaskStore } from './task-store';
 import { queuedTask } from './test-tasks';
 
@@ -20,99 +21,162 @@ afterAll(async () => {
   redis.disconnect();
 });
 
-/** A store, queue and intake on a prefix of their own. */
-function setup() {
+// Both ways of writing a batch: records and jobs in one script call (BullMQ's add-job script
+// inside the store's), and the two-step fallback (records, then BullMQ's addBulk).
+describe.each([
+  ['in one call with their records', true],
+  ['after their records (addBulk)', false],
+])('jobs written %s', (_, jobsWithRecords) => {
+  /** A store, queue and intake on a prefix of their own, the intake on the path under test. */
+  async function setup() {
+    const prefix = `test-intake-${randomUUID().slice(0, 8)}`;
+    prefixes.push(prefix);
+    const store = new TaskStore(redis, prefix, { retentionSeconds: 60 });
+    const queue = new TaskQueue(redis, { prefix, attempts: 3 });
+    const intake = new TaskIntake(store, queue, { jobsWithRecords });
+    expect(await intake.jobsWithRecords()).toBe(jobsWithRecords);
+    return { prefix, store, queue, intake };
+  }
+
+  test('tasks submitted in one turn are all written: record, first event and a job with their priority', async () => {
+    const { store, queue, intake } = await setup();
+    const tasks = [queuedTask({ priority: 'high' }), ...Array.from({ length: 30 }, () => queuedTask()), queuedTask({ priority: 'low' })];
+    await Promise.all(tasks.map((task) => intake.submit(task)));
+    for (const task of tasks) {
+      expect(await store.get(task.id)).toMatchObject({ id: task.id, status: 'queued', lastSeq: 1 });
+      expect(await store.readEvents(task.id)).toEqual([expect.objectContaining({ seq: 1, type: 'status', status: 'queued' })]);
+      const job = await queue.queue.getJob(task.id);
+      expect(job?.data).toEqual({ taskId: task.id });
+      expect(job?.opts.priority).toBe(BULLMQ_PRIORITY[task.priority]);
+    }
+    expect(await queue.queue.getPrioritizedCount()).toBe(tasks.length);
+    await queue.close();
+  });
+
+  test('a duplicate id is refused on its own; the existing task and its job stay, the rest of the batch lands', async () => {
+    const { store, queue, intake } = await setup();
+    const existing = queuedTask({ metadata: { first: true } });
+    await intake.submit(existing);
+    const others = [queuedTask(), queuedTask()];
+    const outcomes = await Promise.allSettled([intake.submit({ ...existing, metadata: { second: true } }), ...others.map((task) => intake.submit(task))]);
+    expect(outcomes[0]).toMatchObject({ status: 'rejected', reason: expect.any(TaskExistsError) });
+    expect(outcomes.slice(1).map((outcome) => outcome.status)).toEqual(['fulfilled', 'fulfilled']);
+    expect((await store.get(existing.id))?.metadata).toEqual({ first: true });
+    expect(await queue.queue.getJob(existing.id)).toBeDefined();
+    for (const task of others) expect(await queue.queue.getJob(task.id)).toBeDefined();
+    await queue.close();
+  });
+
+  test('a record that cannot be written takes its job back out; nothing of it is left', async () => {
+    const { store, queue, intake } = await setup();
+    const broken = queuedTask();
+    // A stray key of the wrong type where the task's event log goes makes Redis refuse the record.
+    await redis.set(store.keys.events(broken.id), 'not a list');
+    const fine = queuedTask();
+    const outcomes = await Promise.allSettled([intake.submit(broken), intake.submit(fine)]);
+    expect(outcomes[0]).toMatchObject({ status: 'rejected', reason: expect.objectContaining({ message: expect.stringMatching(/WRONGTYPE/) }) });
+    expect(outcomes[1].status).toBe('fulfilled');
+    expect(await store.get(broken.id)).toBeUndefined();
+    expect(await queue.queue.getJob(broken.id)).toBeUndefined();
+    expect(await queue.queue.getJob(fine.id)).toBeDefined();
+    await queue.close();
+  });
+
+  test('when the jobs cannot be added, every task of the batch is rejected, its record is gone and no job of it can run', async () => {
+    const { prefix, store, queue, intake } = await setup();
+    await intake.submit(queuedTask()); // the queue's keys exist
+    // A stray key of the wrong type where BullMQ keeps prioritised jobs makes every add fail.
+    await redis.del(`${prefix}:tasks:prioritized`);
+    await redis.set(`${prefix}:tasks:prioritized`, 'not a sorted set');
+    const tasks = [queuedTask(), queuedTask(), queuedTask()];
+    const outcomes = await Promise.allSettled(tasks.map((task) => intake.submit(task)));
+    expect(outcomes).toEqual(tasks.map(() => ({ status: 'rejected', reason: expect.any(TaskNotQueuedError) })));
+    await redis.del(`${prefix}:tasks:prioritized`);
+    for (const task of tasks) {
+      expect(await store.get(task.id)).toBeUndefined();
+      expect(await store.readEvents(task.id)).toEqual([]);
+      // The refused add may leave BullMQ's job hash behind, in no list a worker takes jobs from.
+      expect(await queue.queue.getJobState(task.id)).toBe('unknown');
+    }
+    await queue.close();
+  });
+
+  test('a task that cannot be serialised fails alone: the rest of its batch lands, and it gets no job', async () => {
+    const { store, queue, intake } = await setup();
+    // Nesting deep enough to overflow JSON.stringify's stack (the api refuses such input earlier;
+    // the store must still never let one task's failure reach its batch).
+    const metadata: Record<string, unknown> = {};
+    let innermost = metadata;
+    for (let level = 0; level < 20_000; level += 1) {
+      const next: Record<string, unknown> = {};
+      innermost.a = next;
+      innermost = next;
+    }
+    const poisoned = queuedTask({ metadata });
+    const neighbours = Array.from({ length: 5 }, () => queuedTask());
+    const outcomes = await Promise.allSettled([...neighbours.slice(0, 2), poisoned, ...neighbours.slice(2)].map((task) => intake.submit(task)));
+    expect(outcomes[2]).toMatchObject({ status: 'rejected', reason: expect.any(TaskNotStorableError) });
+    expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(5);
+    expect(await store.get(poisoned.id)).toBeUndefined();
+    expect(await queue.queue.getJob(poisoned.id)).toBeUndefined();
+    for (const task of neighbours) {
+      expect(await store.get(task.id)).toMatchObject({ status: 'queued' });
+      expect(await queue.queue.getJob(task.id)).toBeDefined();
+    }
+    await queue.close();
+  });
+});
+
+test('a job written with its record is the job BullMQ writes itself: same hash, same place in the queue, and a Worker runs it', async () => {
   const prefix = `test-intake-${randomUUID().slice(0, 8)}`;
   prefixes.push(prefix);
-  const store = new TaskStore(redis, prefix, { retentionSeconds: 60 });
   const queue = new TaskQueue(redis, { prefix, attempts: 3 });
-  return { prefix, store, queue, intake: new TaskIntake(store, queue) };
+  const intake = new TaskIntake(new TaskStore(redis, prefix, { retentionSeconds: 60 }), queue);
+  expect(await intake.jobsWithRecords()).toBe(true);
+  // The reference: the same jobs added by BullMQ's addBulk, on a prefix of their own.
+  const reference = `test-intake-${randomUUID().slice(0, 8)}`;
+  prefixes.push(reference);
+  const referenceQueue = new TaskQueue(redis, { prefix: reference, attempts: 3 });
+  const tasks = [queuedTask({ priority: 'low' }), queuedTask({ priority: 'high' }), queuedTask({ priority: 'normal' })];
+  for (const task of tasks) {
+    await intake.submit(task);
+    await referenceQueue.enqueueAll([{ taskId: task.id, priority: task.priority }]);
+  }
+  for (const task of tasks) {
+    const ours = await redis.hgetall(`${prefix}:tasks:${task.id}`);
+    const theirs = await redis.hgetall(`${reference}:tasks:${task.id}`);
+    expect(Number(ours.timestamp)).toBeGreaterThan(Date.now() - 60_000);
+    const comparable = ({ timestamp, opts, ...rest }: Record<string, string>) => ({ ...rest, opts: JSON.parse(opts ?? 'null') as unknown });
+    expect(comparable(ours)).toEqual(comparable(theirs));
+    expect(await redis.zscore(`${prefix}:tasks:prioritized`, task.id)).toBe(await redis.zscore(`${reference}:tasks:prioritized`, task.id));
+  }
+  expect(await redis.zrange(`${prefix}:tasks:marker`, '0', '-1')).toEqual(await redis.zrange(`${reference}:tasks:marker`, '0', '-1'));
+  expect(await redis.xlen(`${prefix}:tasks:events`)).toBe(await redis.xlen(`${reference}:tasks:events`));
+  // A BullMQ worker takes them in priority order.
+  const taken: string[] = [];
+  const connection = createRedis(REDIS_URL, 'bullmq', { connectionName: 'test-intake-worker' });
+  const worker = new Worker<TaskJobData>(
+    TASK_QUEUE_NAME,
+    async (job) => {
+      taken.push(job.data.taskId);
+    },
+    { connection, prefix },
+  );
+  try {
+    await waitFor(() => taken.length === tasks.length);
+    expect(taken).toEqual([tasks[1]!.id, tasks[2]!.id, tasks[0]!.id]);
+  } finally {
+    await worker.close();
+    connection.disconnect();
+    await queue.close();
+    await referenceQueue.close();
+  }
+});
+
+async function waitFor(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
 }
-
-test('tasks submitted in one turn are all written: record, first event and a job with their priority', async () => {
-  const { store, queue, intake } = setup();
-  const tasks = [queuedTask({ priority: 'high' }), ...Array.from({ length: 30 }, () => queuedTask()), queuedTask({ priority: 'low' })];
-  await Promise.all(tasks.map((task) => intake.submit(task)));
-  for (const task of tasks) {
-    expect(await store.get(task.id)).toMatchObject({ id: task.id, status: 'queued', lastSeq: 1 });
-    expect(await store.readEvents(task.id)).toEqual([expect.objectContaining({ seq: 1, type: 'status', status: 'queued' })]);
-    const job = await queue.queue.getJob(task.id);
-    expect(job?.data).toEqual({ taskId: task.id });
-    expect(job?.opts.priority).toBe(BULLMQ_PRIORITY[task.priority]);
-  }
-  expect(await queue.queue.getPrioritizedCount()).toBe(tasks.length);
-  await queue.close();
-});
-
-test('a duplicate id is refused on its own; the existing task and its job stay, the rest of the batch lands', async () => {
-  const { store, queue, intake } = setup();
-  const existing = queuedTask({ metadata: { first: true } });
-  await intake.submit(existing);
-  const others = [queuedTask(), queuedTask()];
-  const outcomes = await Promise.allSettled([intake.submit({ ...existing, metadata: { second: true } }), ...others.map((task) => intake.submit(task))]);
-  expect(outcomes[0]).toMatchObject({ status: 'rejected', reason: expect.any(TaskExistsError) });
-  expect(outcomes.slice(1).map((outcome) => outcome.status)).toEqual(['fulfilled', 'fulfilled']);
-  expect((await store.get(existing.id))?.metadata).toEqual({ first: true });
-  expect(await queue.queue.getJob(existing.id)).toBeDefined();
-  for (const task of others) expect(await queue.queue.getJob(task.id)).toBeDefined();
-  await queue.close();
-});
-
-test('a record that cannot be written takes its job back out; nothing of it is left', async () => {
-  const { store, queue, intake } = setup();
-  const broken = queuedTask();
-  // A stray key of the wrong type where the task's event log goes makes Redis refuse the record.
-  await redis.set(store.keys.events(broken.id), 'not a list');
-  const fine = queuedTask();
-  const outcomes = await Promise.allSettled([intake.submit(broken), intake.submit(fine)]);
-  expect(outcomes[0]).toMatchObject({ status: 'rejected', reason: expect.objectContaining({ message: expect.stringMatching(/WRONGTYPE/) }) });
-  expect(outcomes[1].status).toBe('fulfilled');
-  expect(await store.get(broken.id)).toBeUndefined();
-  expect(await queue.queue.getJob(broken.id)).toBeUndefined();
-  expect(await queue.queue.getJob(fine.id)).toBeDefined();
-  await queue.close();
-});
-
-test('when the jobs cannot be added, every task of the batch is rejected, its record is gone and no job of it can run', async () => {
-  const { prefix, store, queue, intake } = setup();
-  await intake.submit(queuedTask()); // the queue's keys exist
-  // A stray key of the wrong type where BullMQ keeps prioritised jobs makes every add fail.
-  await redis.del(`${prefix}:tasks:prioritized`);
-  await redis.set(`${prefix}:tasks:prioritized`, 'not a sorted set');
-  const tasks = [queuedTask(), queuedTask(), queuedTask()];
-  const outcomes = await Promise.allSettled(tasks.map((task) => intake.submit(task)));
-  expect(outcomes).toEqual(tasks.map(() => ({ status: 'rejected', reason: expect.any(TaskNotQueuedError) })));
-  await redis.del(`${prefix}:tasks:prioritized`);
-  for (const task of tasks) {
-    expect(await store.get(task.id)).toBeUndefined();
-    expect(await store.readEvents(task.id)).toEqual([]);
-    // The refused add may leave BullMQ's job hash behind, in no list a worker takes jobs from.
-    expect(await queue.queue.getJobState(task.id)).toBe('unknown');
-  }
-  await queue.close();
-});
-
-test('a task that cannot be serialised fails alone: the rest of its batch lands, and it gets no job', async () => {
-  const { store, queue, intake } = setup();
-  // Nesting deep enough to overflow JSON.stringify's stack (the api refuses such input earlier;
-  // the store must still never let one task's failure reach its batch).
-  const metadata: Record<string, unknown> = {};
-  let innermost = metadata;
-  for (let level = 0; level < 20_000; level += 1) {
-    const next: Record<string, unknown> = {};
-    innermost.a = next;
-    innermost = next;
-  }
-  const poisoned = queuedTask({ metadata });
-  const neighbours = Array.from({ length: 5 }, () => queuedTask());
-  const outcomes = await Promise.allSettled([...neighbours.slice(0, 2), poisoned, ...neighbours.slice(2)].map((task) => intake.submit(task)));
-  expect(outcomes[2]).toMatchObject({ status: 'rejected', reason: expect.any(TaskNotStorableError) });
-  expect(outcomes.filter((outcome) => outcome.status === 'fulfilled')).toHaveLength(5);
-  expect(await store.get(poisoned.id)).toBeUndefined();
-  expect(await queue.queue.getJob(poisoned.id)).toBeUndefined();
-  for (const task of neighbours) {
-    expect(await store.get(task.id)).toMatchObject({ status: 'queued' });
-    expect(await queue.queue.getJob(task.id)).toBeDefined();
-  }
-  await queue.close();
-});

@@ -1,7 +1,7 @@
 import { context, trace } from '@opentelemetry/api';
-import { setSpanError, SpanKind, traceCarrier, tracer, tracingActive, type Span, type TaskRecord } from '@mageagent/core';
-import type { TaskQueue } from './task-queue';
-import type { CreateLimits, TaskStore } from './task-store';
+import { QueueFullError, RateLimitedError, setSpanError, SpanKind, traceCarrier, tracer, tracingActive, type Span, type TaskRecord } from '@mageagent/core';
+import type { JobWriter, TaskJob, TaskQueue } from './task-queue';
+import { JobNotAddedError, TaskExistsError, TaskNotStorableError, type CreateLimits, type TaskStore } from './task-store';
 
 interface Pending {
   task: TaskRecord;
@@ -25,10 +25,13 @@ export class TaskNotQueuedError extends Error {
 
 /**
  * Group commit for new tasks. Tasks submitted during one turn of the event loop are
- * written together when it ends (setImmediate): their records in one pipelined write,
- * then the jobs of the records that were written in one BullMQ `addBulk`. Under load this
- * turns two Redis writes per request into two per batch, with no timer: a lone request is
- * written as soon as the current turn ends.
+ * written together when it ends (setImmediate), with no timer: a lone request is written as soon
+ * as the current turn ends. Under load this turns the Redis writes of every request into those of
+ * one batch:
+ * - normally one script call that writes each task's record and its BullMQ job together, with
+ *   BullMQ's own add-job script running inside the task store's (TaskQueue.jobWriter);
+ * - where this BullMQ version's jobs cannot be written that way, or until the queue is ready, the
+ *   records in one call, then the jobs of the records that were written in one BullMQ `addBulk`.
  *
  * Every task gets its own outcome, and one task's failure is never its batch's:
  * - a record that cannot be serialised or written fails that task alone, and it gets no job;
@@ -39,11 +42,37 @@ export class TaskNotQueuedError extends Error {
  */
 export class TaskIntake {
   private pending: Pending[] = [];
+  /** BullMQ's add-job script, once the queue is ready (undefined before, or where it cannot be used). */
+  private writer: JobWriter | undefined;
+  private asking: Promise<boolean> | undefined;
 
   constructor(
     private readonly store: TaskStore,
     private readonly queue: TaskQueue,
-  ) {}
+    private readonly options: { /** false: always the two-step path (records, then addBulk). */ jobsWithRecords?: boolean } = {},
+  ) {
+    void this.jobsWithRecords();
+  }
+
+  /**
+   * Resolves to whether new tasks' jobs are written in the same call as their records (the
+   * normal case once the queue is ready). Asks the queue once, and again after a failure (Redis
+   * unreachable); until then tasks take the two-step path.
+   */
+  jobsWithRecords(): Promise<boolean> {
+    if (this.options.jobsWithRecords === false) return Promise.resolve(false);
+    this.asking ??= this.queue.jobWriter().then(
+      (writer) => {
+        this.writer = writer;
+        return writer !== undefined;
+      },
+      () => {
+        this.asking = undefined;
+        return false;
+      },
+    );
+    return this.asking;
+  }
 
   /** Resolves once the task's record and its job are both in Redis; rejects with why not. */
   submit(task: TaskRecord, limits?: CreateLimits): Promise<void> {
@@ -89,6 +118,8 @@ export class TaskIntake {
   }
 
   private async write(batch: Pending[]): Promise<void> {
+    if (!this.writer) void this.jobsWithRecords();
+    if (this.writer) return this.writeWithJobs(batch, this.writer);
     const problems = await this.store.createAll(
       batch.map((entry) => entry.task),
       batch.map((entry) => entry.limits),
@@ -102,9 +133,7 @@ export class TaskIntake {
     if (written.length === 0) return;
     const tasks = written.map(({ task }) => task);
     try {
-      await this.queue.enqueueAll(
-        written.map(({ task, span }) => ({ taskId: task.id, priority: task.priority, trace: span && traceCarrier(trace.setSpan(context.active(), span)) })),
-      );
+      await this.queue.enqueueAll(written.map(jobOf));
     } catch (error) {
       // Undone before the clients hear of it, so a client told "not accepted" finds nothing.
       await this.abandon(tasks);
@@ -113,6 +142,28 @@ export class TaskIntake {
       return;
     }
     for (const { resolve } of written) resolve();
+  }
+
+  /** Records and jobs in one call: each task is written whole (record and job) or not at all. */
+  private async writeWithJobs(batch: Pending[], writer: JobWriter): Promise<void> {
+    const problems = await this.store.createAll(
+      batch.map((entry) => entry.task),
+      batch.map((entry) => entry.limits),
+      { writer, jobs: batch.map(jobOf) },
+    );
+    // A failed call (Redis unreachable, or its reply lost) may still have written its tasks: they
+    // are undone before the clients hear "not accepted". A refusal or a script error wrote nothing.
+    const unsure = batch.filter((_, index) => {
+      const problem = problems[index];
+      return problem && !NOTHING_WRITTEN.some((refusal) => problem instanceof refusal);
+    });
+    if (unsure.length > 0) await this.abandon(unsure.map(({ task }) => task));
+    batch.forEach((entry, index) => {
+      const problem = problems[index];
+      if (problem instanceof JobNotAddedError) entry.reject(new TaskNotQueuedError(problem.cause));
+      else if (problem) entry.reject(problem);
+      else entry.resolve();
+    });
   }
 
   /**
@@ -126,4 +177,12 @@ export class TaskIntake {
     await Promise.allSettled(taskIds.map((taskId) => this.queue.remove(taskId)));
     await this.store.discard(tasks).catch(() => undefined);
   }
+}
+
+/** What createAll answers for a task when it wrote nothing of it (a refusal, or a write it undid). */
+const NOTHING_WRITTEN = [TaskExistsError, QueueFullError, RateLimitedError, TaskNotStorableError, JobNotAddedError];
+
+/** A pending task's job, with the trace context of its creation span (when tracing). */
+function jobOf({ task, span }: Pending): TaskJob {
+  return { taskId: task.id, priority: task.priority, trace: span && traceCarrier(trace.setSpan(context.active(), span)) };
 }

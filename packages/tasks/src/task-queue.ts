@@ -1,5 +1,7 @@
-import { Queue, type JobsOptions } from 'bullmq';
+import { randomUUID } from 'node:crypto';
+import { Job, Queue, type JobsOptions } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
+import { Packr } from 'msgpackr';
 import type { TaskPriority } from '@mageagent/core';
 
 export const TASK_QUEUE_NAME = 'tasks';
@@ -55,7 +57,7 @@ export class TaskQueue {
   readonly queue: Queue<TaskJobData>;
 
   constructor(
-    connection: Redis | Cluster,
+    private readonly connection: Redis | Cluster,
     private readonly options: TaskQueueOptions,
   ) {
     this.queue = new Queue<TaskJobData>(TASK_QUEUE_NAME, {
@@ -72,6 +74,21 @@ export class TaskQueue {
       tasks.map(({ taskId, priority, trace }) => ({ name: 'run', data: trace ? { taskId, trace } : { taskId }, opts: this.jobOptions(taskId, priority) })),
     );
   }
+
+  /**
+   * BullMQ's add-job script for this queue's jobs, to run inside the task store's creation script
+   * (see jobWriterOf); undefined when this BullMQ version's jobs cannot be written that way.
+   */
+  jobWriter(): Promise<JobWriter | undefined> {
+    this.writer ??= jobWriterOf(this.queue, (taskId, priority) => this.jobOptions(taskId, priority), this.connection).catch((error: unknown) => {
+      // Not ready (Redis unreachable): asked again next time.
+      this.writer = undefined;
+      throw error;
+    });
+    return this.writer;
+  }
+
+  private writer: Promise<JobWriter | undefined> | undefined;
 
   private jobOptions(taskId: string, priority: TaskPriority): JobsOptions {
     return {
@@ -93,6 +110,140 @@ export class TaskQueue {
   close(): Promise<void> {
     return this.queue.close();
   }
+}
+
+/**
+ * BullMQ's own add-job script and what to call it with, so the task store can add a task's job in
+ * the same script call that writes its record: one Redis call per batch for both, and a job never
+ * exists without its record, nor a record without its job.
+ */
+export interface JobWriter {
+  /**
+   * Lua that defines `addTaskJob(jobKeys, jobKeyPrefix, id, priority, timestamp, data)`: BullMQ's
+   * add-job script (its own source, as loaded on the connection), run on the arguments BullMQ
+   * itself would pass for that job.
+   */
+  readonly lua: string;
+  /** The add-job script's KEYS (the queue's keys; the same for every job). */
+  readonly keys: readonly string[];
+  /** The Redis key prefix of a job's hash (`<prefix>:tasks:`): the job's key is this and its id. */
+  readonly jobKeyPrefix: string;
+  /** What `addTaskJob` needs of one task's job besides its id: priority, timestamp, data. */
+  argv(job: TaskJob): string[];
+}
+
+/** BullMQ's own msgpack settings for the script arguments (checked against its output: see jobWriterOf). */
+const packer = new Packr({ useRecords: false, encodeUndefinedAsNil: true });
+
+/**
+ * Derives a JobWriter from BullMQ itself. It makes one job per priority through BullMQ's own
+ * code (the Job class and the backend's addJobToTransaction), with a client that only records the
+ * script call, then finds where the key prefix, job id and timestamp sit in its arguments. The
+ * script changes only those (in Lua, from the recorded arguments), so what it writes is what
+ * `queue.add` writes, in this BullMQ version. The checks below make a version that encodes jobs
+ * differently fall back to `addBulk` rather than write jobs BullMQ cannot read.
+ *
+ * Why not BullMQ's addBulk: it cost the api's single thread about 75 µs per job (a Job object,
+ * msgpack, an ioredis pipeline that copies every script defined on the connection, a command and
+ * a promise per job), the largest part of what a new task cost (README, Performance).
+ */
+export async function jobWriterOf(
+  queue: Queue<TaskJobData>,
+  jobOptions: (taskId: string, priority: TaskPriority) => JobsOptions,
+  connection: Redis | Cluster,
+): Promise<JobWriter | undefined> {
+  await queue.waitUntilReady();
+  const backend = queue.getBackend() as unknown as {
+    addJobToTransaction?: (client: unknown, job: unknown, jobId: string, parentKeyOpts: object) => Promise<unknown>;
+  };
+  if (typeof backend.addJobToTransaction !== 'function') return undefined;
+  const sentinel = `mageagent-template-${randomUUID()}`;
+  const templates: string[] = [];
+  let shared: { name: string; keys: string[]; jobKeyPrefix: string } | undefined;
+  for (const priority of Object.keys(BULLMQ_PRIORITY) as TaskPriority[]) {
+    const job = new Job<TaskJobData>(queue, 'run', { taskId: sentinel }, jobOptions(sentinel, priority), sentinel);
+    const json = job.asJSON();
+    (job as unknown as { validateOptions?: (json: unknown) => void }).validateOptions?.(json);
+    let call: { name: string; args: unknown[] } | undefined;
+    const recorder = {
+      runCommand: (name: string, args: unknown[]) => {
+        call = { name, args };
+        return Promise.resolve(sentinel);
+      },
+    };
+    await backend.addJobToTransaction(recorder, json, sentinel, { parentKey: undefined, parentDependenciesKey: '' });
+    if (call === undefined || call.args.length < 3) return undefined;
+    const keys = call.args.slice(0, -3);
+    const [packedArgs, data, packedOpts] = call.args.slice(-3);
+    if (!keys.every((key) => typeof key === 'string') || !Buffer.isBuffer(packedArgs) || !Buffer.isBuffer(packedOpts)) return undefined;
+    if (data !== JSON.stringify({ taskId: sentinel })) return undefined;
+    const args = packer.unpack(packedArgs) as unknown;
+    const opts = packer.unpack(packedOpts) as unknown;
+    if (!Array.isArray(args) || !isPlainRecord(opts)) return undefined;
+    // Our packer must read and write exactly as BullMQ's does, and Lua's cmsgpack must give the
+    // same tables back when it re-packs them (no nulls but trailing ones, no empty tables).
+    if (!packer.pack(args).equals(packedArgs) || !packer.pack(opts).equals(packedOpts)) return undefined;
+    const present = args.findLastIndex((value) => value !== null && value !== undefined);
+    if (args.slice(0, present + 1).some((value) => !luaRoundTrips(value)) || !luaRoundTrips(opts)) return undefined;
+    const idAt = args.indexOf(sentinel);
+    const timestampAt = args.indexOf(job.timestamp);
+    const jobKeyPrefix = args[0];
+    if (idAt < 1 || args.lastIndexOf(sentinel) !== idAt || timestampAt < 1 || typeof jobKeyPrefix !== 'string') return undefined;
+    const optsIdFields = Object.entries(opts).flatMap(([field, value]) => (value === sentinel ? [field] : []));
+    if (JSON.stringify(opts).split(sentinel).length - 1 !== optsIdFields.length) return undefined;
+    if (shared === undefined) shared = { name: call.name, keys: keys as string[], jobKeyPrefix };
+    else if (shared.name !== call.name || shared.keys.join('\n') !== keys.join('\n')) return undefined;
+    // Lua arrays count from 1.
+    templates.push(
+      `[${luaString(priority)}] = { args = ${luaString(packedArgs)}, opts = ${luaString(packedOpts)}, idAt = ${idAt + 1}, timestampAt = ${timestampAt + 1}, optsIdFields = {${optsIdFields.map(luaString).join(', ')}} }`,
+    );
+  }
+  // The script itself, as BullMQ defined it on the connection under that name.
+  const script = (connection as unknown as { scriptsSet?: Record<string, { lua?: unknown; numberOfKeys?: unknown }> }).scriptsSet?.[shared!.name];
+  if (typeof script?.lua !== 'string' || script.numberOfKeys !== shared!.keys.length) return undefined;
+  const { keys, jobKeyPrefix } = shared!;
+  // BullMQ's script runs as a function: its KEYS and ARGV are that function's parameters.
+  const lua = `local function bullmqAddJob(KEYS, ARGV)
+${script.lua}
+end
+local jobTemplates = {
+  ${templates.join(',\n  ')}
+}
+local function addTaskJob(jobKeys, jobKeyPrefix, id, priority, timestamp, data)
+  local template = jobTemplates[priority]
+  local args, opts = cmsgpack.unpack(template.args), cmsgpack.unpack(template.opts)
+  args[1] = jobKeyPrefix
+  args[template.idAt] = id
+  args[template.timestampAt] = tonumber(timestamp)
+  for _, field in ipairs(template.optsIdFields) do opts[field] = id end
+  return bullmqAddJob(jobKeys, {cmsgpack.pack(args), data, cmsgpack.pack(opts)})
+end`;
+  return {
+    lua,
+    keys,
+    jobKeyPrefix,
+    argv: ({ taskId, priority, trace }) => [priority, String(Date.now()), JSON.stringify(trace ? { taskId, trace } : { taskId })],
+  };
+}
+
+function isPlainRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && !Buffer.isBuffer(value);
+}
+
+/** Whether Lua's cmsgpack re-packs a value as it was: no nulls in tables (they vanish), no empty tables (they become arrays). */
+function luaRoundTrips(value: unknown): boolean {
+  if (value === null || value === undefined) return false;
+  if (Array.isArray(value)) return value.length > 0 && value.every(luaRoundTrips);
+  if (typeof value === 'object') {
+    const entries = Object.values(value);
+    return !Buffer.isBuffer(value) && entries.length > 0 && entries.every(luaRoundTrips);
+  }
+  return true;
+}
+
+/** A Lua string literal of any bytes: every byte as a three-digit decimal escape. */
+function luaString(value: string | Buffer): string {
+  return `"${[...(typeof value === 'string' ? Buffer.from(value) : value)].map((byte) => `\\${String(byte).padStart(3, '0')}`).join('')}"`;
 }
 
 /** BullMQ's KeepJobs: `true` (remove at once) when nothing is to be kept. */

@@ -15,14 +15,22 @@ import {
   type WebhookDelivery,
 } from '@mageagent/core';
 import { TaskKeys, uuidV7Floor } from './keys';
-import { CREATE_TASKS, DISCARD_TASK, TRANSITION } from './scripts';
-import { TASK_QUEUE_NAME } from './task-queue';
+import { CREATE_TASKS_AND_JOBS_COMMAND, CREATE_TASKS_COMMAND, createTasksScript, DISCARD_TASK, TRANSITION } from './scripts';
+import { TASK_QUEUE_NAME, type JobWriter, type TaskJob } from './task-queue';
 
 type ScriptedRedis = (Redis | Cluster) & {
   mageTransition(hash: string, events: string, outbox: string, ...argv: (string | number)[]): Promise<[number, string]>;
   mageDiscardTask(hash: string, events: string, index: string, taskId: string): Promise<number>;
   mageCreateTasks(numberOfKeys: number, ...keysAndArgv: (string | number)[]): Promise<(number | string)[]>;
+  mageCreateTasksAndJobs?(numberOfKeys: number, ...keysAndArgv: (string | number)[]): Promise<(number | string | [string, string])[]>;
 };
+
+/** New tasks' jobs, to add in the same script call as their records (see TaskQueue.jobWriter). */
+export interface NewJobs {
+  writer: JobWriter;
+  /** One per task, in the same order. */
+  jobs: readonly TaskJob[];
+}
 
 export interface TaskStoreOptions {
   /** Seconds a task and its event log are kept after their last change. */
@@ -93,7 +101,7 @@ export class TaskStore {
     this.keys = new TaskKeys(prefix);
     if (!('mageTransition' in redis)) {
       // No fixed key count: the first argument says how many keys the batch has.
-      redis.defineCommand('mageCreateTasks', { lua: CREATE_TASKS });
+      redis.defineCommand(CREATE_TASKS_COMMAND, { lua: createTasksScript() });
       redis.defineCommand('mageDiscardTask', { numberOfKeys: 3, lua: DISCARD_TASK });
       redis.defineCommand('mageTransition', { numberOfKeys: 3, lua: TRANSITION });
     }
@@ -111,12 +119,16 @@ export class TaskStore {
   }
 
   /**
-   * Writes new tasks in one pipelined write; resolves to one entry per task: null when
-   * written, or the error that kept it out (TaskExistsError, QueueFullError, RateLimitedError for
-   * its key's active tasks, TaskNotStorableError, or what Redis answered). Each task is checked
-   * against the bounds and written in one script, so the bounds hold across api replicas.
+   * Writes new tasks (and, with `newJobs`, their BullMQ jobs) in one script call per chunk of 128;
+   * resolves to one entry per task: null when written, or the error that kept it out
+   * (TaskExistsError, QueueFullError, RateLimitedError for its key's active tasks,
+   * TaskNotStorableError, or what Redis answered). Each task is checked against the bounds and
+   * written in one script, so the bounds hold across api replicas; with its job, in the same
+   * atomic step, so neither exists without the other.
    */
-  async createAll(tasks: readonly TaskRecord[], limits: readonly (CreateLimits | undefined)[] = []): Promise<(Error | null)[]> {
+  async createAll(tasks: readonly TaskRecord[], limits: readonly (CreateLimits | undefined)[] = [], newJobs?: NewJobs): Promise<(Error | null)[]> {
+    const create = newJobs ? this.createAndAddJobs(newJobs.writer) : this.redis.mageCreateTasks.bind(this.redis);
+    const jobKeys = newJobs?.writer.keys ?? [];
     const [wait, prioritized] = this.keys.queueBacklog(TASK_QUEUE_NAME);
     const indexFloor = uuidV7Floor(Date.now() - 2 * this.options.retentionSeconds * 1000);
     const outcomes: (Error | null)[] = new Array(tasks.length).fill(null);
@@ -126,36 +138,55 @@ export class TaskStore {
     tasks.forEach((task, index) => {
       // Each task is prepared on its own: one that cannot be serialised fails alone, never its batch.
       let fields: [string, string][];
+      let jobArgv: string[] = [];
       try {
         fields = Object.entries(serialise(task));
+        if (newJobs) jobArgv = newJobs.writer.argv(newJobs.jobs[index]!);
       } catch (error) {
         outcomes[index] = new TaskNotStorableError(task.id, error);
         return;
       }
       if (call === undefined || call.indexes.length === CREATE_CHUNK) {
-        call = { indexes: [], keys: [wait, prioritized], argv: [this.options.retentionSeconds, this.options.maxQueuedTasks ?? 0, indexFloor] };
+        call = {
+          indexes: [],
+          keys: [wait, prioritized, ...jobKeys],
+          argv: [this.options.retentionSeconds, this.options.maxQueuedTasks ?? 0, indexFloor, jobKeys.length, newJobs?.writer.jobKeyPrefix ?? ''],
+        };
         calls.push(call);
       }
       call.indexes.push(index);
       call.keys.push(this.keys.task(task.id), this.keys.events(task.id), this.keys.tenantTasks(task.tenant), this.keys.activeTasks(task.keyId ?? 'open'));
       call.argv.push(task.id, task.createdAt, `{"type":"status","status":"${task.status}"}`, limits[index]?.maxActiveTasks ?? 0, fields.length);
       for (const [field, value] of fields) call.argv.push(field, value);
+      call.argv.push(...jobArgv);
     });
-    // Plain calls, not a pipeline: ioredis builds a pipeline by copying every script defined on
-    // the connection onto it, and BullMQ defines some 65 there (55 µs per pipeline, measured).
-    // The connection's auto-pipelining still sends a batch of chunks in one write.
-    const replies = await Promise.allSettled(calls.map(({ keys, argv }) => this.redis.mageCreateTasks(keys.length, ...keys, ...argv)));
+    // Plain calls, not a pipeline, and not auto-pipelined either (see createRedis): ioredis builds a
+    // pipeline by copying every script defined on the connection onto it, and BullMQ defines some
+    // 65 there (55-130 µs per pipeline, measured).
+    const replies = await Promise.allSettled(calls.map(({ keys, argv }) => create(keys.length, ...keys, ...argv)));
     calls.forEach(({ indexes }, callIndex) => {
       const reply = replies[callIndex]!;
       indexes.forEach((index, position) => {
         const answer = reply.status === 'rejected' ? asError(reply.reason) : reply.value[position];
         if (answer instanceof Error) outcomes[index] = answer;
+        else if (Array.isArray(answer) && answer[0] === 'job') outcomes[index] = new JobNotAddedError(tasks[index]!.id, new Error(String(answer[1])));
         else if (typeof answer === 'number') outcomes[index] = createOutcome(tasks[index], limits[index], this.options.maxQueuedTasks, answer);
         else outcomes[index] = new Error(answer === undefined ? 'no reply from Redis' : String(answer));
       });
     });
     return outcomes;
   }
+
+  /** The creation script with BullMQ's add-job script inside, defined on the connection on first use. */
+  private createAndAddJobs(writer: JobWriter): NonNullable<ScriptedRedis['mageCreateTasksAndJobs']> {
+    if (this.jobScript !== writer.lua) {
+      this.redis.defineCommand(CREATE_TASKS_AND_JOBS_COMMAND, { lua: createTasksScript(writer.lua) });
+      this.jobScript = writer.lua;
+    }
+    return this.redis.mageCreateTasksAndJobs!.bind(this.redis);
+  }
+
+  private jobScript: string | undefined;
 
   /** Deletes tasks whose creation was abandoned (their jobs could not be queued); nobody was told their ids. */
   async discard(tasks: readonly TaskRecord[]): Promise<void> {
@@ -453,6 +484,14 @@ function deserialise(hash: Record<string, string>, deliveries: string[] = []): T
     lastSeq: Number(hash.seq ?? 0),
     webhook: webhook === null ? null : { ...webhook, deliveries: deliveries.map((line) => JSON.parse(line) as WebhookDelivery) },
   };
+}
+
+/** A task whose job could not be added, so nothing of it was written (createAll with jobs). */
+export class JobNotAddedError extends Error {
+  constructor(taskId: string, cause: Error) {
+    super(`the job of task ${taskId} could not be added: ${cause.message}`, { cause });
+    this.name = 'JobNotAddedError';
+  }
 }
 
 /** A task that could not be written in its stored form (it never reached Redis). */
