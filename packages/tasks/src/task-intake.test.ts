@@ -101,6 +101,33 @@ describe.each([
     await queue.close();
   });
 
+  test('one batch is written at a time: what arrives meanwhile, over several turns, is the next batch, written once it is done', async () => {
+    const { store, queue, intake } = await setup();
+    // The store's real createAll, observed, with the first call held until released.
+    const batches: number[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const createAll = store.createAll.bind(store);
+    store.createAll = async (tasks, limits, jobs) => {
+      batches.push(tasks.length);
+      if (batches.length === 1) await held;
+      return createAll(tasks, limits, jobs);
+    };
+    const first = intake.submit(queuedTask());
+    await new Promise((resolve) => setImmediate(resolve));
+    const later: Promise<void>[] = [];
+    for (let turn = 0; turn < 5; turn += 1) {
+      later.push(intake.submit(queuedTask()), intake.submit(queuedTask()));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(batches).toEqual([1]);
+    release();
+    await Promise.all([first, ...later]);
+    expect(batches).toEqual([1, 10]);
+    expect(await queue.queue.getPrioritizedCount()).toBe(11);
+    await queue.close();
+  });
+
   test('a task that cannot be serialised fails alone: the rest of its batch lands, and it gets no job', async () => {
     const { store, queue, intake } = await setup();
     // Nesting deep enough to overflow JSON.stringify's stack (the api refuses such input earlier;
