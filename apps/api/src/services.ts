@@ -10,7 +10,7 @@ import type { ApiEnv } from './env';
 import { IdempotencyKeys } from './idempotency';
 import { ApiMetrics } from './metrics/api-metrics';
 import { QueueStatsCache } from './metrics/queue-stats';
-import { RequestRateLimits } from './quotas/request-rate';
+import { RATE_LIMIT_COMMAND, RequestRateLimits } from './quotas/request-rate';
 import { openStreams } from './sse';
 import { TaskService } from './task-service';
 
@@ -98,6 +98,7 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
     connectionName: 'mageagent-api',
     logger,
     commandTimeoutMs: env.REDIS_COMMAND_TIMEOUT_MS,
+    unpipelined: [RATE_LIMIT_COMMAND],
   });
   const subscriber = createRedis(topology, 'subscriber', { connectionName: 'mageagent-api-subscriber', logger });
   const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS, maxQueuedTasks: env.MAX_QUEUED_TASKS });

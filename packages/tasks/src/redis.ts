@@ -31,6 +31,11 @@ export interface RedisConnectionOptions {
   logger?: Logger;
   /** `requests` only: a command that has no reply after this long fails (Redis hung or unreachable). */
   commandTimeoutMs?: number;
+  /**
+   * `requests` only: more commands (beside the task creation scripts) sent as they are, not
+   * auto-pipelined: commands a caller already batches itself, one call per event-loop turn.
+   */
+  unpipelined?: readonly string[];
 }
 
 /** Longest wait between reconnect attempts. */
@@ -51,12 +56,13 @@ export const DEFAULT_COMMAND_TIMEOUT_MS = 400;
 export function createRedis(url: string, role: RedisRole, options?: RedisConnectionOptions): Redis;
 export function createRedis(topology: RedisTopology, role: RedisRole, options?: RedisConnectionOptions): RedisClient;
 export function createRedis(target: string | RedisTopology, role: RedisRole, options: RedisConnectionOptions = {}): RedisClient {
-  const { connectionName, logger, commandTimeoutMs } = options;
+  const { connectionName, logger, commandTimeoutMs, unpipelined = [] } = options;
   const failFast = role === 'requests';
-  // Auto-pipelined, except for the task creation call: it is one large call per group commit, and
-  // an auto-pipeline costs a Pipeline object, which copies every script defined on the connection
-  // (BullMQ defines some 65): about 100 µs of the api's thread per batch, for nothing to gain.
-  const autoPipelining = { enableAutoPipelining: failFast, autoPipeliningIgnoredCommands: [...UNPIPELINED_COMMANDS] };
+  // Auto-pipelined, except for calls that are already one per batch (the task creation script, and
+  // what the caller names): an auto-pipeline costs a Pipeline object, which copies every script
+  // defined on the connection (BullMQ defines some 65): about 100 µs of the api's thread per batch,
+  // for nothing to gain.
+  const autoPipelining = { enableAutoPipelining: failFast, autoPipeliningIgnoredCommands: [...UNPIPELINED_COMMANDS, ...unpipelined] };
   const commandOptions = {
     connectionName,
     // RESP2 replies (HGETALL → object, no push frames) are what the scripts here and BullMQ expect.

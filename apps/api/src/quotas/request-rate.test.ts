@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { OPEN_MODE_PRINCIPAL, RateLimitedError, type Principal, type QuotaLimits } from '@mageagent/core';
 import { deleteKeysWithPrefix } from '@mageagent/tasks';
-import { RequestRateLimits } from './request-rate';
+import { RATE_LIMIT_COMMAND, RequestRateLimits } from './request-rate';
 
 const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
 const prefix = `test-rate-${randomUUID().slice(0, 8)}`;
@@ -69,4 +69,46 @@ test('Redis refusing the count fails every request of the batch with its error (
   expect(outcomes.map((outcome) => outcome.status)).toEqual(['rejected', 'rejected']);
   for (const outcome of outcomes) expect((outcome as PromiseRejectedResult).reason).not.toBeInstanceOf(RateLimitedError);
   broken.disconnect();
+});
+
+test('one round of counts at a time: requests arriving while one is in Redis, over several turns, are counted together next', async () => {
+  const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  try {
+    const replica = new RequestRateLimits(client, prefix, 5);
+    // The limit's limiter made (it defines its script on the client), then that script observed on
+    // the real client, with the first count held until released.
+    await replica.consume(caller('k9'), { ...limits, requestsPerMinute: 100 });
+    const counted: number[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const scripted = client as unknown as { rlflxIncr: (...args: unknown[]) => Promise<unknown> };
+    const increment = scripted.rlflxIncr.bind(client);
+    scripted.rlflxIncr = async (...args: unknown[]) => {
+      counted.push(Number((args[0] as string[])[1]));
+      if (counted.length === 1) await held;
+      return increment(...args);
+    };
+    const first = replica.consume(caller('k8'), { ...limits, requestsPerMinute: 100 });
+    await new Promise((resolve) => setImmediate(resolve));
+    const later: Promise<void>[] = [];
+    for (let turn = 0; turn < 4; turn += 1) {
+      later.push(replica.consume(caller('k8'), { ...limits, requestsPerMinute: 100 }), replica.consume(caller('k8'), { ...limits, requestsPerMinute: 100 }));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(counted).toEqual([1]);
+    release();
+    await Promise.all([first, ...later]);
+    // The points counted per call: 1, then the 8 that arrived meanwhile.
+    expect(counted).toEqual([1, 8]);
+  } finally {
+    client.disconnect();
+  }
+});
+
+test('the script the api connection sends without auto-pipelining is the one the limiter defines', () => {
+  const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { lazyConnect: true });
+  expect(typeof (client as unknown as Record<string, unknown>)[RATE_LIMIT_COMMAND]).toBe('undefined');
+  new RequestRateLimits(client, prefix, 5);
+  expect(typeof (client as unknown as Record<string, unknown>)[RATE_LIMIT_COMMAND]).toBe('function');
+  client.disconnect();
 });

@@ -2,6 +2,13 @@ import type { Cluster, Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
 import { RateLimitedError, type Principal, type QuotaLimits } from '@mageagent/core';
 
+/**
+ * The script rate-limiter-flexible's RateLimiterRedis defines on the connection (its INCRBY + TTL):
+ * called once per key per round already, so the api's connection sends it as it is, not
+ * auto-pipelined (see createRedis).
+ */
+export const RATE_LIMIT_COMMAND = 'rlflxIncr';
+
 /** The requests of one key (with one limit) waiting for the end of the event-loop turn. */
 interface PendingBatch {
   points: number;
@@ -19,7 +26,9 @@ interface PendingBatch {
  * single consumes would give (the count in Redis is the same, and no request passes past the
  * limit), but under load it costs Redis one script per key per turn instead of one per request
  * (measured in `npm run bench`: the "with an API key and quotas" row). A lone request waits for
- * nothing but the end of its turn (setImmediate, no timer).
+ * nothing but the end of its turn (setImmediate, no timer). One round of counts is in Redis at a
+ * time; requests arriving meanwhile are counted together as soon as it is done, so rounds grow
+ * with the load (like the task intake's batches).
  *
  * Keys with different limits get limiters of their own.
  */
@@ -27,6 +36,8 @@ export class RequestRateLimits {
   private readonly limiters = new Map<number, RateLimiterRedis>();
   private readonly pending = new Map<string, PendingBatch>();
   private flushScheduled = false;
+  /** One round of counts in Redis at a time: requests arriving meanwhile are counted together next. */
+  private counting = false;
 
   constructor(
     private readonly redis: Redis | Cluster,
@@ -54,7 +65,7 @@ export class RequestRateLimits {
         this.pending.set(id, batch);
       }
       batch.waiters.push({ resolve, reject });
-      if (!this.flushScheduled) {
+      if (!this.flushScheduled && !this.counting) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
       }
@@ -63,9 +74,14 @@ export class RequestRateLimits {
 
   private flush(): void {
     this.flushScheduled = false;
+    if (this.counting || this.pending.size === 0) return;
     const batches = [...this.pending.values()];
     this.pending.clear();
-    for (const batch of batches) void this.settle(batch);
+    this.counting = true;
+    void Promise.allSettled(batches.map((batch) => this.settle(batch))).finally(() => {
+      this.counting = false;
+      this.flush();
+    });
   }
 
   private async settle({ points, keyId, waiters }: PendingBatch): Promise<void> {
