@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 /**
  * What every key this service issues starts with, so a key is recognisable wherever it leaks
@@ -17,7 +17,8 @@ export function generateApiKey(): string {
 
 /** The hex SHA-256 of a key: what the keys file stores instead of the key. */
 export function sha256Hex(key: string): string {
-  return createHash('sha256').update(key, 'utf8').digest('hex');
+  // One-shot (Node ≥ 20.12): a quarter of createHash's cost, and it runs on every keyed request.
+  return hash('sha256', key, 'hex');
 }
 
 /** Bytes of a generated webhook signing secret: the Standard Webhooks spec asks for 24 to 64. */
