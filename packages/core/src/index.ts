@@ -87,6 +87,7 @@ export {
 export { onShutdown } from './shutdown';
 export type { ClientToServerEvents, ServerToClientEvents } from './socket-events';
 export { taskLinks, type TaskLinks } from './task-links';
+export { TurnBatcher } from './turn-batcher';
 export {
   contextFromCarrier,
   errorCodeOf,

@@ -1,5 +1,16 @@
 import { context, trace } from '@opentelemetry/api';
-import { QueueFullError, RateLimitedError, setSpanError, SpanKind, traceCarrier, tracer, tracingActive, type Span, type TaskRecord } from '@mageagent/core';
+import {
+  QueueFullError,
+  RateLimitedError,
+  setSpanError,
+  SpanKind,
+  traceCarrier,
+  tracer,
+  tracingActive,
+  TurnBatcher,
+  type Span,
+  type TaskRecord,
+} from '@mageagent/core';
 import type { JobWriter, TaskJob, TaskQueue } from './task-queue';
 import { JobNotAddedError, TaskExistsError, TaskNotStorableError, type CreateLimits, type TaskStore } from './task-store';
 
@@ -43,9 +54,14 @@ export class TaskNotQueuedError extends Error {
  *   so nothing of them may run.
  */
 export class TaskIntake {
-  private pending: Pending[] = [];
-  /** A batch is being written: the next one forms meanwhile, and goes as soon as it is done. */
-  private writing = false;
+  /** One batch in Redis at a time; the next forms meanwhile (see TurnBatcher). */
+  private readonly batcher = new TurnBatcher<Pending>((batch) =>
+    this.write(batch).catch((error: unknown) => {
+      // Not expected (every outcome is handled in write), but no submitter may be left waiting.
+      const reason = error instanceof Error ? error : new Error(String(error));
+      for (const { reject } of batch) reject(reason);
+    }),
+  );
   /** BullMQ's add-job script, once the queue is ready (undefined before, or where it cannot be used). */
   private writer: JobWriter | undefined;
   private asking: Promise<boolean> | undefined;
@@ -92,7 +108,7 @@ export class TaskIntake {
         if (error) reject(error);
         else resolve();
       };
-      if (this.pending.push({ task, limits, span, resolve: () => done(), reject: done }) === 1 && !this.writing) setImmediate(() => this.flush());
+      this.batcher.add({ task, limits, span, resolve: () => done(), reject: done });
     });
   }
 
@@ -109,24 +125,6 @@ export class TaskIntake {
         'messaging.destination.name': 'tasks',
       },
     });
-  }
-
-  private flush(): void {
-    if (this.writing || this.pending.length === 0) return;
-    const batch = this.pending;
-    this.pending = [];
-    this.writing = true;
-    this.write(batch)
-      .catch((error: unknown) => {
-        // Not expected (every outcome is handled below), but no submitter may be left waiting.
-        const reason = error instanceof Error ? error : new Error(String(error));
-        for (const { reject } of batch) reject(reason);
-      })
-      .finally(() => {
-        this.writing = false;
-        // What arrived meanwhile, as one batch (its clients have waited one write at most).
-        this.flush();
-      });
   }
 
   private async write(batch: Pending[]): Promise<void> {

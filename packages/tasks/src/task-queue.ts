@@ -55,6 +55,8 @@ export interface TaskQueueOptions {
 /** Adds and removes task jobs on the BullMQ queue. */
 export class TaskQueue {
   readonly queue: Queue<TaskJobData>;
+  /** BullMQ's add-job script and its arguments, derived once (see jobWriter). */
+  private writer: Promise<JobWriter | undefined> | undefined;
 
   constructor(
     private readonly connection: Redis | Cluster,
@@ -87,8 +89,6 @@ export class TaskQueue {
     });
     return this.writer;
   }
-
-  private writer: Promise<JobWriter | undefined> | undefined;
 
   private jobOptions(taskId: string, priority: TaskPriority): JobsOptions {
     return {

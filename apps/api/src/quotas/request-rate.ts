@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { RateLimitedError, type Principal, type QuotaLimits } from '@mageagent/core';
+import { RateLimitedError, TurnBatcher, type Principal, type QuotaLimits } from '@mageagent/core';
 
 /**
  * The script rate-limiter-flexible's RateLimiterRedis defines on the connection (its INCRBY + TTL):
@@ -9,11 +9,23 @@ import { RateLimitedError, type Principal, type QuotaLimits } from '@mageagent/c
  */
 export const RATE_LIMIT_COMMAND = 'rlflxIncr';
 
-/** The requests of one key (with one limit) waiting for the end of the event-loop turn. */
+interface Waiter {
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+/** A request waiting for its round to be counted. */
+interface PendingRequest {
+  points: number;
+  keyId: string;
+  waiter: Waiter;
+}
+
+/** The requests of one key (with one limit) in one round. */
 interface PendingBatch {
   points: number;
   keyId: string;
-  waiters: Array<{ resolve: () => void; reject: (error: unknown) => void }>;
+  waiters: Waiter[];
 }
 
 /**
@@ -34,10 +46,8 @@ interface PendingBatch {
  */
 export class RequestRateLimits {
   private readonly limiters = new Map<number, RateLimiterRedis>();
-  private readonly pending = new Map<string, PendingBatch>();
-  private flushScheduled = false;
   /** One round of counts in Redis at a time: requests arriving meanwhile are counted together next. */
-  private counting = false;
+  private readonly rounds = new TurnBatcher<PendingRequest>((requests) => this.count(requests));
 
   constructor(
     private readonly redis: Redis | Cluster,
@@ -57,31 +67,22 @@ export class RequestRateLimits {
   consume(principal: Principal, limits: QuotaLimits): Promise<void> {
     const points = limits.requestsPerMinute;
     if (points <= 0) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      const id = `${points}:${principal.keyId}`;
-      let batch = this.pending.get(id);
-      if (batch === undefined) {
-        batch = { points, keyId: principal.keyId, waiters: [] };
-        this.pending.set(id, batch);
-      }
-      batch.waiters.push({ resolve, reject });
-      if (!this.flushScheduled && !this.counting) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
+    return new Promise<void>((resolve, reject) => this.rounds.add({ points, keyId: principal.keyId, waiter: { resolve, reject } }));
   }
 
-  private flush(): void {
-    this.flushScheduled = false;
-    if (this.counting || this.pending.size === 0) return;
-    const batches = [...this.pending.values()];
-    this.pending.clear();
-    this.counting = true;
-    void Promise.allSettled(batches.map((batch) => this.settle(batch))).finally(() => {
-      this.counting = false;
-      this.flush();
-    });
+  /** One round: the requests of each key (with one limit) counted together, every key at once. */
+  private async count(requests: PendingRequest[]): Promise<void> {
+    const batches = new Map<string, PendingBatch>();
+    for (const { points, keyId, waiter } of requests) {
+      const id = `${points}:${keyId}`;
+      let batch = batches.get(id);
+      if (batch === undefined) {
+        batch = { points, keyId, waiters: [] };
+        batches.set(id, batch);
+      }
+      batch.waiters.push(waiter);
+    }
+    await Promise.allSettled([...batches.values()].map((batch) => this.settle(batch)));
   }
 
   private async settle({ points, keyId, waiters }: PendingBatch): Promise<void> {
