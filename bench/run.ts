@@ -338,41 +338,35 @@ function benchKeysFile(): { file: string; key: string; remove: () => void } {
   return { file, key, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
+/** An api with no workers (only the api and Redis are measured) and no bound on the backlog, plus `env`. */
+function ingestStack(prefix: string, env: Record<string, string>): Stack {
+  return new Stack({
+    redisUrl: REDIS_URL,
+    prefix,
+    apiPort: 0,
+    simPort: 0,
+    workers: 0,
+    workerConcurrency: 1,
+    env: { LOG_LEVEL: SPINE_LOG_LEVEL, MAX_QUEUED_TASKS: '0', ...env },
+    sink: quiet,
+  });
+}
+
 /** The spine's table: ingest beside its ceilings, orchestration overhead, api connections. */
 async function spine(prefix: () => string): Promise<void> {
   const redis = new Redis(REDIS_URL);
   try {
     log('POST /tasks through the api (no workers, so only the api and Redis are measured)');
     // No bound on the backlog: with no workers, every task posted stays queued.
-    const ingest = new Stack({
-      redisUrl: REDIS_URL,
-      prefix: prefix(),
-      apiPort: 0,
-      simPort: 0,
-      workers: 0,
-      workerConcurrency: 1,
-      env: { LOG_LEVEL: SPINE_LOG_LEVEL, MAX_QUEUED_TASKS: '0' },
-      sink: quiet,
-    });
+    const ingest = ingestStack(prefix(), {});
     await ingest.start();
     // The same with an API key and quotas on: authentication, a requests-per-minute check in Redis
     // and the active-task bound, set high enough to be counted on every request but never reached.
     const keys = benchKeysFile();
-    const secured = new Stack({
-      redisUrl: REDIS_URL,
-      prefix: prefix(),
-      apiPort: 0,
-      simPort: 0,
-      workers: 0,
-      workerConcurrency: 1,
-      env: {
-        LOG_LEVEL: SPINE_LOG_LEVEL,
-        MAX_QUEUED_TASKS: '0',
-        API_KEYS_FILE: keys.file,
-        QUOTA_REQUESTS_PER_MINUTE: '100000000',
-        QUOTA_MAX_ACTIVE_TASKS: '100000000',
-      },
-      sink: quiet,
+    const secured = ingestStack(prefix(), {
+      API_KEYS_FILE: keys.file,
+      QUOTA_REQUESTS_PER_MINUTE: '100000000',
+      QUOTA_MAX_ACTIVE_TASKS: '100000000',
     });
     await secured.start();
     const httpCeiling = await startHttpCeiling();
