@@ -2,7 +2,7 @@ import express, { type ErrorRequestHandler, type Request, type Response } from '
 import { isMageError, NotFoundError, quote, ServiceUnavailableError, taskLinks, toErrorBody } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
 import { basicAuthForBoard, boardContentSecurityPolicy, BULL_BOARD_PATH, bullBoardRouter } from './admin/bull-board';
-import { authenticate, callerOf, requireScope } from './auth/middleware';
+import { authenticate, callerOf, pendingCountOf, requireScope } from './auth/middleware';
 import { hostsHandler } from './hosts';
 import { asClientError, retryAfterOf } from './http-errors';
 import { idempotencyKeyOf } from './idempotency';
@@ -55,7 +55,10 @@ export function createApp(services: ApiServices): express.Express {
 
   // The hot path first: express tries routes in order.
   app.post('/tasks', tasksScope, async (req, res) => {
-    const { task, replayed } = await services.tasks.create(callerOf(res), req.body, idempotencyKeyOf(req));
+    const count = pendingCountOf(res);
+    const { task, replayed } = await services.tasks.create(callerOf(res), req.body, idempotencyKeyOf(req), count);
+    // A replay created nothing, so nothing counted it yet.
+    await count?.now();
     if (replayed) res.setHeader('idempotent-replayed', 'true');
     res.locals.taskId = task.id;
     res
@@ -108,7 +111,10 @@ export function createApp(services: ApiServices): express.Express {
 }
 
 function errorHandler(services: ApiServices): ErrorRequestHandler {
-  return (error: unknown, req, res, _next) => {
+  return async (failure: unknown, req, res, _next) => {
+    // A request still to be counted is counted now: past its key's limit, its answer is the 429.
+    const count = pendingCountOf(res);
+    const error = count === undefined ? failure : await count.answerFor(failure);
     const mapped = asClientError(error);
     const status = isMageError(mapped) ? mapped.httpStatus : 500;
     const retryAfter = retryAfterOf(mapped);

@@ -101,7 +101,13 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
     unpipelined: [RATE_LIMIT_COMMAND],
   });
   const subscriber = createRedis(topology, 'subscriber', { connectionName: 'mageagent-api-subscriber', logger });
-  const store = new TaskStore(redis, env.REDIS_PREFIX, { retentionSeconds: env.TASK_RETENTION_SECONDS, maxQueuedTasks: env.MAX_QUEUED_TASKS });
+  const rateLimits = new RequestRateLimits(redis, env.REDIS_PREFIX);
+  const store = new TaskStore(redis, env.REDIS_PREFIX, {
+    retentionSeconds: env.TASK_RETENTION_SECONDS,
+    maxQueuedTasks: env.MAX_QUEUED_TASKS,
+    // New tasks' requests are counted in the script that writes them: one Redis call for both.
+    requestCounter: rateLimits.counter,
+  });
   const queue = new TaskQueue(redis, {
     prefix: env.REDIS_PREFIX,
     attempts: env.TASK_ATTEMPTS,
@@ -138,7 +144,7 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
   const services: ApiServices = {
     tasks,
     auth: new Authenticator(keys, defaultLimits(env)),
-    rateLimits: new RequestRateLimits(redis, env.REDIS_PREFIX),
+    rateLimits,
     patterns,
     defaultPattern: env.DEFAULT_PATTERN,
     hosts: new HostStatsReader(redis, env.REDIS_PREFIX, loadModelsConfig(env.MODELS_CONFIG ?? DEFAULT_MODELS_CONFIG_PATH)),

@@ -33,6 +33,7 @@ import {
   type TaskSummary,
 } from '@mageagent/tasks';
 import { IdempotencyKeys } from './idempotency';
+import type { PendingRequestCount } from './quotas/request-rate';
 
 /** Who is calling and what their key may use: set by authentication on every request and socket. */
 export interface Caller {
@@ -119,11 +120,14 @@ export class TaskService {
    * Validates and enqueues a new task of the caller's tenant, under its key's quotas. With an
    * Idempotency-Key, a repeat of an earlier request (same tenant, key and body, within a day) gets
    * that request's task; the same key with another body is a conflict.
+   * With `count`, a task written counts its request in the same step (a request that creates none
+   * is left to the caller to count: see PendingRequestCount).
    */
-  async create(caller: Caller, body: unknown, idempotencyKey?: string): Promise<CreateOutcome> {
+  async create(caller: Caller, body: unknown, idempotencyKey?: string, count?: PendingRequestCount): Promise<CreateOutcome> {
     const task = this.newTask(caller, body);
+    const limits = () => ({ maxActiveTasks: caller.limits.maxActiveTasks, requestsPerMinute: count?.withTask() });
     if (idempotencyKey === undefined) {
-      await this.deps.intake.submit(task, { maxActiveTasks: caller.limits.maxActiveTasks });
+      await this.deps.intake.submit(task, limits());
       this.deps.onCreated?.(task);
       return { task, replayed: false };
     }
@@ -137,7 +141,7 @@ export class TaskService {
       return { task: await this.replayed(caller.principal, idempotencyKey, claim.taskId), replayed: true };
     }
     try {
-      await this.deps.intake.submit(task, { maxActiveTasks: caller.limits.maxActiveTasks });
+      await this.deps.intake.submit(task, limits());
     } catch (error) {
       await this.deps.idempotency.release(tenant, idempotencyKey, task.id).catch(() => undefined);
       throw error;

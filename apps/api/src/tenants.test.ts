@@ -13,12 +13,18 @@ const acme: Principal = { tenant: 'acme', app: 'ci', keyId: 'acme-ci', scopes: [
 const globex: Principal = { tenant: 'globex', keyId: 'globex-main', scopes: ['tasks'] };
 const acmeAdmin: Principal = { tenant: 'acme', keyId: 'acme-ops', scopes: ['admin'] };
 const tight: Principal = { tenant: 'tight', keyId: 'tight-1', scopes: ['tasks'] };
+const metered: Principal = { tenant: 'metered', keyId: 'metered-1', scopes: ['tasks'] };
+const burst: Principal = { tenant: 'burst', keyId: 'burst-1', scopes: ['tasks'] };
 
 const KEYS = {
   mak_acme: { principal: acme },
   mak_globex: { principal: globex },
   mak_acme_admin: { principal: acmeAdmin },
   mak_tight: { principal: tight, limits: { requestsPerMinute: 8, maxActiveTasks: 2, maxPromptBytes: 100 } },
+  mak_metered: { principal: metered, limits: { requestsPerMinute: 6 } },
+  // The same tenant under a key of its own, with its own count.
+  mak_metered_reader: { principal: { ...metered, keyId: 'metered-2' } },
+  mak_burst: { principal: burst, limits: { requestsPerMinute: 10 } },
 };
 
 let api: InProcessApi;
@@ -183,6 +189,39 @@ describe('quotas', () => {
     expect(Number(limited.headers.get('retry-after'))).toBeGreaterThan(0);
     // Other keys are not affected.
     expect((await call('/patterns', 'mak_globex')).status).toBe(200);
+  });
+
+  test('POST /tasks counts against requests per minute whatever the request turns out to be; past the limit even a bad one gets the 429', async () => {
+    const raw = (body: string, headers: Record<string, string> = {}) => call('/tasks', 'mak_metered', { method: 'POST', body }, headers);
+    // Six requests a minute: a task, malformed JSON, an invalid task, a task with an
+    // Idempotency-Key and its replay, and another route.
+    expect((await post('/tasks', 'mak_metered', { prompt: 'one' })).status).toBe(202);
+    expect((await raw('{"prompt":')).status).toBe(400);
+    expect((await post('/tasks', 'mak_metered', { prompt: '' })).status).toBe(400);
+    const key = `metered-${Date.now()}`;
+    const original = await post('/tasks', 'mak_metered', { prompt: 'two' }, { 'idempotency-key': key });
+    const replay = await post('/tasks', 'mak_metered', { prompt: 'two' }, { 'idempotency-key': key });
+    expect([original.status, replay.status, replay.body.id]).toEqual([202, 202, original.body.id]);
+    expect((await call('/patterns', 'mak_metered')).status).toBe(200);
+    // The seventh is refused, as a task, as a bad body, as a replay and on another route.
+    for (const refused of [
+      await post('/tasks', 'mak_metered', { prompt: 'three' }),
+      await raw('{"prompt":'),
+      await post('/tasks', 'mak_metered', { prompt: 'two' }, { 'idempotency-key': key }),
+      await call('/patterns', 'mak_metered'),
+    ]) {
+      expect(refused).toMatchObject({ status: 429, body: { error: { code: 'RATE_LIMITED', details: { quota: 'requestsPerMinute', limit: 6 } } } });
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    // Only the two tasks were made (seen with the tenant's other key, which has a count of its own).
+    expect((await call('/tasks', 'mak_metered_reader')).body.tasks).toHaveLength(2);
+  });
+
+  test('25 concurrent POST /tasks against a limit of 10 a minute: exactly 10 tasks', async () => {
+    const answers = await Promise.all(Array.from({ length: 25 }, (_, index) => post('/tasks', 'mak_burst', { prompt: `burst ${index}` })));
+    const statuses = answers.map((answer) => answer.status);
+    expect(statuses.filter((status) => status === 202)).toHaveLength(10);
+    expect(statuses.filter((status) => status === 429)).toHaveLength(15);
   });
 
   test('past MAX_QUEUED_TASKS, new tasks get 503 QUEUE_FULL with Retry-After', async () => {

@@ -120,6 +120,20 @@ export class RateLimitedError extends MageError {
   }
 }
 
+/**
+ * A request past its key's requests per minute, wherever it was counted (the api's limiter, or a
+ * new task's creation script): `msBeforeNext` is what is left of the key's window.
+ */
+export class RequestRateExceededError extends RateLimitedError {
+  constructor(
+    readonly limit: number,
+    readonly msBeforeNext: number,
+  ) {
+    const retryAfterSeconds = Math.max(1, Math.ceil(msBeforeNext / 1000));
+    super(`this key may make ${limit} requests a minute; retry in ${retryAfterSeconds} s`, retryAfterSeconds, { quota: 'requestsPerMinute', limit });
+  }
+}
+
 /** The same Idempotency-Key was used with a different request body. */
 export class IdempotencyConflictError extends MageError {
   override readonly name = 'IdempotencyConflictError';

@@ -29,6 +29,7 @@ export {
   PayloadTooLargeError,
   QueueFullError,
   RateLimitedError,
+  RequestRateExceededError,
   ServiceUnavailableError,
   TaskTimeoutError,
   toErrorBody,

@@ -6,6 +6,7 @@ export { TaskEventBus } from './event-bus';
 export { TaskKeys } from './keys';
 export {
   createRedis,
+  definedScript,
   deleteKeysWithPrefix,
   isRedisUnavailable,
   pingRedis,
@@ -17,5 +18,5 @@ export {
 export { type FollowOptions, followTask, type TaskFollow } from './task-follower';
 export { TaskIntake, TaskNotQueuedError } from './task-intake';
 export { BULLMQ_PRIORITY, DEFAULT_JOB_RETENTION, TASK_QUEUE_NAME, type TaskJobData, TaskQueue } from './task-queue';
-export { TaskStore, type TaskSummary } from './task-store';
+export { type RequestCounter, TaskStore, type TaskSummary } from './task-store';
 export { describeTopology, hashTagOf, type RedisTopology, type RedisTopologyEnv, redisTopologyOf } from './topology';

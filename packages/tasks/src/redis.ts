@@ -38,6 +38,18 @@ export interface RedisConnectionOptions {
   unpipelined?: readonly string[];
 }
 
+/**
+ * A script a library defined on the connection (ioredis's defineCommand), as that library wrote
+ * it: its Lua and key count; undefined when it defined none under that name. This reads ioredis's
+ * own record of the definitions, which it exposes without a type; the callers check what they get
+ * and do without the script when it is not there.
+ */
+export function definedScript(connection: RedisClient, name: string): { lua: string; numberOfKeys: number | undefined } | undefined {
+  const script = (connection as unknown as { scriptsSet?: Record<string, { lua?: unknown; numberOfKeys?: unknown }> }).scriptsSet?.[name];
+  if (typeof script?.lua !== 'string') return undefined;
+  return { lua: script.lua, numberOfKeys: typeof script.numberOfKeys === 'number' ? script.numberOfKeys : undefined };
+}
+
 /** Longest wait between reconnect attempts. */
 const RECONNECT_MAX_DELAY_MS = 500;
 

@@ -6,10 +6,16 @@
  * (string concatenation, not cjson, which would reorder keys and turn [] into {}).
  */
 
-/** The names the creation script is defined under (not auto-pipelined: see createRedis). */
-export const CREATE_TASKS_COMMAND = 'mageCreateTasks';
-export const CREATE_TASKS_AND_JOBS_COMMAND = 'mageCreateTasksAndJobs';
-export const UNPIPELINED_COMMANDS: readonly string[] = [CREATE_TASKS_COMMAND, CREATE_TASKS_AND_JOBS_COMMAND];
+/**
+ * The names the creation script is defined under, by what it has inside (BullMQ's add-job script,
+ * a request counter); none is auto-pipelined (see createRedis).
+ */
+export function createTasksCommand(withJobs: boolean, counted: boolean): string {
+  return `mageCreateTasks${withJobs ? 'AndJobs' : ''}${counted ? 'Counted' : ''}`;
+}
+export const UNPIPELINED_COMMANDS: readonly string[] = [false, true].flatMap((withJobs) =>
+  [false, true].map((counted) => createTasksCommand(withJobs, counted)),
+);
 
 /**
  * Creates a batch of tasks, each with its first event and, when the script is built with a job
@@ -17,22 +23,33 @@ export const UNPIPELINED_COMMANDS: readonly string[] = [CREATE_TASKS_COMMAND, CR
  * refuses a task alone.
  * One call per group commit rather than one per task: the per-command cost (in the api's client
  * and in Redis) was most of what a new task cost.
+ * Built with a request counter's Lua (a script of one key that adds ARGV[1] to the count there,
+ * starting a window of ARGV[2] seconds when none runs, and returns {count, ms left in the
+ * window}: rate-limiter-flexible's, as the api's limiter defined it), it also counts the request
+ * of each task that asks for it against its key's requests per minute, in the same step: the
+ * request is counted first, whatever becomes of its task, as the limiter counts every request.
  * KEYS: the queue's wait list, the queue's prioritised set, J keys of the add-job script, then per
- *       task: task hash, event log, tenant index, the key's active-task counter.
+ *       task: task hash, event log, tenant index, the key's active-task counter, the key's request
+ *       counter.
  * ARGV: ttl seconds, max queued tasks (0 = none), index floor (task ids below it are pruned from
- *       the index), J, the key prefix of a job's hash, then per task: taskId, at, first event body,
- *       max active tasks of its key (0 = none), field count n, n field/value pairs, and when J > 0
- *       its job's priority, timestamp and data (JobWriter.argv).
+ *       the index), J, the key prefix of a job's hash, the request counter's window in seconds,
+ *       then per task: taskId, at, first event body, max active tasks of its key (0 = none), its
+ *       key's requests per minute (0 = not counted here), field count n, n field/value pairs, and
+ *       when J > 0 its job's priority, timestamp and data (JobWriter.argv).
  * Returns one entry per task: 1 created, 0 exists already, -1 the queue is full, -2 the key's
- * active tasks are at its limit, or the error Redis raised writing it (as a string, or as
- * {'job', error} when it was the job that could not be added; nothing of that task is left behind,
- * and the tasks after it are still written).
+ * active tasks are at its limit, {'rate', ms left in the window} past its key's requests per
+ * minute, or the error Redis raised writing it (as a string, or as {'job', error} when it was the
+ * job that could not be added; nothing of that task is left behind, and the tasks after it are
+ * still written).
  *
  * The queue bound counts the tasks this call created too (without jobs, their jobs are added after
  * it), so a large batch cannot overshoot it.
  */
-export function createTasksScript(jobWriterLua?: string): string {
+export function createTasksScript(jobWriterLua?: string, requestCounterLua?: string): string {
+  // The counter's script runs as a function: its KEYS and ARGV are that function's parameters.
+  const counter = requestCounterLua === undefined ? 'local countRequest = nil' : `local function countRequest(KEYS, ARGV)\n${requestCounterLua}\nend`;
   return `${jobWriterLua ?? 'local addTaskJob = nil'}
+${counter}
 ${CREATE_TASKS_BODY}`;
 }
 
@@ -41,13 +58,14 @@ local ttl = tonumber(ARGV[1])
 local maxQueued = tonumber(ARGV[2])
 local jobKeyCount = tonumber(ARGV[4])
 local jobKeyPrefix = ARGV[5]
+local window = ARGV[6]
 local jobKeys = {}
 for i = 1, jobKeyCount do jobKeys[i] = KEYS[2 + i] end
 local queued = 0
 if maxQueued > 0 then queued = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) end
 local answers = {}
 local k = 3 + jobKeyCount
-local a = 6
+local a = 7
 -- How far the current task's writes got, so a failure undoes exactly those.
 local wrote = 0
 local function create(task, log, index, active, id, at, event, fields, job)
@@ -71,19 +89,26 @@ end
 -- Indexes and counters the batch wrote to (most tasks of a batch share them): kept up once each.
 local indexes, counters = {}, {}
 while a <= #ARGV do
-  local task, log, index, active = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]
-  local id, at, event, maxActive, count = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local task, log, index, active, requests = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  local id, at, event = ARGV[a], ARGV[a + 1], ARGV[a + 2]
+  local maxActive, perMinute, count = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
   local fields = {'seq', 1, 'activeKey', active}
-  for i = a + 5, a + 4 + 2 * count do fields[#fields + 1] = ARGV[i] end
+  for i = a + 6, a + 5 + 2 * count do fields[#fields + 1] = ARGV[i] end
   local job = nil
-  a = a + 5 + 2 * count
+  a = a + 6 + 2 * count
   if jobKeyCount > 0 then
     job = {ARGV[a], ARGV[a + 1], ARGV[a + 2]}
     a = a + 3
   end
-  k = k + 4
-  local answer
-  if redis.call('EXISTS', task) == 1 then
+  k = k + 5
+  local answer = nil
+  if perMinute > 0 then
+    local counted = countRequest({requests}, {'1', window})
+    if tonumber(counted[1]) > perMinute then answer = {'rate', counted[2]} end
+  end
+  if answer ~= nil then
+    -- Past its key's requests per minute: counted, and refused.
+  elseif redis.call('EXISTS', task) == 1 then
     answer = 0
   elseif maxQueued > 0 and queued >= maxQueued then
     answer = -1

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { Worker } from 'bullmq';
+import { RequestRateExceededError } from '@mageagent/core';
 import type { Redis } from 'ioredis';
 import { createRedis, deleteKeysWithPrefix, redisReady } from './redis';
 import { TaskIntake, TaskNotQueuedError } from './task-intake';
 import { BULLMQ_PRIORITY, TASK_QUEUE_NAME, type TaskJobData, TaskQueue } from './task-queue';
 import { TaskExistsError, TaskNotStorableError, TaskStore } from './task-store';
-import { queuedTask } from './test-tasks';
+import { queuedTask, testRequestCounter } from './test-tasks';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefixes: string[] = [];
@@ -31,7 +32,7 @@ describe.each([
   async function setup() {
     const prefix = `test-intake-${randomUUID().slice(0, 8)}`;
     prefixes.push(prefix);
-    const store = new TaskStore(redis, prefix, { retentionSeconds: 60 });
+    const store = new TaskStore(redis, prefix, { retentionSeconds: 60, requestCounter: testRequestCounter(prefix) });
     const queue = new TaskQueue(redis, { prefix, attempts: 3 });
     const intake = new TaskIntake(store, queue, { jobsWithRecords });
     expect(await intake.jobsWithRecords()).toBe(jobsWithRecords);
@@ -50,6 +51,19 @@ describe.each([
       expect(job?.opts.priority).toBe(BULLMQ_PRIORITY[task.priority]);
     }
     expect(await queue.queue.getPrioritizedCount()).toBe(tasks.length);
+    await queue.close();
+  });
+
+  test("requests are counted with their tasks: past the key's limit a task is refused and nothing of it is written, job included", async () => {
+    const { store, queue, intake } = await setup();
+    const tasks = Array.from({ length: 4 }, () => queuedTask({ keyId: 'counted' }));
+    const outcomes = await Promise.allSettled(tasks.map((task) => intake.submit(task, { requestsPerMinute: 2 })));
+    expect(outcomes.map((outcome) => outcome.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'rejected']);
+    expect(outcomes[2]).toMatchObject({ reason: expect.any(RequestRateExceededError) });
+    for (const [index, task] of tasks.entries()) {
+      expect(await store.get(task.id)).toEqual(index < 2 ? expect.objectContaining({ id: task.id }) : undefined);
+      expect(await queue.queue.getJob(task.id)).toEqual(index < 2 ? expect.objectContaining({ id: task.id }) : undefined);
+    }
     await queue.close();
   });
 

@@ -3,6 +3,7 @@ import { Job, Queue, type JobsOptions } from 'bullmq';
 import type { Cluster, Redis } from 'ioredis';
 import { Packr } from 'msgpackr';
 import type { TaskPriority } from '@mageagent/core';
+import { definedScript } from './redis';
 
 export const TASK_QUEUE_NAME = 'tasks';
 
@@ -199,8 +200,8 @@ export async function jobWriterOf(
     );
   }
   // The script itself, as BullMQ defined it on the connection under that name.
-  const script = (connection as unknown as { scriptsSet?: Record<string, { lua?: unknown; numberOfKeys?: unknown }> }).scriptsSet?.[shared!.name];
-  if (typeof script?.lua !== 'string' || script.numberOfKeys !== shared!.keys.length) return undefined;
+  const script = definedScript(connection, shared!.name);
+  if (script === undefined || script.numberOfKeys !== shared!.keys.length) return undefined;
   const { keys, jobKeyPrefix } = shared!;
   // BullMQ's script runs as a function: its KEYS and ARGV are that function's parameters.
   const lua = `local function bullmqAddJob(KEYS, ARGV)

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { v7 as uuidv7 } from 'uuid';
 import type { Redis } from 'ioredis';
-import type { TaskEvent } from '@mageagent/core';
+import { RequestRateExceededError, type RateLimitedError, type TaskEvent } from '@mageagent/core';
 import { createRedis } from './redis';
 import { TaskStore, type TransitionRequest } from './task-store';
 import { TaskEventBus } from './event-bus';
 import { followTask } from './task-follower';
-import { queuedTask } from './test-tasks';
+import { queuedTask, testRequestCounter } from './test-tasks';
 
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
 const prefix = `test-store-${randomUUID().slice(0, 8)}`;
@@ -303,6 +303,56 @@ describe('bounds, the tenant index and the webhook outbox', () => {
     const again = await bounded.createAll([batch[0]!, queuedTask({ tenant })]);
     expect(again[0]).toMatchObject({ name: 'TaskExistsError' });
     expect(again[1]).toBeNull();
+  });
+
+  describe('requests counted with their tasks', () => {
+    const counter = testRequestCounter(boundsPrefix);
+
+    test('each task counts its request in the same call; past the limit it is refused with what is left of the window; a task refused for another bound still counts', async () => {
+      const counted = new TaskStore(redis, boundsPrefix, { retentionSeconds: 60, requestCounter: counter });
+      const keyId = `key-${randomUUID().slice(0, 6)}`;
+      const batch = Array.from({ length: 5 }, () => queuedTask({ keyId }));
+      const outcomes = await counted.createAll(
+        batch,
+        batch.map(() => ({ maxActiveTasks: 2, requestsPerMinute: 3 })),
+      );
+      expect(outcomes.map((outcome) => (outcome === null ? 'created' : ((outcome as RateLimitedError).details as { quota: string }).quota))).toEqual([
+        'created',
+        'created',
+        'maxActiveTasks',
+        'requestsPerMinute',
+        'requestsPerMinute',
+      ]);
+      expect(outcomes[3]).toBeInstanceOf(RequestRateExceededError);
+      const refusal = outcomes[3] as RequestRateExceededError;
+      expect(refusal).toMatchObject({ httpStatus: 429, limit: 3, retryAfterSeconds: 60 });
+      expect(refusal.msBeforeNext).toBeGreaterThan(55_000);
+      expect(refusal.msBeforeNext).toBeLessThanOrEqual(60_000);
+      expect(await redis.get(counter.keyOf(keyId))).toBe('5');
+      expect(await counted.get(batch[3]!.id)).toBeUndefined();
+      // Tasks that do not ask to be counted are not, and other keys have counts of their own.
+      const other = queuedTask({ keyId: `key-${randomUUID().slice(0, 6)}` });
+      expect(await counted.createAll([queuedTask({ keyId }), other], [{}, { requestsPerMinute: 3 }])).toEqual([null, null]);
+      expect(await redis.get(counter.keyOf(keyId))).toBe('5');
+      expect(await redis.get(counter.keyOf(other.keyId!))).toBe('1');
+    });
+
+    test('the count starts afresh when its window ends', async () => {
+      const counted = new TaskStore(redis, boundsPrefix, { retentionSeconds: 60, requestCounter: { ...counter, windowSeconds: 1 } });
+      const keyId = `key-${randomUUID().slice(0, 6)}`;
+      const limits = [{ requestsPerMinute: 1 }];
+      expect(await counted.createAll([queuedTask({ keyId })], limits)).toEqual([null]);
+      expect((await counted.createAll([queuedTask({ keyId })], limits))[0]).toBeInstanceOf(RequestRateExceededError);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      expect(await counted.createAll([queuedTask({ keyId })], limits)).toEqual([null]);
+    });
+
+    test('a store without a counter fails a task that asks to be counted, alone', async () => {
+      const uncounted = scoped();
+      const outcomes = await uncounted.createAll([queuedTask(), queuedTask()], [{ requestsPerMinute: 5 }, {}]);
+      expect(outcomes[0]?.message).toMatch(/no request counter/);
+      expect(outcomes[1]).toBeNull();
+    });
   });
 
   test('a task with a webhook enters the outbox when it ends, once; its delivery attempts are on its record', async () => {

@@ -4,6 +4,7 @@ import {
   NotFoundError,
   QueueFullError,
   RateLimitedError,
+  RequestRateExceededError,
   TaskStatuses,
   type TaskErrorInfo,
   type TaskEvent,
@@ -15,15 +16,32 @@ import {
   type WebhookDelivery,
 } from '@mageagent/core';
 import { TaskKeys, uuidV7Floor } from './keys';
-import { CREATE_TASKS_AND_JOBS_COMMAND, CREATE_TASKS_COMMAND, createTasksScript, DISCARD_TASK, TRANSITION } from './scripts';
+import { createTasksCommand, createTasksScript, DISCARD_TASK, TRANSITION } from './scripts';
 import { TASK_QUEUE_NAME, type JobWriter, type TaskJob } from './task-queue';
 
 type ScriptedRedis = (Redis | Cluster) & {
   mageTransition(hash: string, events: string, outbox: string, ...argv: (string | number)[]): Promise<[number, string]>;
   mageDiscardTask(hash: string, events: string, index: string, taskId: string): Promise<number>;
-  mageCreateTasks(numberOfKeys: number, ...keysAndArgv: (string | number)[]): Promise<(number | string)[]>;
-  mageCreateTasksAndJobs?(numberOfKeys: number, ...keysAndArgv: (string | number)[]): Promise<(number | string | [string, string])[]>;
 };
+
+/** One of the creation scripts (createTasksScript), as ioredis defines it on the connection. */
+type CreateCommand = (numberOfKeys: number, ...keysAndArgv: (string | number)[]) => Promise<(number | string | [string, string | number])[]>;
+
+/**
+ * A count of requests per API key in Redis, which new tasks' requests are counted against in the
+ * script that writes them (one call for both): the api passes its limiter's, so a request is
+ * counted in the same place, under the same key, whether its task's creation or the limiter counts it.
+ */
+export interface RequestCounter {
+  /**
+   * A script of one key: adds ARGV[1] to the count at KEYS[1], starting a window of ARGV[2]
+   * seconds there when none runs, and returns {count, ms left in the window}.
+   */
+  lua: string;
+  windowSeconds: number;
+  /** The key an API key's requests are counted under. */
+  keyOf(keyId: string): string;
+}
 
 /** New tasks' jobs, to add in the same script call as their records (see TaskQueue.jobWriter). */
 export interface NewJobs {
@@ -40,12 +58,20 @@ export interface TaskStoreOptions {
    * the GPU hosts cannot reach for hours is better refused now.
    */
   maxQueuedTasks?: number;
+  /** Where the requests of new tasks that ask for it are counted (CreateLimits.requestsPerMinute). */
+  requestCounter?: RequestCounter;
 }
 
 /** Bounds one new task is created under. */
 export interface CreateLimits {
   /** Refused (RateLimitedError) while its key has this many tasks queued or running (0 = no bound). */
   maxActiveTasks?: number;
+  /**
+   * Counts the request that creates the task against its key's requests per minute, in the same
+   * script that writes it, and refuses it past that many (RateLimitedError, requestRateExceeded);
+   * 0 or absent: not counted here. Needs the store's requestCounter.
+   */
+  requestsPerMinute?: number;
 }
 
 /** Suggested wait before retrying a task refused for its key's active tasks: tasks take seconds to minutes. */
@@ -100,8 +126,6 @@ export class TaskStore {
   ) {
     this.keys = new TaskKeys(prefix);
     if (!('mageTransition' in redis)) {
-      // No fixed key count: the first argument says how many keys the batch has.
-      redis.defineCommand(CREATE_TASKS_COMMAND, { lua: createTasksScript() });
       redis.defineCommand('mageDiscardTask', { numberOfKeys: 3, lua: DISCARD_TASK });
       redis.defineCommand('mageTransition', { numberOfKeys: 3, lua: TRANSITION });
     }
@@ -127,7 +151,8 @@ export class TaskStore {
    * atomic step, so neither exists without the other.
    */
   async createAll(tasks: readonly TaskRecord[], limits: readonly (CreateLimits | undefined)[] = [], newJobs?: NewJobs): Promise<(Error | null)[]> {
-    const create = newJobs ? this.createAndAddJobs(newJobs.writer) : this.redis.mageCreateTasks.bind(this.redis);
+    const create = this.creationCommand(newJobs?.writer);
+    const counter = this.options.requestCounter;
     const jobKeys = newJobs?.writer.keys ?? [];
     const [wait, prioritized] = this.keys.queueBacklog(TASK_QUEUE_NAME);
     const indexFloor = uuidV7Floor(Date.now() - 2 * this.options.retentionSeconds * 1000);
@@ -137,6 +162,11 @@ export class TaskStore {
     let call: (typeof calls)[number] | undefined;
     tasks.forEach((task, index) => {
       // Each task is prepared on its own: one that cannot be serialised fails alone, never its batch.
+      const perMinute = limits[index]?.requestsPerMinute ?? 0;
+      if (perMinute > 0 && counter === undefined) {
+        outcomes[index] = new Error('this task store has no request counter: it cannot count requests per minute');
+        return;
+      }
       let fields: [string, string][];
       let jobArgv: string[] = [];
       try {
@@ -150,13 +180,23 @@ export class TaskStore {
         call = {
           indexes: [],
           keys: [wait, prioritized, ...jobKeys],
-          argv: [this.options.retentionSeconds, this.options.maxQueuedTasks ?? 0, indexFloor, jobKeys.length, newJobs?.writer.jobKeyPrefix ?? ''],
+          argv: [
+            this.options.retentionSeconds,
+            this.options.maxQueuedTasks ?? 0,
+            indexFloor,
+            jobKeys.length,
+            newJobs?.writer.jobKeyPrefix ?? '',
+            counter?.windowSeconds ?? 0,
+          ],
         };
         calls.push(call);
       }
       call.indexes.push(index);
-      call.keys.push(this.keys.task(task.id), this.keys.events(task.id), this.keys.tenantTasks(task.tenant), this.keys.activeTasks(task.keyId ?? 'open'));
-      call.argv.push(task.id, task.createdAt, `{"type":"status","status":"${task.status}"}`, limits[index]?.maxActiveTasks ?? 0, fields.length);
+      const keyId = task.keyId ?? 'open';
+      const active = this.keys.activeTasks(keyId);
+      // Without a counter, a key the script does not touch stands in for the counter's.
+      call.keys.push(this.keys.task(task.id), this.keys.events(task.id), this.keys.tenantTasks(task.tenant), active, counter?.keyOf(keyId) ?? active);
+      call.argv.push(task.id, task.createdAt, `{"type":"status","status":"${task.status}"}`, limits[index]?.maxActiveTasks ?? 0, perMinute, fields.length);
       for (const [field, value] of fields) call.argv.push(field, value);
       call.argv.push(...jobArgv);
     });
@@ -170,6 +210,8 @@ export class TaskStore {
         const answer = reply.status === 'rejected' ? asError(reply.reason) : reply.value[position];
         if (answer instanceof Error) outcomes[index] = answer;
         else if (Array.isArray(answer) && answer[0] === 'job') outcomes[index] = new JobNotAddedError(tasks[index]!.id, new Error(String(answer[1])));
+        else if (Array.isArray(answer) && answer[0] === 'rate')
+          outcomes[index] = new RequestRateExceededError(limits[index]?.requestsPerMinute ?? 0, Number(answer[1]));
         else if (typeof answer === 'number') outcomes[index] = createOutcome(tasks[index], limits[index], this.options.maxQueuedTasks, answer);
         else outcomes[index] = new Error(answer === undefined ? 'no reply from Redis' : String(answer));
       });
@@ -177,16 +219,24 @@ export class TaskStore {
     return outcomes;
   }
 
-  /** The creation script with BullMQ's add-job script inside, defined on the connection on first use. */
-  private createAndAddJobs(writer: JobWriter): NonNullable<ScriptedRedis['mageCreateTasksAndJobs']> {
-    if (this.jobScript !== writer.lua) {
-      this.redis.defineCommand(CREATE_TASKS_AND_JOBS_COMMAND, { lua: createTasksScript(writer.lua) });
-      this.jobScript = writer.lua;
+  /**
+   * The creation script (with BullMQ's add-job script inside when `writer` is given, and the
+   * request counter's when the store has one), defined on the connection on first use. Defining
+   * it while requests flow is safe: it is never auto-pipelined (see createRedis), so no pending
+   * pipeline can lack it.
+   */
+  private creationCommand(writer: JobWriter | undefined): CreateCommand {
+    const name = createTasksCommand(writer !== undefined, this.options.requestCounter !== undefined);
+    if (!this.definedCommands.has(name) || this.definedCommands.get(name) !== writer?.lua) {
+      // No fixed key count: the first argument says how many keys the batch has.
+      this.redis.defineCommand(name, { lua: createTasksScript(writer?.lua, this.options.requestCounter?.lua) });
+      this.definedCommands.set(name, writer?.lua);
     }
-    return this.redis.mageCreateTasksAndJobs!.bind(this.redis);
+    return (this.redis as unknown as Record<string, CreateCommand>)[name]!.bind(this.redis);
   }
 
-  private jobScript: string | undefined;
+  /** The creation commands this store defined, with the add-job script each has inside. */
+  private readonly definedCommands = new Map<string, string | undefined>();
 
   /** Deletes tasks whose creation was abandoned (their jobs could not be queued); nobody was told their ids. */
   async discard(tasks: readonly TaskRecord[]): Promise<void> {

@@ -1,6 +1,7 @@
 import type { RequestHandler, Response } from 'express';
 import { ForbiddenError, type Scope } from '@mageagent/core';
 import type { Caller } from '../task-service';
+import type { PendingRequestCount } from '../quotas/request-rate';
 import type { ApiServices } from '../services';
 
 /** The authenticated caller of a request (set by `authenticate`). */
@@ -14,14 +15,26 @@ export function callerOf(res: Response): Caller {
  * Authenticates every request that reaches it (401 on a missing, malformed or unknown key) and
  * counts it against its key's requests per minute (429 + Retry-After), before the body is read:
  * a caller without a valid key costs no parsing.
+ *
+ * `POST /tasks` is counted with the task it creates, in the same Redis call, instead (see
+ * PendingRequestCount; a key already past its limit is refused here, from memory).
  */
 export function authenticate(services: ApiServices): RequestHandler {
   return async (req, res, next) => {
     const caller = services.auth.fromHeaders(req.headers);
     res.locals.caller = caller;
+    if (req.method === 'POST' && req.path === '/tasks') {
+      res.locals.requestCount = services.rateLimits.pending(caller.principal, caller.limits);
+      if (res.locals.requestCount !== undefined) return next();
+    }
     await services.rateLimits.consume(caller.principal, caller.limits);
     next();
   };
+}
+
+/** The request's count when it waits for the task it creates (set by `authenticate`; see PendingRequestCount). */
+export function pendingCountOf(res: Response): PendingRequestCount | undefined {
+  return res.locals.requestCount as PendingRequestCount | undefined;
 }
 
 /** A route only keys with `scope` may use (403 FORBIDDEN for a valid key without it). */

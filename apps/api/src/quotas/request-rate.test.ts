@@ -4,8 +4,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { OPEN_MODE_PRINCIPAL, RateLimitedError, type Principal, type QuotaLimits } from '@mageagent/core';
-import { deleteKeysWithPrefix } from '@mageagent/tasks';
+import { OPEN_MODE_PRINCIPAL, RateLimitedError, RequestRateExceededError, ValidationError, type Principal, type QuotaLimits } from '@mageagent/core';
+import { deleteKeysWithPrefix, TaskStore } from '@mageagent/tasks';
+import { queuedTask } from '../../../../packages/tasks/src/test-tasks';
 import { RATE_LIMIT_COMMAND, RequestRateLimits } from './request-rate';
 
 const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
@@ -111,4 +112,68 @@ test('the script the api connection sends without auto-pipelining is the one the
   new RequestRateLimits(client, prefix, 5);
   expect(typeof (client as unknown as Record<string, unknown>)[RATE_LIMIT_COMMAND]).toBe('function');
   client.disconnect();
+});
+
+describe('requests counted with the tasks they create', () => {
+  /** An api replica: its limiter, and a task store that counts with the limiter's counter (as services.ts wires them). */
+  function replica(windowSeconds = 5) {
+    const rates = new RequestRateLimits(redis, prefix, windowSeconds);
+    expect(rates.counter).toBeDefined();
+    const store = new TaskStore(redis, prefix, { retentionSeconds: 60, requestCounter: rates.counter });
+    return { rates, store };
+  }
+  const create = (store: TaskStore, keyId: string, limit: number) =>
+    store.createAll([queuedTask({ keyId })], [{ requestsPerMinute: limit }]).then(([outcome]) => outcome);
+
+  test("the creation script counts with the limiter's own script and key: one count per key across routes and replicas", async () => {
+    const [a, b] = [replica(), replica()];
+    expect(await create(a.store, 'c1', 4)).toBeNull();
+    await b.rates.consume(caller('c1'), { ...limits, requestsPerMinute: 4 });
+    expect(await create(b.store, 'c1', 4)).toBeNull();
+    await a.rates.consume(caller('c1'), { ...limits, requestsPerMinute: 4 });
+    expect(await redis.get(a.rates.counter!.keyOf('c1'))).toBe('4');
+    const refused = await create(a.store, 'c1', 4);
+    expect(refused).toBeInstanceOf(RequestRateExceededError);
+    expect(refused).toMatchObject({ httpStatus: 429, retryAfterSeconds: 5, details: { quota: 'requestsPerMinute', limit: 4 } });
+    await expect(b.rates.consume(caller('c1'), { ...limits, requestsPerMinute: 4 })).rejects.toBeInstanceOf(RequestRateExceededError);
+  });
+
+  test('a request that creates no task is counted before its answer, once; at the limit its answer is the 429', async () => {
+    const { rates } = replica();
+    const tight = { ...limits, requestsPerMinute: 2 };
+    const invalid = new ValidationError('invalid task', []);
+    const first = rates.pending(caller('c2'), tight)!;
+    expect(await first.answerFor(invalid)).toBe(invalid);
+    // Counted once, however often it is asked.
+    expect(await first.answerFor(invalid)).toBe(invalid);
+    await first.now();
+    const second = rates.pending(caller('c2'), tight)!;
+    await second.now();
+    expect(await redis.get(rates.counter!.keyOf('c2'))).toBe('2');
+    const third = rates.pending(caller('c2'), tight)!;
+    expect(await third.answerFor(invalid)).toBeInstanceOf(RequestRateExceededError);
+    // Nothing to defer without a limit.
+    expect(rates.pending(caller('c2'), { ...limits, requestsPerMinute: 0 })).toBeUndefined();
+  });
+
+  test("the creation script's refusal makes the key refused from memory until its window ends, on every route", async () => {
+    const client = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+    const rates = new RequestRateLimits(client, prefix, 1);
+    const store = new TaskStore(client, prefix, { retentionSeconds: 60, requestCounter: rates.counter });
+    const tight = { ...limits, requestsPerMinute: 1 };
+    const first = rates.pending(caller('c3'), tight)!;
+    expect(await store.createAll([queuedTask({ keyId: 'c3' })], [{ requestsPerMinute: first.withTask() }])).toEqual([null]);
+    const second = rates.pending(caller('c3'), tight)!;
+    const [refusal] = await store.createAll([queuedTask({ keyId: 'c3' })], [{ requestsPerMinute: second.withTask() }]);
+    expect(await second.answerFor(refusal)).toBe(refusal);
+    // Redis is gone: only memory can answer now, and it answers the 429 on both paths.
+    client.disconnect();
+    expect(() => rates.pending(caller('c3'), tight)).toThrow(RequestRateExceededError);
+    await expect(rates.consume(caller('c3'), tight)).rejects.toBeInstanceOf(RequestRateExceededError);
+    // Other keys are not refused from memory (they fail to be counted instead).
+    await expect(rates.consume(caller('c4'), tight)).rejects.not.toBeInstanceOf(RateLimitedError);
+    // The window ends: the key is no longer refused from memory.
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    expect(rates.pending(caller('c3'), tight)).toBeDefined();
+  });
 });

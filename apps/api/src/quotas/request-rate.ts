@@ -1,11 +1,13 @@
 import type { Cluster, Redis } from 'ioredis';
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible';
-import { RateLimitedError, TurnBatcher, type Principal, type QuotaLimits } from '@mageagent/core';
+import { RateLimitedError, RequestRateExceededError, TurnBatcher, type Principal, type QuotaLimits } from '@mageagent/core';
+import { definedScript, type RequestCounter } from '@mageagent/tasks';
 
 /**
  * The script rate-limiter-flexible's RateLimiterRedis defines on the connection (its INCRBY + TTL):
  * called once per key per round already, so the api's connection sends it as it is, not
- * auto-pipelined (see createRedis).
+ * auto-pipelined (see createRedis). The task store runs the same script inside its creation
+ * script (see RequestRateLimits.counter).
  */
 export const RATE_LIMIT_COMMAND = 'rlflxIncr';
 
@@ -42,12 +44,28 @@ interface PendingBatch {
  * time; requests arriving meanwhile are counted together as soon as it is done, so rounds grow
  * with the load (like the task intake's batches).
  *
- * Keys with different limits get limiters of their own.
+ * Keys with different limits get limiters of their own; they share one count per key.
+ *
+ * A request that creates a task (POST /tasks) is counted by the script that writes its task, in
+ * the same Redis call (`counter`, and PendingRequestCount): the same script of the library's,
+ * under the same key, so every route and replica still shares one count per key, and the request
+ * costs no round trip of its own (measured in `npm run bench`).
+ *
+ * A key past its limit is refused from memory until its window ends, whichever path found it
+ * past: abuse costs Redis nothing. (Kept here rather than with the library's inMemoryBlock
+ * options, which cannot learn of a refusal made by the creation script.)
  */
 export class RequestRateLimits {
   private readonly limiters = new Map<number, RateLimiterRedis>();
   /** One round of counts in Redis at a time: requests arriving meanwhile are counted together next. */
   private readonly rounds = new TurnBatcher<PendingRequest>((requests) => this.count(requests));
+  /** Keys past their limit, with when their window ends (ms since the epoch). */
+  private readonly blocked = new Map<string, { until: number; limit: number }>();
+  /**
+   * Where new tasks' requests are counted, for the task store (undefined where the library defined
+   * no script on the connection, as with a client it does not know: then the limiter counts them).
+   */
+  readonly counter: RequestCounter | undefined;
 
   constructor(
     private readonly redis: Redis | Cluster,
@@ -60,14 +78,44 @@ export class RequestRateLimits {
     // script defined while one is pending is missing from it: a TypeError, after which ioredis's
     // pipeline callback crashed the api (seen on a Redis Cluster, where one pipeline waits for the
     // one running). Later limiters redefine the same script, which pending pipelines already have.
-    this.limiterFor(1);
+    const limiter = this.limiterFor(1);
+    const script = definedScript(redis, RATE_LIMIT_COMMAND);
+    this.counter = script && { lua: script.lua, windowSeconds, keyOf: (keyId) => limiter.getKey(keyId) };
   }
 
   /** Counts one request of the caller's key; rejects with RateLimitedError (429 + Retry-After) past its limit. */
   consume(principal: Principal, limits: QuotaLimits): Promise<void> {
     const points = limits.requestsPerMinute;
     if (points <= 0) return Promise.resolve();
+    const refusal = this.refusalFromMemory(principal.keyId);
+    if (refusal) return Promise.reject(refusal);
     return new Promise<void>((resolve, reject) => this.rounds.add({ points, keyId: principal.keyId, waiter: { resolve, reject } }));
+  }
+
+  /**
+   * A request to be counted with the task it creates (see PendingRequestCount); refused at once
+   * (RateLimitedError) when its key is known to be past its limit. Undefined when there is nothing
+   * to defer: no counter (the limiter counts every request), or no limit on the key.
+   */
+  pending(principal: Principal, limits: QuotaLimits): PendingRequestCount | undefined {
+    if (this.counter === undefined || limits.requestsPerMinute <= 0) return undefined;
+    const refusal = this.refusalFromMemory(principal.keyId);
+    if (refusal) throw refusal;
+    return new PendingRequestCount(this, principal, limits);
+  }
+
+  /** Refuses the key from memory until its window ends (a request past its limit was just refused). */
+  block(keyId: string, refusal: RequestRateExceededError): void {
+    this.blocked.set(keyId, { until: Date.now() + refusal.msBeforeNext, limit: refusal.limit });
+  }
+
+  private refusalFromMemory(keyId: string): RequestRateExceededError | undefined {
+    const block = this.blocked.get(keyId);
+    if (block === undefined) return undefined;
+    const left = block.until - Date.now();
+    if (left > 0) return new RequestRateExceededError(block.limit, left);
+    this.blocked.delete(keyId);
+    return undefined;
   }
 
   /** One round: the requests of each key (with one limit) counted together, every key at once. */
@@ -97,15 +145,15 @@ export class RequestRateLimits {
         for (const waiter of waiters) waiter.reject(rejection);
         return;
       }
-      // consumedPoints includes this batch's `count`. Below it, the key was refused from memory
-      // (it used up its window already) and nothing was counted: none of the batch passes.
+      // consumedPoints includes this batch's `count`.
       const before = rejection.consumedPoints - count;
-      allowed = rejection.consumedPoints < count ? 0 : Math.min(count, Math.max(0, points - before));
+      allowed = Math.min(count, Math.max(0, points - before));
       msBeforeNext = rejection.msBeforeNext;
     }
+    if (allowed < count) this.block(keyId, new RequestRateExceededError(points, msBeforeNext));
     waiters.forEach((waiter, index) => {
       if (index < allowed) waiter.resolve();
-      else waiter.reject(refusal(points, msBeforeNext));
+      else waiter.reject(new RequestRateExceededError(points, msBeforeNext));
     });
   }
 
@@ -117,10 +165,6 @@ export class RequestRateLimits {
         keyPrefix: `${this.prefix}:rate`,
         points,
         duration: this.windowSeconds,
-        // A key that has used up its minute is refused from memory until the minute ends: abuse
-        // costs Redis nothing.
-        inMemoryBlockOnConsumed: points,
-        inMemoryBlockDuration: 0,
       });
       this.limiters.set(points, limiter);
     }
@@ -128,10 +172,52 @@ export class RequestRateLimits {
   }
 }
 
-function refusal(points: number, msBeforeNext: number): RateLimitedError {
-  const retryAfterSeconds = Math.max(1, Math.ceil(msBeforeNext / 1000));
-  return new RateLimitedError(`this key may make ${points} requests a minute; retry in ${retryAfterSeconds} s`, retryAfterSeconds, {
-    quota: 'requestsPerMinute',
-    limit: points,
-  });
+/**
+ * A request whose count against its key's requests per minute waits for what the request turns out
+ * to do (POST /tasks). When it creates a task, the script that writes the task counts it, in the
+ * same Redis call (`withTask`). When it does not (a bad body, an Idempotency-Key conflict or
+ * replay), the limiter counts it before it is answered (`now`, `answerFor`). Either way it is
+ * counted once, before its answer, and a request past the limit gets the 429 whatever else it
+ * was, as when the limiter counts it first.
+ */
+export class PendingRequestCount {
+  private counted = false;
+
+  constructor(
+    private readonly rates: RequestRateLimits,
+    private readonly principal: Principal,
+    private readonly limits: QuotaLimits,
+  ) {}
+
+  /** The task's creation counts the request: the limit its script counts it against. */
+  withTask(): number {
+    this.counted = true;
+    return this.limits.requestsPerMinute;
+  }
+
+  /** Counts the request now, unless it was counted already; rejects with the 429 past its key's limit. */
+  now(): Promise<void> {
+    if (this.counted) return Promise.resolve();
+    this.counted = true;
+    return this.rates.consume(this.principal, this.limits);
+  }
+
+  /**
+   * The error the request is answered with, now that it failed with `error`: the 429 when the
+   * request, counted now, is past its key's limit; else `error` (also when Redis cannot count it:
+   * the request's own answer is the more useful one). A 429 from the task's creation script makes
+   * the key refused from memory until its window ends.
+   */
+  async answerFor(error: unknown): Promise<unknown> {
+    if (this.counted) {
+      if (error instanceof RequestRateExceededError) this.rates.block(this.principal.keyId, error);
+      return error;
+    }
+    try {
+      await this.now();
+    } catch (refusal) {
+      if (refusal instanceof RateLimitedError) return refusal;
+    }
+    return error;
+  }
 }
