@@ -166,6 +166,20 @@ describe('authentication and scopes', () => {
   });
 });
 
+describe('caching', () => {
+  test('no answer with a task in it may be kept by a browser or proxy: Cache-Control: no-store', async () => {
+    const created = await post('/tasks', 'mak_acme', { prompt: 'private prompt' });
+    for (const answer of [
+      created,
+      await call(`/tasks/${created.body.id}`, 'mak_acme'),
+      await call('/tasks', 'mak_acme'),
+      await call(`/tasks/${created.body.id}`, 'mak_globex'),
+    ]) {
+      expect(answer.headers.get('cache-control')).toBe('no-store');
+    }
+  });
+});
+
 describe('quotas', () => {
   test('prompt size, active tasks and requests per minute trip at the key’s numbers', async () => {
     const oversized = await post('/tasks', 'mak_tight', { prompt: 'x'.repeat(101) });

@@ -78,6 +78,10 @@ function originOf(value: string): string | undefined {
  *   now), and every header is on every answer: measured on an express route like POST /tasks,
  *   the full set cost about 10 µs more server CPU a request than these five (of 120-140).
  *
+ * And `Cache-Control: no-store` on every answer: tasks carry prompts and outputs, which no browser
+ * or proxy cache should keep (what OWASP's REST security guidance asks of sensitive data). A route
+ * that sets its own (event streams: `no-cache, no-transform`; the dashboard's assets) replaces it.
+ *
  * Then CORS, from `corsOrigins` only: an allowed origin gets `Access-Control-Allow-Origin` with
  * itself (never `*`), the allowed and exposed headers, and an answered preflight; any other origin,
  * or none configured, gets no CORS header at all, so browsers on other origins are refused. No
@@ -96,7 +100,11 @@ export function securityHeaders(options: SecurityHeadersOptions): RequestHandler
     xPermittedCrossDomainPolicies: false,
     xXssProtection: false,
   });
-  if (options.corsOrigins.length === 0) return headers;
+  const helmetHeaders: RequestHandler = (req, res, next) => {
+    res.setHeader('cache-control', 'no-store');
+    headers(req, res, next);
+  };
+  if (options.corsOrigins.length === 0) return helmetHeaders;
 
   const corsHeaders = cors({
     origin: listedOrigin(options.corsOrigins),
@@ -108,7 +116,7 @@ export function securityHeaders(options: SecurityHeadersOptions): RequestHandler
     optionsSuccessStatus: 204,
   });
   return (req, res, next) => {
-    headers(req, res, (error?: unknown) => {
+    helmetHeaders(req, res, (error?: unknown) => {
       if (error !== undefined) return next(error);
       res.vary('Origin');
       corsHeaders(req, res, next);
