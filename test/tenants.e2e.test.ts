@@ -10,7 +10,9 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import { io as connectSocket, type Socket } from 'socket.io-client';
 import { generateApiKey, sha256Hex, type TaskEvent } from '@mageagent/core';
-import { startService, type ServiceProcess } from '../apps/launcher/src/stack';
+import { Redis } from 'ioredis';
+import { deleteKeysWithPrefix } from '@mageagent/tasks';
+import { startService, stopService, type ServiceProcess } from '../apps/launcher/src/stack';
 import { eventually, readSse, requestJson } from './support/http';
 import { REDIS_URL, startTestStack, type TestStack } from './support/stack';
 
@@ -127,13 +129,18 @@ test('a key removed from the file stops working without a restart, and its open 
 
 describe('open mode', () => {
   const started: ServiceProcess[] = [];
+  const prefix = `test-open-${Date.now()}`;
   afterAll(async () => {
-    for (const process of started) process.child.kill('SIGTERM');
+    // Stopped first, so nothing writes under the prefix once its keys are deleted.
+    await Promise.all(started.map((service) => stopService(service)));
+    const redis = new Redis(REDIS_URL);
+    await deleteKeysWithPrefix(redis, prefix);
+    redis.disconnect();
   });
 
   test('refuses to listen beyond loopback without keys, unless ALLOW_OPEN_MODE=true', async () => {
     const lines: string[] = [];
-    const env = { ...process.env, REDIS_URL, REDIS_PREFIX: `test-open-${Date.now()}`, PORT: '0', HOST: '0.0.0.0', LOG_LEVEL: 'warn', API_KEYS_FILE: '' };
+    const env = { ...process.env, REDIS_URL, REDIS_PREFIX: prefix, PORT: '0', HOST: '0.0.0.0', LOG_LEVEL: 'warn', API_KEYS_FILE: '' };
     delete (env as Record<string, string | undefined>).API_KEYS_FILE;
     await expect(startService('api', 'api-open', env, (_name, line) => lines.push(line))).rejects.toThrow(/exited \(1\)/);
     expect(lines.join('\n')).toMatch(/refusing to listen on 0\.0\.0\.0 in open mode/);
