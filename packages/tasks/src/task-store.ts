@@ -68,7 +68,7 @@ export interface CreateLimits {
   maxActiveTasks?: number;
   /**
    * Counts the request that creates the task against its key's requests per minute, in the same
-   * script that writes it, and refuses it past that many (RateLimitedError, requestRateExceeded);
+   * script that writes it, and refuses it past that many (RequestRateExceededError, a 429);
    * 0 or absent: not counted here. Needs the store's requestCounter.
    */
   requestsPerMinute?: number;
