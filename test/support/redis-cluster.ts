@@ -157,6 +157,25 @@ export class RedisCluster {
     }
   }
 
+  /** The port of `masterPort`'s first replica once it is online (synced), as the master reports it. */
+  async onlineReplicaOf(masterPort: number): Promise<number | undefined> {
+    const line = /^slave0:(.*)$/m.exec(await this.cli(masterPort, 'INFO', 'replication'))?.[1];
+    if (line === undefined || !/state=online/.test(line)) return undefined;
+    return Number(/port=(\d+)/.exec(line)?.[1]);
+  }
+
+  /** A read on a replica (READONLY first, or a cluster replica answers MOVED): the raw reply. */
+  async readOnReplica(port: number, command: string, ...args: string[]): Promise<unknown> {
+    const node = new Redis({ host: '127.0.0.1', port, lazyConnect: true });
+    try {
+      await node.connect();
+      await node.call('READONLY');
+      return await node.call(command, ...args);
+    } finally {
+      node.disconnect();
+    }
+  }
+
   async close(): Promise<void> {
     await Promise.all(
       this.children.map(
