@@ -176,4 +176,19 @@ describe('requests counted with the tasks they create', () => {
     await new Promise((resolve) => setTimeout(resolve, 1100));
     expect(rates.pending(caller('c3'), tight)).toBeDefined();
   });
+
+  test('a key whose limit is raised (the keys file reloaded) is counted again at once, against the same count', async () => {
+    const rates = new RequestRateLimits(redis, prefix, 5);
+    const tight = { ...limits, requestsPerMinute: 2 };
+    await rates.consume(caller('c5'), tight);
+    await rates.consume(caller('c5'), tight);
+    await expect(rates.consume(caller('c5'), tight)).rejects.toBeInstanceOf(RequestRateExceededError);
+    // Refused from memory under the old limit, on both paths.
+    expect(() => rates.pending(caller('c5'), tight)).toThrow(RequestRateExceededError);
+    const raised = { ...limits, requestsPerMinute: 4 };
+    expect(rates.pending(caller('c5'), raised)).toBeDefined();
+    // Three counted so far (the refused one too): one more passes under 4, then the 429 again.
+    await expect(rates.consume(caller('c5'), raised)).resolves.toBeUndefined();
+    await expect(rates.consume(caller('c5'), raised)).rejects.toMatchObject({ details: { limit: 4 } });
+  });
 });

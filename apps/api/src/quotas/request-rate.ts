@@ -51,8 +51,8 @@ interface PendingBatch {
  * under the same key, so every route and replica still shares one count per key, and the request
  * costs no round trip of its own (measured in `npm run bench`).
  *
- * A key past its limit is refused from memory until its window ends, whichever path found it
- * past: abuse costs Redis nothing. (Kept here rather than with the library's inMemoryBlock
+ * A key past its limit is refused from memory until its window ends (or its limit changes),
+ * whichever path found it past: abuse costs Redis nothing. (Kept here rather than with the library's inMemoryBlock
  * options, which cannot learn of a refusal made by the creation script.)
  */
 export class RequestRateLimits {
@@ -87,7 +87,7 @@ export class RequestRateLimits {
   consume(principal: Principal, limits: QuotaLimits): Promise<void> {
     const points = limits.requestsPerMinute;
     if (points <= 0) return Promise.resolve();
-    const refusal = this.refusalFromMemory(principal.keyId);
+    const refusal = this.refusalFromMemory(principal.keyId, points);
     if (refusal) return Promise.reject(refusal);
     return new Promise<void>((resolve, reject) => this.rounds.add({ points, keyId: principal.keyId, waiter: { resolve, reject } }));
   }
@@ -99,7 +99,7 @@ export class RequestRateLimits {
    */
   pending(principal: Principal, limits: QuotaLimits): PendingRequestCount | undefined {
     if (this.counter === undefined || limits.requestsPerMinute <= 0) return undefined;
-    const refusal = this.refusalFromMemory(principal.keyId);
+    const refusal = this.refusalFromMemory(principal.keyId, limits.requestsPerMinute);
     if (refusal) throw refusal;
     return new PendingRequestCount(this, principal, limits);
   }
@@ -109,11 +109,16 @@ export class RequestRateLimits {
     this.blocked.set(keyId, { until: Date.now() + refusal.msBeforeNext, limit: refusal.limit });
   }
 
-  private refusalFromMemory(keyId: string): RequestRateExceededError | undefined {
+  /**
+   * The 429 for a key refused from memory, while its window lasts and its limit is the one it was
+   * refused under: a key whose limit changed since (the keys file reloaded) is counted in Redis
+   * again, against the new limit and the same count.
+   */
+  private refusalFromMemory(keyId: string, limit: number): RequestRateExceededError | undefined {
     const block = this.blocked.get(keyId);
     if (block === undefined) return undefined;
     const left = block.until - Date.now();
-    if (left > 0) return new RequestRateExceededError(block.limit, left);
+    if (left > 0 && block.limit === limit) return new RequestRateExceededError(block.limit, left);
     this.blocked.delete(keyId);
     return undefined;
   }
