@@ -25,6 +25,8 @@ const KEYS = {
   // The same tenant under a key of its own, with its own count.
   mak_metered_reader: { principal: { ...metered, keyId: 'metered-2' } },
   mak_burst: { principal: burst, limits: { requestsPerMinute: 10 } },
+  mak_chat: { principal: { tenant: 'chat', keyId: 'chat-1', scopes: ['tasks'] as const }, limits: { requestsPerMinute: 4 } },
+  mak_chat_reader: { principal: { tenant: 'chat', keyId: 'chat-2', scopes: ['tasks'] as const } },
 };
 
 let api: InProcessApi;
@@ -229,6 +231,46 @@ describe('quotas', () => {
     }
     // Only the two tasks were made (seen with the tenant's other key, which has a count of its own).
     expect((await call('/tasks', 'mak_metered_reader')).body.tasks).toHaveLength(2);
+  });
+
+  test('/v1/chat/completions counts once per call, with the task it creates or before its error; past the limit, a 429 in OpenAI’s shape', async () => {
+    const chat = { model: 'mageagent:primary', messages: [{ role: 'user', content: 'hi' }], stream: true };
+    /** A streaming call's status, its headers come at once (no worker runs here); leaving cancels its task. */
+    const streamed = async () => {
+      const leave = new AbortController();
+      const response = await fetch(`${api.url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer mak_chat' },
+        body: JSON.stringify(chat),
+        signal: leave.signal,
+      });
+      const answer = { status: response.status, taskId: response.headers.get('x-task-id'), body: response.status === 200 ? undefined : await response.json() };
+      leave.abort();
+      return answer;
+    };
+    // The limiter's own round trip counts only requests that make no task: a call that makes one is
+    // counted by the script that writes its task.
+    const counts = jest.spyOn(api.services.rateLimits, 'consume');
+    const ownCounts = () => counts.mock.calls.filter(([principal]) => principal.keyId === 'chat-1').length;
+    // Four requests a minute: a call that makes a task, a bad body, malformed JSON, the models list.
+    const first = await streamed();
+    expect(first.status).toBe(200);
+    expect(first.taskId).toEqual(expect.any(String));
+    expect(ownCounts()).toBe(0);
+    expect((await post('/v1/chat/completions', 'mak_chat', { model: 'mageagent:primary' })).status).toBe(400);
+    expect((await call('/v1/chat/completions', 'mak_chat', { method: 'POST', body: '{"model":' })).status).toBe(400);
+    expect((await call('/v1/models', 'mak_chat')).status).toBe(200);
+    expect(ownCounts()).toBe(3);
+    counts.mockRestore();
+    // The fifth is refused, as a call, as a bad body and on another route, in OpenAI's shape.
+    const refusedCall = await streamed();
+    expect(refusedCall).toMatchObject({ status: 429, taskId: null, body: { error: { type: 'rate_limit_error' } } });
+    for (const refused of [await post('/v1/chat/completions', 'mak_chat', { model: 'mageagent:primary' }), await call('/v1/models', 'mak_chat')]) {
+      expect(refused).toMatchObject({ status: 429, body: { error: { type: 'rate_limit_error' } } });
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+    }
+    // Only the first call made a task (seen with the tenant's other key, which has a count of its own).
+    expect((await call('/tasks', 'mak_chat_reader')).body.tasks.map((task: { id: string }) => task.id)).toEqual([first.taskId]);
   });
 
   test('25 concurrent POST /tasks against a limit of 10 a minute: exactly 10 tasks', async () => {

@@ -4,6 +4,9 @@ import type { Caller } from '../task-service';
 import type { PendingRequestCount } from '../quotas/request-rate';
 import type { ApiServices } from '../services';
 
+/** The routes whose request is counted with the task it creates (see PendingRequestCount). */
+const TASK_CREATING_PATHS = new Set(['/tasks', '/v1/chat/completions']);
+
 /** The authenticated caller of a request (set by `authenticate`). */
 export function callerOf(res: Response): Caller {
   const caller = res.locals.caller as Caller | undefined;
@@ -16,14 +19,15 @@ export function callerOf(res: Response): Caller {
  * counts it against its key's requests per minute (429 + Retry-After), before the body is read:
  * a caller without a valid key costs no parsing.
  *
- * `POST /tasks` is counted with the task it creates, in the same Redis call, instead (see
- * PendingRequestCount; a key already past its limit is refused here, from memory).
+ * The routes that create tasks (`POST /tasks`, `POST /v1/chat/completions`) are counted with the
+ * task they create, in the same Redis call, instead (see PendingRequestCount; a key already past
+ * its limit is refused here, from memory).
  */
 export function authenticate(services: ApiServices): RequestHandler {
   return async (req, res, next) => {
     const caller = services.auth.fromHeaders(req.headers);
     res.locals.caller = caller;
-    if (req.method === 'POST' && req.path === '/tasks') {
+    if (req.method === 'POST' && TASK_CREATING_PATHS.has(req.path)) {
       res.locals.requestCount = services.rateLimits.pending(caller.principal, caller.limits);
       if (res.locals.requestCount !== undefined) return next();
     }

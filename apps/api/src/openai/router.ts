@@ -3,7 +3,7 @@ import type { TaskEvent, TaskRecord } from '@mageagent/core';
 import type { TaskFollow } from '@mageagent/tasks';
 import { clientLeft } from '../http-errors';
 import { idempotencyKeyOf } from '../idempotency';
-import { callerOf, requireScope } from '../auth/middleware';
+import { callerOf, pendingCountOf, requireScope } from '../auth/middleware';
 import type { ApiServices } from '../services';
 import type { Caller } from '../task-service';
 import { buildChatCompletion } from './completion';
@@ -49,7 +49,10 @@ export function openaiFacade(services: ApiServices): [RequestHandler, ErrorReque
     const request = parseChatRequest(req.body);
     const pattern = patternOfModel(request.model, services.patterns);
     const caller = callerOf(res);
-    const { task, replayed } = await services.tasks.create(caller, toTaskRequest(request, pattern), idempotencyKeyOf(req));
+    const count = pendingCountOf(res);
+    const { task, replayed } = await services.tasks.create(caller, toTaskRequest(request, pattern), idempotencyKeyOf(req), count);
+    // A replay created nothing, so nothing counted it yet.
+    await count?.now();
     // The task id comes first, so a client whose call fails or times out can still find its task.
     res.setHeader('x-task-id', task.id);
     res.setHeader('x-request-id', task.id);
@@ -67,7 +70,10 @@ export function openaiFacade(services: ApiServices): [RequestHandler, ErrorReque
     throw new OpenAIFacadeError(404, `Invalid URL (${req.method} ${req.originalUrl})`, { code: 'unknown_url' });
   });
 
-  const errorHandler: ErrorRequestHandler = (error: unknown, req, res, _next) => {
+  const errorHandler: ErrorRequestHandler = async (failure: unknown, req, res, _next) => {
+    // A request still to be counted is counted now: past its key's limit, its answer is the 429.
+    const count = pendingCountOf(res);
+    const error = count === undefined ? failure : await count.answerFor(failure);
     const answer = toOpenAIError(error);
     if (answer.status >= 500 && answer.retryAfterSeconds === undefined && !(error instanceof OpenAIFacadeError)) {
       services.logger.error('openai facade request failed', { method: req.method, path: req.path, error: String(error), stack: (error as Error).stack });
