@@ -76,6 +76,25 @@ describe('parseChatRequest', () => {
       'tool_choice',
       'invalid_value',
     ],
+    [
+      'tool parameters that are not a JSON Schema',
+      { ...minimal, tools: [{ type: 'function', function: { name: 'a' } }, { type: 'function', function: { name: 'g', parameters: { type: 'bogus' } } }] },
+      'tools[1].function.parameters',
+      'invalid_value',
+    ],
+    [
+      'two tools of one name',
+      { ...minimal, tools: [{ type: 'function', function: { name: 'a' } }, { type: 'function', function: { name: 'a' } }] },
+      'tools[1].function.name',
+      'invalid_value',
+    ],
+    [
+      'tool_choice naming a function that is not a built-in tool, without tools',
+      { ...minimal, tool_choice: { type: 'function', function: { name: 'f' } } },
+      'tool_choice.function.name',
+      'invalid_value',
+    ],
+    ["tool_choice 'required' with no tools", { ...minimal, tools: [], tool_choice: 'required' }, 'tool_choice', 'invalid_value'],
   ])('%s is a 400 naming its param', (_what, body, param, code) => {
     const error = openAIErrorOf(() => parseChatRequest(body));
     expect(error.status).toBe(400);

@@ -11,6 +11,7 @@ import {
   type ChatMessageInput,
   type CreateTaskRequest,
 } from '@mageagent/core';
+import { checkToolRequest } from '@mageagent/patterns';
 import { fromZodError, invalidRequest, modelNotFound } from './errors';
 
 /** Patterns are served as models `mageagent:<pattern>`; the prefix keeps them apart from real model names. */
@@ -115,6 +116,13 @@ export function parseChatRequest(body: unknown): ChatCompletionRequest {
   const chosen = request.tool_choice;
   if (typeof chosen === 'object' && chosen !== null && request.tools && !request.tools.some((tool) => tool.function.name === chosen.function.name)) {
     throw invalidRequest(`Invalid value for 'tool_choice': function '${chosen.function.name}' is not among 'tools'.`, 'tool_choice', 'invalid_value');
+  }
+  // The checks a task's tools get (schemas that compile, unique names, a tool_choice that exists),
+  // answered as OpenAI does: the first problem, named by its param.
+  const [problem] = checkToolRequest(request.tools ?? undefined, request.tool_choice ?? undefined);
+  if (problem !== undefined) {
+    const param = problem.path.replace(/^toolChoice/, 'tool_choice').replace(/\.(\d+)(?=\.|$)/g, '[$1]');
+    throw invalidRequest(`Invalid value for '${param}': ${problem.message.replace(/\btoolChoice\b/g, 'tool_choice')}.`, param, 'invalid_value');
   }
   return request;
 }
