@@ -27,6 +27,17 @@ function parse<T>(schema: z.ZodType<T>, payload: unknown): T {
   return parsed.data;
 }
 
+/**
+ * An event's payload and acknowledgement callback. Socket.io passes the callback last, whatever
+ * came before it: a client that sent no payload (or extra arguments) is still answered, with the
+ * validation error.
+ */
+function payloadAndAck(args: unknown[]): [payload: unknown, ack: unknown] {
+  const last = args.at(-1);
+  if (typeof last !== 'function') return [args[0], undefined];
+  return [args.length > 1 ? args[0] : undefined, last];
+}
+
 /** The error a socket client is acked with: the documented shape, whatever went wrong. */
 const errorAnswer = (error: unknown) => ({ error: toErrorBody(asClientError(error)) });
 
@@ -61,7 +72,8 @@ export function attachSocketHandlers(io: ApiSocketServer, services: ApiServices)
       if (typeof ack === 'function') (ack as Ack)(answer);
     };
 
-    socket.on('subscribe-task', async (payload: unknown, ack?: unknown) => {
+    socket.on('subscribe-task', async (...args: unknown[]) => {
+      const [payload, ack] = payloadAndAck(args);
       try {
         const { taskId, after } = parse(SubscribeSchema, payload);
         if (!caller.principal.scopes.includes('tasks')) throw new ForbiddenError(`this key (${caller.principal.keyId}) does not have the "tasks" scope`);
@@ -92,7 +104,8 @@ export function attachSocketHandlers(io: ApiSocketServer, services: ApiServices)
       }
     });
 
-    socket.on('unsubscribe-task', (payload: unknown, ack?: unknown) => {
+    socket.on('unsubscribe-task', (...args: unknown[]) => {
+      const [payload, ack] = payloadAndAck(args);
       try {
         const { taskId } = parse(UnsubscribeSchema, payload);
         const follow = follows.get(taskId);
