@@ -78,13 +78,25 @@ describe('parseChatRequest', () => {
     ],
     [
       'tool parameters that are not a JSON Schema',
-      { ...minimal, tools: [{ type: 'function', function: { name: 'a' } }, { type: 'function', function: { name: 'g', parameters: { type: 'bogus' } } }] },
+      {
+        ...minimal,
+        tools: [
+          { type: 'function', function: { name: 'a' } },
+          { type: 'function', function: { name: 'g', parameters: { type: 'bogus' } } },
+        ],
+      },
       'tools[1].function.parameters',
       'invalid_value',
     ],
     [
       'two tools of one name',
-      { ...minimal, tools: [{ type: 'function', function: { name: 'a' } }, { type: 'function', function: { name: 'a' } }] },
+      {
+        ...minimal,
+        tools: [
+          { type: 'function', function: { name: 'a' } },
+          { type: 'function', function: { name: 'a' } },
+        ],
+      },
       'tools[1].function.name',
       'invalid_value',
     ],
