@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import readline from 'node:readline';
 import { createTask, eventually, requestJson, waitForTask } from './support/http';
-import { childrenOf, isAlive, type ProcessEntry } from './support/processes';
+import { childrenOf, descendantsOf, isAlive, type ProcessEntry } from './support/processes';
 import { deleteTestKeys, REDIS_URL } from './support/stack';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -26,10 +26,14 @@ interface Launcher {
 
 const launchers: Array<{ launcher: Launcher; prefix: string }> = [];
 
-/** Runs the `npm start` entry with one worker on free ports, against the test Redis under a private prefix. */
-function startLauncher(env: NodeJS.ProcessEnv = {}): Launcher {
+/**
+ * Runs the `npm start` entry with one worker on free ports, against the test Redis under a private
+ * prefix: the launcher itself, or (`viaNpm`) `npm start` as a user or a supervisor runs it.
+ */
+function startLauncher(env: NodeJS.ProcessEnv = {}, viaNpm = false): Launcher {
   const prefix = `test-${randomUUID().slice(0, 8)}`;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'apps/launcher/src/main.ts'], {
+  const [command, args] = viaNpm ? ['npm', ['start']] : [process.execPath, ['--import', 'tsx', 'apps/launcher/src/main.ts']];
+  const child = spawn(command, args, {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -109,6 +113,25 @@ test('a worker killed outright is restarted, the launcher says so and stays up; 
   expect(launcher.lines).toContain('[mageagent] stopped');
   // The launcher waited for each of them before it exited.
   expect(running.filter((entry) => isAlive(entry.pid))).toEqual([]);
+}, 90_000);
+
+test('SIGTERM to the npm process of `npm start` (as a supervisor sends it) stops the launcher and every service', async () => {
+  const launcher = startLauncher({}, true);
+  const [, api] = await launcher.line(/^\[mageagent\] ready: api on (http:\/\/127\.0\.0\.1:\d+)/, 'the launcher to be ready');
+  // npm runs the script through a shell, which must hand the signal on: the script execs node.
+  const running = descendantsOf(launcher.pid);
+  const survivors = () => running.filter((entry) => isAlive(entry.pid));
+  try {
+    const names = running.map((entry) => /apps\/([a-z-]+)\/src\/main\.ts/.exec(entry.command)?.[1]).filter((name) => name !== undefined);
+    expect(names.sort()).toEqual(['api', 'launcher', 'model-sim', 'worker']);
+    launcher.kill('SIGTERM');
+    await launcher.exited;
+    await eventually(async () => (survivors().length === 0 ? true : undefined), 20_000, 'the launcher and its services to exit');
+    await expect(fetch(`${api}/healthz`)).rejects.toThrow();
+  } finally {
+    // Whatever failed, nothing is left running for the other suites (an orphan would hold jest's pipes).
+    for (const entry of survivors()) process.kill(entry.pid, 'SIGKILL');
+  }
 }, 90_000);
 
 test('a crash loop stops everything and exits 1 (RESTART_MAX=0: the first crash is one)', async () => {

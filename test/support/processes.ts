@@ -17,3 +17,9 @@ export function childrenOf(parentPid: number): ProcessEntry[] {
   }
   return children;
 }
+
+/** Every running descendant of `parentPid` (children, their children, …). */
+export function descendantsOf(parentPid: number): ProcessEntry[] {
+  const children = childrenOf(parentPid);
+  return [...children, ...children.flatMap((child) => descendantsOf(child.pid))];
+}
