@@ -5,6 +5,7 @@
  * No workers: tasks stay queued, so a socket can follow them for as long as the test needs.
  */
 import { randomUUID } from 'node:crypto';
+import net from 'node:net';
 import { io as connectSocket, type Socket } from 'socket.io-client';
 import { eventually } from './support/http';
 import { startTestStack, type TestStack } from './support/stack';
@@ -13,13 +14,19 @@ const APP_ORIGIN = 'https://app.example.com';
 const MAX_SUBSCRIPTIONS = 3;
 const PROMPT = 'a prompt that only the task record may hold';
 const API_KEY = 'mak_secret_value_123456789';
+const REQUEST_TIMEOUT_MS = 1500;
 
 let service: TestStack;
 
 beforeAll(async () => {
   service = await startTestStack({
     workers: 0,
-    env: { LOG_LEVEL: 'info', CORS_ORIGINS: APP_ORIGIN, SOCKET_MAX_SUBSCRIPTIONS: String(MAX_SUBSCRIPTIONS) },
+    env: {
+      LOG_LEVEL: 'info',
+      CORS_ORIGINS: APP_ORIGIN,
+      SOCKET_MAX_SUBSCRIPTIONS: String(MAX_SUBSCRIPTIONS),
+      REQUEST_TIMEOUT_MS: String(REQUEST_TIMEOUT_MS),
+    },
   });
 }, 60_000);
 
@@ -118,6 +125,59 @@ describe('HTTP', () => {
     expect(facade.status).toBe(400);
     expect(await facade.json()).toMatchObject({ error: { type: 'invalid_request_error', param: 'messages[0].content', code: 'string_above_max_length' } });
   });
+});
+
+describe('slow and oversized requests', () => {
+  /** Writes `head` on a raw connection and collects what comes back until the server closes it. */
+  function rawExchange(head: string): { answer: Promise<{ text: string; afterMs: number }>; socket: net.Socket } {
+    const { hostname, port } = new URL(service.api);
+    const socket = net.connect(Number(port), hostname);
+    const started = Date.now();
+    let text = '';
+    socket.on('data', (chunk) => (text += chunk.toString()));
+    socket.write(head);
+    const answer = new Promise<{ text: string; afterMs: number }>((resolve) => socket.on('close', () => resolve({ text, afterMs: Date.now() - started })));
+    socket.on('error', () => undefined);
+    return { answer, socket };
+  }
+
+  test('a body declared over BODY_LIMIT_BYTES gets its 413 at once, without being sent, and the connection is closed', async () => {
+    const { answer } = rawExchange('POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\n\r\n{"prompt":');
+    const { text, afterMs } = await answer;
+    expect(text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(text).toMatch(/\r\nconnection: close\r\n/i);
+    expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4))).toMatchObject({ error: { code: 'PAYLOAD_TOO_LARGE' } });
+    expect(afterMs).toBeLessThan(REQUEST_TIMEOUT_MS);
+  });
+
+  test(`a body never finished is answered 408 and its connection closed after REQUEST_TIMEOUT_MS (${REQUEST_TIMEOUT_MS} ms); a stream open longer is not cut`, async () => {
+    const created = await fetch(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"prompt":"followed"}' });
+    const { id } = (await created.json()) as { id: string };
+    // The task stays queued (no workers): its stream stays open, pinged every SSE_PING_MS.
+    const stream = await fetch(`${service.api}/tasks/${id}/stream`);
+    const reader = stream.body!.getReader();
+
+    const slow = rawExchange('POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"prompt":');
+    const { text, afterMs } = await slow.answer;
+    expect(text).toMatch(/^HTTP\/1\.1 408 /);
+    expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4))).toEqual({
+      error: { code: 'VALIDATION_FAILED', message: 'the request (headers and body) was not received in time' },
+    });
+    expect(afterMs).toBeGreaterThanOrEqual(REQUEST_TIMEOUT_MS - 100);
+    expect(afterMs).toBeLessThan(REQUEST_TIMEOUT_MS + 5_000);
+
+    // The stream, open all this time, still delivers: cancelling the task ends it with the status.
+    await fetch(`${service.api}/tasks/${id}/cancel`, { method: 'POST' });
+    let events = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      events += new TextDecoder().decode(value);
+      if (events.includes('"status":"cancelled"')) break;
+    }
+    expect(events).toContain('"status":"cancelled"');
+    await reader.cancel();
+  }, 20_000);
 });
 
 describe('Socket.io', () => {

@@ -1,4 +1,4 @@
-import express, { type ErrorRequestHandler, type Request, type Response } from 'express';
+import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response } from 'express';
 import { isMageError, NotFoundError, quote, ServiceUnavailableError, taskLinks, toErrorBody } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
 import { basicAuthForBoard, boardContentSecurityPolicy, BULL_BOARD_PATH, bullBoardRouter } from './admin/bull-board';
@@ -50,6 +50,7 @@ export function createApp(services: ApiServices): express.Express {
 
   // Everything else needs a valid key (in open mode everyone is the one tenant), before the body is read.
   app.use(authenticate(services));
+  app.use(refuseDeclaredOversizeBodies(services.config.bodyLimitBytes));
   app.use(express.json({ limit: services.config.bodyLimitBytes }));
   const tasksScope = requireScope('tasks');
 
@@ -128,5 +129,20 @@ function errorHandler(services: ApiServices): ErrorRequestHandler {
     }
     if (retryAfter !== undefined) res.setHeader('retry-after', String(retryAfter));
     res.status(status).json({ error: toErrorBody(mapped) });
+  };
+}
+
+/**
+ * A body whose declared Content-Length is over the limit gets its 413 at once, and the connection
+ * is closed after it. (body-parser refuses it too, but answers only once the whole body has been
+ * read, so a client that never sends it would wait for the request timeout.)
+ */
+function refuseDeclaredOversizeBodies(limit: number): RequestHandler {
+  return (req, res, next) => {
+    const declared = Number(req.headers['content-length']);
+    if (!(declared > limit)) return next();
+    res.setHeader('connection', 'close');
+    // body-parser's own error, so every error handler (the /v1 facade's too) answers it as usual.
+    next(Object.assign(new Error('request entity too large'), { type: 'entity.too.large', status: 413, expose: true, limit, length: declared }));
   };
 }

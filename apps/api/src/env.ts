@@ -49,6 +49,11 @@ export const ApiEnvSchema = z.object({
     .transform((value) => value === 'true'),
   /** Largest request body accepted, in bytes; larger bodies get 413. */
   BODY_LIMIT_BYTES: intEnv(1_048_576, 1024),
+  /**
+   * Longest a client may take to send a whole request (headers and body); then 408 and the
+   * connection is closed. Responses are not bounded by it: SSE streams and waiting /v1 calls go on.
+   */
+  REQUEST_TIMEOUT_MS: intEnv(30_000, 1_000, 600_000),
   /** Interval of `: ping` comments on open SSE streams. */
   SSE_PING_MS: intEnv(15_000, 100),
   /** How long a task record and its events are kept after their last change. */

@@ -8,10 +8,21 @@ import { attachSocketHandlers, type ApiSocketServer } from './socket';
 
 /** The HTTP server with the express app and Socket.io, not yet listening. */
 export function createApiServer(services: ApiServices): { server: Server; io: ApiSocketServer } {
-  const server = createServer(createApp(services));
+  const { requestTimeoutMs } = services.config;
+  const server = createServer(
+    {
+      // A client gets this long to send its whole request, body included: a body sent slowly or
+      // never finished would otherwise hold its connection (and a file descriptor) for ever. Node
+      // bounds only the receiving of the request, so SSE streams and long /v1 calls are not cut.
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: Math.min(20_000, requestTimeoutMs),
+      // How often Node looks for requests past those limits (30 s by default, which would let a
+      // slow request live twice its limit).
+      connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs),
+    },
+    createApp(services),
+  );
   answerMalformedRequests(server);
-  // Long-lived SSE responses must not be cut by Node's request timeout.
-  server.requestTimeout = 0;
   server.keepAliveTimeout = 65_000;
   // CORS for the polling transport and an Origin check on every handshake, from CORS_ORIGINS.
   const io: ApiSocketServer = new SocketServer(server, { ...socketOriginOptions({ corsOrigins: services.config.corsOrigins }), serveClient: false });
@@ -30,13 +41,13 @@ function answerMalformedRequests(server: Server): void {
       socket.destroy();
       return;
     }
-    const tooLarge = error.code === 'HPE_HEADER_OVERFLOW';
-    const [status, reason] = tooLarge ? [431, 'Request Header Fields Too Large'] : [400, 'Bad Request'];
-    const body = JSON.stringify({
-      error: tooLarge
-        ? { code: 'VALIDATION_FAILED', message: 'request headers (or URL) are larger than the server accepts' }
-        : { code: 'VALIDATION_FAILED', message: 'malformed HTTP request' },
-    });
+    const [status, reason, message] =
+      error.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'Request Header Fields Too Large', 'request headers (or URL) are larger than the server accepts']
+        : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'Request Timeout', 'the request (headers and body) was not received in time']
+          : [400, 'Bad Request', 'malformed HTTP request'];
+    const body = JSON.stringify({ error: { code: 'VALIDATION_FAILED', message } });
     socket.end(
       `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );

@@ -32,6 +32,8 @@ export interface ApiServices {
   logger: Logger;
   config: {
     bodyLimitBytes: number;
+    /** Longest a client may take to send a whole request (REQUEST_TIMEOUT_MS). */
+    requestTimeoutMs: number;
     ssePingMs: number;
     socketMaxSubscriptions: number;
     chatKeepAliveMs: number;
@@ -152,6 +154,7 @@ export function createApiServices(env: ApiEnv, logger: Logger, keys?: KeyDirecto
     logger,
     config: {
       bodyLimitBytes: env.BODY_LIMIT_BYTES,
+      requestTimeoutMs: env.REQUEST_TIMEOUT_MS,
       ssePingMs: env.SSE_PING_MS,
       socketMaxSubscriptions: env.SOCKET_MAX_SUBSCRIPTIONS,
       chatKeepAliveMs: env.OPENAI_KEEPALIVE_MS,
