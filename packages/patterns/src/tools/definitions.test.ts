@@ -122,3 +122,43 @@ test('checkToolRequest reports bad schemas, duplicate names and unknown tool cho
   ]);
   expect(checkToolRequest([], 'required')).toEqual([{ path: 'toolChoice', message: 'toolChoice "required" needs at least one tool in tools' }]);
 });
+
+describe('the api checks tool schemas without compiling them, and agrees with the compile the worker does', () => {
+  const DRAFT_2020 = 'https://json-schema.org/draft/2020-12/schema';
+  const usable: Array<[string, Record<string, unknown>]> = [
+    ['an object', { type: 'object' }],
+    ['a pattern', { type: 'object', properties: { a: { type: 'string', pattern: '^a+\\p{L}$' } } }],
+    ['pattern properties', { type: 'object', patternProperties: { '^x-': { type: 'string' } } }],
+    ['a $defs reference', { type: 'object', $defs: { x: { type: 'string' } }, properties: { a: { $ref: '#/$defs/x' } } }],
+    ['a recursive reference', { definitions: { n: { type: 'object', properties: { c: { $ref: '#/definitions/n' } } } }, $ref: '#/definitions/n' }],
+    ['the root', { type: 'object', properties: { self: { $ref: '#' } } }],
+    ['a pointer with escapes', { type: 'object', $defs: { 'a/b': { type: 'string' } }, properties: { a: { $ref: '#/$defs/a~1b' } } }],
+    ['an anchor (2020-12)', { $schema: DRAFT_2020, type: 'object', $defs: { a: { $anchor: 'thing', type: 'string' } }, properties: { x: { $ref: '#thing' } } }],
+    ['pattern-like data in enum and default', { type: 'object', properties: { a: { enum: [{ pattern: '[[' }], default: { $ref: 'nowhere' } } } }],
+  ];
+  const unusable: Array<[string, Record<string, unknown>, RegExp]> = [
+    ['an unknown type', { type: 'objekt' }, /schema is invalid/],
+    ['a bad pattern', { type: 'object', properties: { a: { type: 'string', pattern: '[unclosed' } } }, /not a valid regular expression/],
+    ['a reference to nothing', { type: 'object', properties: { a: { $ref: '#/$defs/missing' } } }, /can't resolve reference/],
+    ['a remote reference', { $ref: 'https://example.com/s.json' }, /can't resolve reference/],
+    ['an undeclared anchor', { $schema: DRAFT_2020, type: 'object', properties: { a: { $ref: '#nowhere' } } }, /can't resolve reference/],
+  ];
+  const tool = (parameters: Record<string, unknown>): ToolDefinition => ({ type: 'function', function: { name: 'probe', parameters } });
+
+  test.each(usable)('%s: accepted, and it compiles', (_what, parameters) => {
+    expect(checkToolRequest([tool(parameters)])).toEqual([]);
+    expect(() => requestToolSpec(tool(parameters))).not.toThrow();
+  });
+
+  test('a pattern-properties key that is not a regular expression is refused (ajv would compile it, and fail on the first call)', () => {
+    expect(checkToolRequest([tool({ type: 'object', patternProperties: { '(': {} } })])[0]?.message).toMatch(/"\(" is not a valid regular expression/);
+  });
+
+  test.each(unusable)('%s: refused with the reason, and it would not compile', (_what, parameters, reason) => {
+    expect(checkToolRequest([tool(parameters)])).toEqual([
+      { path: 'tools.0.function.parameters', message: expect.stringMatching(/^tool "probe": parameters are not a usable JSON Schema: /) },
+    ]);
+    expect(checkToolRequest([tool(parameters)])[0]?.message).toMatch(reason);
+    expect(() => requestToolSpec(tool(parameters))).toThrow();
+  });
+});

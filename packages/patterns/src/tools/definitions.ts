@@ -1,5 +1,5 @@
 import type { default as Ajv, ErrorObject, Options as AjvOptions, ValidateFunction } from 'ajv';
-import { ValidationError, z, type ToolChoice, type ToolDefinition } from '@mageagent/core';
+import { quote, ValidationError, z, type ToolChoice, type ToolDefinition } from '@mageagent/core';
 
 /** A JSON Schema object, as tool parameters and `response_format` carry them. */
 export type JsonSchema = Record<string, unknown>;
@@ -234,6 +234,78 @@ export function toolSpecsFor(input: { tools?: ToolDefinition[]; toolChoice?: Too
   return { specs, required: toolChoice === 'required' };
 }
 
+/** Keywords whose values are data, not schemas: nothing inside them is a pattern or a reference. */
+const DATA_KEYWORDS = new Set(['enum', 'const', 'default', 'examples']);
+const REFERENCE_KEYWORDS = ['$ref', '$dynamicRef', '$recursiveRef'];
+
+/**
+ * Why ajv could not compile `parameters`, found without compiling them: the dialect's meta-schema
+ * (ajv's validateSchema), every regular expression (`pattern`, `patternProperties`, with the `u`
+ * flag ajv uses), and every reference, which must point into the schema itself (`#`, `#/…` or an
+ * anchor it declares). Compiling generates and evaluates code, and costs about a hundred times as
+ * much: an adversarial 60 KB schema took about 1 s (measured), and 128 of them in one request
+ * stalled the api's event loop for 3 s. So the api checks this way, in time linear in the
+ * schema's size, and the worker that runs the task compiles it (see requestToolSpec).
+ */
+function parametersProblem(parameters: JsonSchema): string | undefined {
+  const ajv = ajvFor(parameters);
+  if (!ajv.validateSchema(parameters)) return `schema is invalid: ${ajv.errorsText(ajv.errors)}`;
+  const anchors = new Set<string>();
+  const references: string[] = [];
+  const regExps: string[] = [];
+  const visit = (node: unknown): void => {
+    if (Array.isArray(node)) {
+      for (const item of node) visit(item);
+      return;
+    }
+    if (node === null || typeof node !== 'object') return;
+    for (const [key, value] of Object.entries(node)) {
+      if (DATA_KEYWORDS.has(key)) continue;
+      if (typeof value === 'string') {
+        if (REFERENCE_KEYWORDS.includes(key)) references.push(value);
+        else if (key === 'pattern') regExps.push(value);
+        else if (key === '$anchor' || key === '$dynamicAnchor') anchors.add(value);
+        else if (key === '$id' && value.startsWith('#')) anchors.add(value.slice(1));
+      }
+      if (key === 'patternProperties' && value !== null && typeof value === 'object') regExps.push(...Object.keys(value));
+      visit(value);
+    }
+  };
+  visit(parameters);
+  for (const source of regExps) {
+    try {
+      new RegExp(source, 'u');
+    } catch {
+      return `pattern "${quote(source)}" is not a valid regular expression`;
+    }
+  }
+  for (const reference of references) {
+    if (!resolvesWithin(parameters, reference, anchors))
+      return `can't resolve reference ${quote(reference)} (only references into the schema itself: #, #/… or a declared anchor)`;
+  }
+  return undefined;
+}
+
+/** Whether a reference points into `root`: `#`, a JSON pointer `#/a/b`, or `#name` of a declared anchor. */
+function resolvesWithin(root: JsonSchema, reference: string, anchors: ReadonlySet<string>): boolean {
+  if (!reference.startsWith('#')) return false;
+  const fragment = reference.slice(1);
+  if (fragment === '') return true;
+  if (!fragment.startsWith('/')) return anchors.has(fragment);
+  let node: unknown = root;
+  for (const raw of fragment.slice(1).split('/')) {
+    let segment: string;
+    try {
+      segment = decodeURIComponent(raw).replaceAll('~1', '/').replaceAll('~0', '~');
+    } catch {
+      return false;
+    }
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, segment)) return false;
+    node = (node as Record<string, unknown>)[segment];
+  }
+  return true;
+}
+
 /**
  * What is wrong with a request's tools, for the API to answer 400 before queueing a task that
  * could not run: parameters ajv cannot compile, duplicate names, a toolChoice naming no
@@ -248,10 +320,9 @@ export function checkToolRequest(tools?: ToolDefinition[], toolChoice?: ToolChoi
     if (firstIndex === undefined) firstIndexByName.set(name, index);
     else problems.push({ path: `tools.${index}.function.name`, message: `duplicate tool name "${name}" (also tools.${firstIndex})` });
     if (parameters === undefined) return;
-    try {
-      compileParameters(name, parameters);
-    } catch (error) {
-      problems.push({ path: `tools.${index}.function.parameters`, message: (error as Error).message });
+    const problem = parametersProblem(parameters);
+    if (problem !== undefined) {
+      problems.push({ path: `tools.${index}.function.parameters`, message: `tool "${name}": parameters are not a usable JSON Schema: ${problem}` });
     }
   });
   if (typeof toolChoice === 'object') {
