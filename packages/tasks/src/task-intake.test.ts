@@ -142,6 +142,39 @@ describe.each([
     await queue.close();
   });
 
+  test('while Redis does not answer, tasks submitted during the failing batch get its answer at once instead of a timeout of their own; later ones try again', async () => {
+    const { store, queue, intake } = await setup();
+    // The first call fails as the real one does when Redis hangs: each task gets the command timeout.
+    const batches: number[] = [];
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const createAll = store.createAll.bind(store);
+    store.createAll = async (tasks, limits, jobs) => {
+      batches.push(tasks.length);
+      if (batches.length > 1) return createAll(tasks, limits, jobs);
+      await held;
+      return tasks.map(() => new Error('Command timed out'));
+    };
+    const first = intake.submit(queuedTask());
+    await new Promise((resolve) => setImmediate(resolve));
+    const during = [intake.submit(queuedTask()), intake.submit(queuedTask())];
+    await new Promise((resolve) => setImmediate(resolve));
+    release();
+    const outcomes = await Promise.allSettled([first, ...during]);
+    expect(outcomes.map((outcome) => outcome.status === 'rejected' && (outcome.reason as Error).message)).toEqual([
+      'Command timed out',
+      'Command timed out',
+      'Command timed out',
+    ]);
+    // The two submitted meanwhile cost no call of their own.
+    expect(batches).toEqual([1]);
+    const after = queuedTask();
+    await intake.submit(after);
+    expect(batches).toEqual([1, 1]);
+    expect(await store.get(after.id)).toMatchObject({ id: after.id, status: 'queued' });
+    await queue.close();
+  });
+
   test('a task that cannot be serialised fails alone: the rest of its batch lands, and it gets no job', async () => {
     const { store, queue, intake } = await setup();
     // Nesting deep enough to overflow JSON.stringify's stack (the api refuses such input earlier;

@@ -11,6 +11,7 @@ import {
   type Span,
   type TaskRecord,
 } from '@mageagent/core';
+import { isRedisUnavailable } from './redis';
 import type { JobWriter, TaskJob, TaskQueue } from './task-queue';
 import { JobNotAddedError, TaskExistsError, TaskNotStorableError, type CreateLimits, type TaskStore } from './task-store';
 
@@ -22,6 +23,8 @@ interface Pending {
    * worker's span continues the trace.
    */
   span: Span | undefined;
+  /** When it was submitted (performance.now()). */
+  submittedAt: number;
   resolve: () => void;
   reject: (error: Error) => void;
 }
@@ -108,7 +111,7 @@ export class TaskIntake {
         if (error) reject(error);
         else resolve();
       };
-      this.batcher.add({ task, limits, span, resolve: () => done(), reject: done });
+      this.batcher.add({ task, limits, span, submittedAt: performance.now(), resolve: () => done(), reject: done });
     });
   }
 
@@ -127,7 +130,38 @@ export class TaskIntake {
     });
   }
 
+  /**
+   * The batch that just failed for want of Redis (unreachable, or not answering within the command
+   * timeout), with its error and when it was done. Tasks submitted while it was in Redis get the
+   * same answer at once instead of a command timeout of their own: otherwise, while Redis hangs,
+   * each batch would wait for the one before it and clients would hear of it after several
+   * timeouts rather than one.
+   */
+  private outage: { error: Error; endedAt: number } | undefined;
+
   private async write(batch: Pending[]): Promise<void> {
+    const outage = this.outage;
+    this.outage = undefined;
+    if (outage !== undefined) {
+      const caught = batch.filter((entry) => entry.submittedAt <= outage.endedAt);
+      for (const { reject } of caught) reject(outage.error);
+      batch = batch.filter((entry) => entry.submittedAt > outage.endedAt);
+      if (batch.length === 0) return;
+    }
+    // Any task of the batch that fails for want of Redis makes the batch an outage (above).
+    let unavailable: Error | undefined;
+    const watched = batch.map((entry) => ({
+      ...entry,
+      reject: (error: Error) => {
+        if (unavailable === undefined && (isRedisUnavailable(error) || isRedisUnavailable(error.cause))) unavailable = error;
+        entry.reject(error);
+      },
+    }));
+    await this.writeBatch(watched);
+    if (unavailable !== undefined) this.outage = { error: unavailable, endedAt: performance.now() };
+  }
+
+  private async writeBatch(batch: Pending[]): Promise<void> {
     if (!this.writer) void this.jobsWithRecords();
     if (this.writer) return this.writeWithJobs(batch, this.writer);
     const problems = await this.store.createAll(
@@ -182,10 +216,10 @@ export class TaskIntake {
    * and deleted when their retention ends, and no worker ever runs them.
    */
   private async abandon(tasks: TaskRecord[]): Promise<void> {
-    const taskIds = tasks.map((task) => task.id);
-    // Jobs first: a worker that finds a job without its record drops it.
-    await Promise.allSettled(taskIds.map((taskId) => this.queue.remove(taskId)));
-    await this.store.discard(tasks).catch(() => undefined);
+    // Jobs and records at once: whichever is left if the other's removal fails is harmless (a
+    // worker that finds a job without its record drops it; a record without a job is never run),
+    // and while Redis hangs the clients wait for one command timeout here, not two.
+    await Promise.allSettled([...tasks.map((task) => this.queue.remove(task.id)), this.store.discard(tasks)]);
   }
 }
 
