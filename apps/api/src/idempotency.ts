@@ -51,10 +51,13 @@ export class IdempotencyKeys {
     return value;
   }
 
-  /** A digest of the request body: the same JSON body, the same digest. */
+  /**
+   * A digest of the request body: the same JSON body, the same digest, whatever the order of its
+   * objects' keys (as JSON says: an object is unordered) and its whitespace.
+   */
   static bodyHash(body: unknown): string {
     return createHash('sha256')
-      .update(JSON.stringify(body) ?? '')
+      .update(JSON.stringify(body, sortedKeys) ?? '')
       .digest('base64url');
   }
 
@@ -91,4 +94,10 @@ export class IdempotencyKeys {
 /** A request's `Idempotency-Key`, checked (1–255 printable characters). */
 export function idempotencyKeyOf(req: Request): string | undefined {
   return IdempotencyKeys.parse(req.get('idempotency-key'));
+}
+
+/** JSON.stringify's replacer for canonical JSON: every object with its keys in code-point order. */
+function sortedKeys(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  return Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }

@@ -133,9 +133,8 @@ function loadKeyRegistry(env: ApiEnv, logger: Logger): ApiKeyRegistry | undefine
     logger.warn('open mode: no API_KEYS_FILE, so every caller is the one tenant "default" with every scope', { host: env.HOST });
     return undefined;
   }
-  const registry = ApiKeyRegistry.load(env.API_KEYS_FILE, logger);
-  logger.info('API keys loaded', { file: env.API_KEYS_FILE, keys: registry.size });
-  return registry;
+  // The registry logs what it loaded (and every reload).
+  return ApiKeyRegistry.load(env.API_KEYS_FILE, logger);
 }
 
 function isLoopback(host: string): boolean {

@@ -312,6 +312,14 @@ describe('Idempotency-Key', () => {
     const listed = await call('/tasks?limit=100', 'mak_acme');
     expect(listed.body.tasks.filter((task: { id: string }) => ids.has(task.id))).toHaveLength(1);
 
+    // The same JSON with its keys in another order and other whitespace is the same body.
+    const reordered = await call(
+      '/tasks',
+      'mak_acme',
+      { method: 'POST', body: '{ "pattern": "primary",\n  "prompt": "only once" }' },
+      { 'idempotency-key': key },
+    );
+    expect([reordered.status, reordered.body.id, reordered.headers.get('idempotent-replayed')]).toEqual([202, [...ids][0], 'true']);
     const conflict = await post('/tasks', 'mak_acme', { prompt: 'something else' }, { 'idempotency-key': key });
     expect(conflict).toMatchObject({ status: 422, body: { error: { code: 'IDEMPOTENCY_CONFLICT' } } });
     const otherTenant = await post('/tasks', 'mak_globex', body, { 'idempotency-key': key });
