@@ -270,6 +270,12 @@ describe('bad input gets the documented answers and no stack traces', () => {
   test('no body, or not JSON', async () => {
     expectError(await requestJson(`${service.api}/tasks`, { method: 'POST' }), 400, 'VALIDATION_FAILED');
     expectError(await postJson(`${service.api}/tasks`, [1, 2]), 400, 'VALIDATION_FAILED');
+    // JSON that is not an object is named as such, not as malformed JSON.
+    for (const body of ['null', '"x"', '1', '[]']) {
+      const response = await requestJson<any>(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      expectError(response, 400, 'VALIDATION_FAILED');
+      expect(response.body.error.message).toBe('request body must be a JSON object (content-type: application/json)');
+    }
   });
 
   test('unknown pattern, missing prompt, both inputs, wrong types, unknown fields', async () => {

@@ -10,7 +10,14 @@ import { isRedisUnavailable, redisUnavailable, TaskNotQueuedError } from '@magea
 export function fromHttpLayer(error: unknown): MageError | undefined {
   const { type, status, statusCode } = (error ?? {}) as { type?: unknown; status?: unknown; statusCode?: unknown };
   if (type === 'entity.too.large') return new PayloadTooLargeError('request body is larger than the configured limit');
-  if (type === 'entity.parse.failed') return new ValidationError('request body is not valid JSON (content-type: application/json)');
+  if (type === 'entity.parse.failed') {
+    // body-parser refuses valid JSON that is not an object or array (`null`, `"x"`, `1`) the same way.
+    return new ValidationError(
+      isJson((error as { body?: unknown }).body)
+        ? 'request body must be a JSON object (content-type: application/json)'
+        : 'request body is not valid JSON (content-type: application/json)',
+    );
+  }
   if (type === 'encoding.unsupported' || type === 'charset.unsupported') {
     return new ValidationError('request body encoding is not supported; send UTF-8 JSON');
   }
@@ -46,4 +53,14 @@ export function retryAfterOf(error: unknown): number | undefined {
  */
 export function clientLeft(req: IncomingMessage, res: ServerResponse): boolean {
   return res.destroyed || req.socket.destroyed;
+}
+
+function isJson(text: unknown): boolean {
+  if (typeof text !== 'string') return false;
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
