@@ -153,6 +153,16 @@ test('private, loopback and metadata targets are refused without WEBHOOK_ALLOW_P
   expect(receiver.received).toHaveLength(0);
 });
 
+test('a host name that does not resolve is recorded as such (not as a refused target) and retried like an unreachable receiver', async () => {
+  const delivery = await startDelivery({ attempts: 2 });
+  const taskId = await endTask(delivery.store, 'http://no-such-host.invalid/hook', 'completed');
+  const { state, task } = await settled(delivery, taskId);
+  expect(state).toBe('failed');
+  expect(task.webhook?.deliveries).toEqual(
+    [1, 2].map((attempt) => expect.objectContaining({ attempt, ok: false, error: expect.stringMatching(/^could not resolve no-such-host\.invalid \(/) })),
+  );
+});
+
 test('a tenant without a secret gets a failed attempt saying so, not an unsigned webhook, and no retries', async () => {
   const delivery = await startDelivery({ secrets: new DerivedWebhookSecrets({}) });
   const taskId = await endTask(delivery.store, `${receiver.url}/hook`, 'completed');

@@ -65,9 +65,10 @@ export function createWebhookProcessor(options: WebhookDeliveryOptions) {
     }
     const target = await checkWebhookTarget(task.webhook.url, { allowPrivate: options.allowPrivate });
     if (!target.allowed) {
-      const error = `target refused: ${target.reason}`;
+      // A name that does not resolve (now) is retried like an unreachable receiver; a refused address never is.
+      const error = target.retryable ? target.reason : `target refused: ${target.reason}`;
       await record({ ok: false, error });
-      logger.warn('webhook target refused', { reason: target.reason, address: target.address });
+      logger.warn(target.retryable ? 'webhook target not resolved' : 'webhook target refused', { reason: target.reason, address: target.address });
       throw target.retryable ? new WebhookAttemptFailedError(error) : new UnrecoverableError(error);
     }
 
