@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { Worker } from 'bullmq';
-import { RequestRateExceededError } from '@mageagent/core';
+import { RequestRateExceededError, type TaskRecord } from '@mageagent/core';
 import type { Redis } from 'ioredis';
 import { createRedis, deleteKeysWithPrefix, redisReady } from './redis';
 import { TaskIntake, TaskNotQueuedError } from './task-intake';
@@ -21,6 +21,24 @@ afterAll(async () => {
   for (const prefix of prefixes) await deleteKeysWithPrefix(redis, prefix);
   redis.disconnect();
 });
+
+/**
+ * The store's real createAll, observed (the size of each call's batch), with its first call held
+ * until `release()`; `firstAnswer`, when given, answers that call instead of Redis.
+ */
+function holdFirstCall(store: TaskStore, firstAnswer?: (tasks: readonly TaskRecord[]) => Array<Error | null>): { batches: number[]; release: () => void } {
+  const batches: number[] = [];
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const createAll = store.createAll.bind(store);
+  store.createAll = async (tasks, limits, jobs) => {
+    batches.push(tasks.length);
+    if (batches.length > 1) return createAll(tasks, limits, jobs);
+    await held;
+    return firstAnswer ? firstAnswer(tasks) : createAll(tasks, limits, jobs);
+  };
+  return { batches, release };
+}
 
 // Both ways of writing a batch: records and jobs in one script call (BullMQ's add-job script
 // inside the store's), and the two-step fallback (records, then BullMQ's addBulk).
@@ -117,16 +135,7 @@ describe.each([
 
   test('one batch is written at a time: what arrives meanwhile, over several turns, is the next batch, written once it is done', async () => {
     const { store, queue, intake } = await setup();
-    // The store's real createAll, observed, with the first call held until released.
-    const batches: number[] = [];
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const createAll = store.createAll.bind(store);
-    store.createAll = async (tasks, limits, jobs) => {
-      batches.push(tasks.length);
-      if (batches.length === 1) await held;
-      return createAll(tasks, limits, jobs);
-    };
+    const { batches, release } = holdFirstCall(store);
     const first = intake.submit(queuedTask());
     await new Promise((resolve) => setImmediate(resolve));
     const later: Promise<void>[] = [];
@@ -145,16 +154,7 @@ describe.each([
   test('while Redis does not answer, tasks submitted during the failing batch get its answer at once instead of a timeout of their own; later ones try again', async () => {
     const { store, queue, intake } = await setup();
     // The first call fails as the real one does when Redis hangs: each task gets the command timeout.
-    const batches: number[] = [];
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => (release = resolve));
-    const createAll = store.createAll.bind(store);
-    store.createAll = async (tasks, limits, jobs) => {
-      batches.push(tasks.length);
-      if (batches.length > 1) return createAll(tasks, limits, jobs);
-      await held;
-      return tasks.map(() => new Error('Command timed out'));
-    };
+    const { batches, release } = holdFirstCall(store, (tasks) => tasks.map(() => new Error('Command timed out')));
     const first = intake.submit(queuedTask());
     await new Promise((resolve) => setImmediate(resolve));
     const during = [intake.submit(queuedTask()), intake.submit(queuedTask())];
