@@ -9,6 +9,7 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ApiKeyRegistry } from './auth/api-keys';
 import { generateApiKey, parseApiKeysFile, sha256Hex } from '@mageagent/core';
+import { DerivedWebhookSecrets } from '@mageagent/webhooks';
 
 const REPO_ROOT = path.resolve(__dirname, '../../..');
 const CLI = path.join(__dirname, 'keys-cli.ts');
@@ -101,6 +102,18 @@ describe('npm run keys', () => {
     const tenantsSection = /^tenants:[\s\S]*$/m.exec(printed.stdout)?.[0];
     const { warnings } = parseApiKeysFile(`keys:\n  - { id: a, sha256: ${sha256Hex('a')}, tenant: acme, scopes: [tasks] }\n${tenantsSection}`, 'keys.yaml');
     expect(warnings).toEqual([]);
+  });
+
+  it('webhook-secret --derived prints the secret a tenant without its own is signed with: the one the workers derive', async () => {
+    const master = 'm'.repeat(40);
+    const printed = await runKeys(['webhook-secret', '--tenant', 'acme', '--derived'], { env: { WEBHOOK_SECRET: master } });
+    expect(printed.code).toBe(0);
+    const secret = /^ {2}(whsec_\S+)$/m.exec(printed.stdout)?.[1];
+    expect(secret).toBe(new DerivedWebhookSecrets({ master }).secretFor('acme'));
+    expect(secret).not.toBe(new DerivedWebhookSecrets({ master }).secretFor('globex'));
+    const withoutMaster = await runKeys(['webhook-secret', '--tenant', 'acme', '--derived'], { env: { WEBHOOK_SECRET: '' } });
+    expect(withoutMaster.code).toBe(2);
+    expect(withoutMaster.stderr).toContain('webhook-secret --derived needs WEBHOOK_SECRET');
   });
 
   it('answers a bad command line with the usage and exit code 2, and prints no key', async () => {

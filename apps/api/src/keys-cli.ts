@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import { stringify as yamlScalar } from 'yaml';
 import { ConfigError, parseEnv, z } from '@mageagent/core';
+import { deriveWebhookSecret } from '@mageagent/webhooks';
 import {
   ApiKeyEntrySchema,
   ApiKeysEnv,
@@ -23,7 +24,13 @@ const USAGE = `usage: npm run keys -- <command>
   hash [<key>]           print a key's SHA-256 (reads the key from stdin when not given)
   check [--file <path>]  validate a keys file (default: $API_KEYS_FILE) and summarise it
   webhook-secret [--tenant <tenant>]
-                         print a new webhook signing secret (whsec_…) for the tenants section`;
+                         print a new webhook signing secret (whsec_…) for the tenants section
+  webhook-secret --tenant <tenant> --derived
+                         print the secret the tenant's webhooks are signed with when the keys file
+                         gives it none (derived from WEBHOOK_SECRET in the environment)`;
+
+/** WEBHOOK_SECRET's shortest length, as the api and workers check it at start-up. */
+const MIN_WEBHOOK_MASTER_SECRET_LENGTH = 32;
 
 /** Exit codes: 0 done, 1 the keys file is invalid (or something else failed), 2 the command line is. */
 const EXIT_INVALID_FILE = 1;
@@ -179,10 +186,22 @@ function table(rows: string[][]): string[] {
 const plural = (count: number, noun: string) => `${count} ${noun}${count === 1 ? '' : 's'}`;
 
 function webhookSecret(args: string[], output: Output): number {
-  const { values } = parseArgs({ args, options: { tenant: { type: 'string' } }, strict: true, allowPositionals: false });
+  const { values } = parseArgs({ args, options: { tenant: { type: 'string' }, derived: { type: 'boolean' } }, strict: true, allowPositionals: false });
   const tenant = values.tenant ?? '<tenant>';
   if (values.tenant !== undefined && !NameSchema.safeParse(values.tenant).success)
     throw new UsageError('--tenant: must be 1 to 64 characters of A-Z a-z 0-9 _ . -');
+  if (values.derived) {
+    // The secret the workers sign this tenant's webhooks with when the keys file gives it none.
+    if (values.tenant === undefined) throw new UsageError('webhook-secret --derived needs --tenant');
+    const master = process.env.WEBHOOK_SECRET;
+    if (master === undefined || master.length < MIN_WEBHOOK_MASTER_SECRET_LENGTH) {
+      throw new UsageError(`webhook-secret --derived needs WEBHOOK_SECRET (at least ${MIN_WEBHOOK_MASTER_SECRET_LENGTH} characters) in the environment`);
+    }
+    output.out(`Webhook signing secret of tenant "${values.tenant}", derived from WEBHOOK_SECRET, for the tenant, who verifies deliveries with it:`);
+    output.out('');
+    output.out(`  ${deriveWebhookSecret(master, values.tenant)}`);
+    return 0;
+  }
   output.out('Webhook signing secret, for the keys file (API_KEYS_FILE) and for the tenant, who verifies deliveries with it:');
   output.out('');
   output.out(`tenants:\n  ${tenant}:\n    webhookSecret: ${generateWebhookSecret()}`);
