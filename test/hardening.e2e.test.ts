@@ -178,6 +178,19 @@ describe('slow and oversized requests', () => {
     expect(events).toContain('"status":"cancelled"');
     await reader.cancel();
   }, 20_000);
+
+  test('HEAD on a live task stream answers its headers and ends, not held open until the task ends', async () => {
+    const created = await fetch(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"prompt":"live"}' });
+    const { id } = (await created.json()) as { id: string };
+    const head = await fetch(`${service.api}/tasks/${id}/stream`, { method: 'HEAD', signal: AbortSignal.timeout(3000) });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+    expect(await head.text()).toBe('');
+    // Its response ended while the task is still queued: its access log line is written at the end.
+    const line = await eventually(async () => accessLines().find((entry) => entry.method === 'HEAD' && entry.taskId === id), 3000, 'the HEAD request to end');
+    expect(line).toMatchObject({ route: '/tasks/:id/stream', status: 200 });
+    await fetch(`${service.api}/tasks/${id}/cancel`, { method: 'POST' });
+  });
 });
 
 describe('Socket.io', () => {

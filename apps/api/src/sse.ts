@@ -51,6 +51,11 @@ export async function streamTask(services: ApiServices, req: Request, res: Respo
     connection: 'keep-alive',
     'x-accel-buffering': 'no',
   });
+  // HEAD: the headers say what a GET would stream; there is no body to keep open.
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
   // Tells EventSource how soon to reconnect after the server ends a stream.
   res.write(`retry: ${RECONNECT_AFTER_MS}\n\n`);
 
