@@ -78,7 +78,13 @@ const ListQuerySchema = z.strictObject({
     .datetime({ offset: true })
     .transform((value) => new Date(value))
     .optional(),
-  limit: z.coerce.number().int().min(1).max(100).default(20),
+  // Decimal digits only: Number() would also take `0x10`, `1e1` or ` 5`.
+  limit: z
+    .string()
+    .regex(/^\d{1,3}$/, 'must be a whole number from 1 to 100')
+    .transform(Number)
+    .pipe(z.number().min(1).max(100))
+    .default(20),
   cursor: z.string().max(200).optional(),
 });
 

@@ -124,6 +124,10 @@ describe('isolation', () => {
     expect((await call('/tasks?status=completed', 'mak_globex')).body.tasks).toEqual([]);
     expect((await call('/tasks?status=bogus', 'mak_globex')).status).toBe(400);
     expect((await call('/tasks?cursor=not-a-cursor', 'mak_globex')).status).toBe(400);
+    for (const limit of ['0', '101', '0x10', '1e1', '2.5', '', 'x']) {
+      expect({ limit, status: (await call(`/tasks?limit=${limit}`, 'mak_globex')).status }).toEqual({ limit, status: 400 });
+    }
+    expect((await call('/tasks?limit=1&limit=2', 'mak_globex')).status).toBe(400);
   });
 });
 
