@@ -179,6 +179,20 @@ describe('slow and oversized requests', () => {
     await reader.cancel();
   }, 20_000);
 
+  test('no Host header (HTTP/1.1) and an unsupported Expect get the documented error shape, not a bare status line', async () => {
+    const noHost = await rawExchange('GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n').answer;
+    expect(noHost.text).toMatch(/^HTTP\/1\.1 400 /);
+    expect(JSON.parse(noHost.text.slice(noHost.text.indexOf('\r\n\r\n') + 4))).toEqual({
+      error: { code: 'VALIDATION_FAILED', message: 'an HTTP/1.1 request needs a Host header' },
+    });
+    const expectation = await rawExchange('POST /tasks HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\nContent-Length: 2\r\n\r\n{}').answer;
+    expect(expectation.text).toMatch(/^HTTP\/1\.1 417 /);
+    expect(JSON.parse(expectation.text.slice(expectation.text.indexOf('\r\n\r\n') + 4))).toMatchObject({ error: { code: 'VALIDATION_FAILED' } });
+    // HTTP/1.0 needs no Host.
+    const old = await rawExchange('GET /healthz HTTP/1.0\r\n\r\n').answer;
+    expect(old.text).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
   test('HEAD on a live task stream answers its headers and ends, not held open until the task ends', async () => {
     const created = await fetch(`${service.api}/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"prompt":"live"}' });
     const { id } = (await created.json()) as { id: string };

@@ -1,5 +1,5 @@
 import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response } from 'express';
-import { isMageError, NotFoundError, quote, ServiceUnavailableError, taskLinks, toErrorBody } from '@mageagent/core';
+import { isMageError, NotFoundError, quote, ServiceUnavailableError, taskLinks, toErrorBody, ValidationError } from '@mageagent/core';
 import { pingRedis } from '@mageagent/tasks';
 import { basicAuthForBoard, boardContentSecurityPolicy, BULL_BOARD_PATH, bullBoardRouter } from './admin/bull-board';
 import { authenticate, callerOf, pendingCountOf, requireScope } from './auth/middleware';
@@ -34,6 +34,12 @@ export function createApp(services: ApiServices): express.Express {
     if (!services.lifecycle.draining || req.path === '/healthz') return next();
     res.setHeader('connection', 'close');
     next(new ServiceUnavailableError('the server is shutting down; retry, another instance will answer', 1));
+  });
+
+  // HTTP/1.1 requires Host (RFC 9112 §3.2); Node's own check answers a bare 400, so it is done here.
+  app.use((req, _res, next) => {
+    if (req.httpVersion === '1.1' && req.headers.host === undefined) throw new ValidationError('an HTTP/1.1 request needs a Host header');
+    next();
   });
 
   // Probes answer without a key: orchestrators have none.

@@ -19,6 +19,9 @@ export function createApiServer(services: ApiServices): { server: Server; io: Ap
       // How often Node looks for requests past those limits (30 s by default, which would let a
       // slow request live twice its limit).
       connectionsCheckingInterval: Math.min(1_000, requestTimeoutMs),
+      // Node would answer an HTTP/1.1 request without Host with a bare 400; the app answers it in
+      // the documented shape instead (see createApp).
+      requireHostHeader: false,
     },
     createApp(services),
   );
@@ -36,6 +39,12 @@ export function createApiServer(services: ApiServices): { server: Server; io: Ap
  * framing) get the documented error shape instead of Node's bare status line.
  */
 function answerMalformedRequests(server: Server): void {
+  // An `Expect` other than 100-continue (which Node answers itself): Node's own answer is a bare 417.
+  server.on('checkExpectation', (_req, res) => {
+    const body = JSON.stringify({ error: { code: 'VALIDATION_FAILED', message: 'unsupported Expect header (only 100-continue is)' } });
+    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+    res.end(body);
+  });
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable || error.code === 'ECONNRESET') {
       socket.destroy();
