@@ -311,6 +311,24 @@ describe('bad input gets the documented answers and no stack traces', () => {
     );
   });
 
+  test('a tool schema ajv refuses that the api check lets through fails its task before any model call', async () => {
+    // A reference into data: the api's check does not look inside `default`, ajv compiles what it points at.
+    const parameters = { type: 'object', properties: { a: { default: { pattern: '(' } }, b: { $ref: '#/properties/a/default' } } };
+    const before = (await requestJson<{ requests: number }>(`${service.sim}/sim/stats`)).body.requests;
+    const created = await postJson<{ id: string }>(`${service.api}/tasks`, {
+      prompt: 'x',
+      pattern: 'hybrid',
+      tools: [{ type: 'function', function: { name: 'f', parameters } }],
+    });
+    expect(created.status).toBe(202);
+    const task = await waitForTask(service.api, created.body.id);
+    expect(task).toMatchObject({
+      status: 'failed',
+      error: { code: 'VALIDATION_FAILED', message: expect.stringContaining('tool "f": parameters are not a usable JSON Schema') },
+    });
+    expect((await requestJson<{ requests: number }>(`${service.sim}/sim/stats`)).body.requests).toBe(before);
+  });
+
   test('a body over the limit gets 413', async () => {
     expectError(await postJson(`${service.api}/tasks`, { prompt: 'x'.repeat(8000) }), 413, 'PAYLOAD_TOO_LARGE');
   });

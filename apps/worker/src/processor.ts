@@ -12,7 +12,7 @@ import {
   type TaskErrorInfo,
   type TaskRecord,
 } from '@mageagent/core';
-import { runPattern, type ModelProvider, type PatternRegistry, type RetryPolicy } from '@mageagent/patterns';
+import { runPattern, toolSpecsFor, type ModelProvider, type PatternRegistry, type RetryPolicy } from '@mageagent/patterns';
 import { TASK_QUEUE_NAME, type TaskJobData, type TaskStore } from '@mageagent/tasks';
 import { TaskEventWriter } from './event-writer';
 import type { TaskObserver, TaskOutcome } from './metrics';
@@ -119,6 +119,9 @@ function runTask(deps: ProcessorDependencies) {
     );
 
     try {
+      // The request's tool schemas are compiled first (the api checked them without compiling):
+      // one that ajv refuses fails the task now, before any model call is spent on it.
+      if (task.input.tools !== undefined) toolSpecsFor(task.input);
       const result = await runPattern(
         deps.patterns,
         task.pattern,

@@ -38,6 +38,6 @@ export {
 } from './prompts';
 export { routeByKeywords } from './routing';
 export type { RouteStepDeclaration } from './steps/route';
-export { checkToolRequest } from './tools/definitions';
+export { checkToolRequest, toolSpecsFor } from './tools/definitions';
 export { needsTools } from './tools/heuristics';
 export { readCritique, readSelection } from './verdicts';

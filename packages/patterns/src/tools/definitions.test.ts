@@ -134,6 +134,20 @@ describe('the api checks tool schemas without compiling them, and agrees with th
     ['the root', { type: 'object', properties: { self: { $ref: '#' } } }],
     ['a pointer with escapes', { type: 'object', $defs: { 'a/b': { type: 'string' } }, properties: { a: { $ref: '#/$defs/a~1b' } } }],
     ['an anchor (2020-12)', { $schema: DRAFT_2020, type: 'object', $defs: { a: { $anchor: 'thing', type: 'string' } }, properties: { x: { $ref: '#thing' } } }],
+    [
+      'a root $id, and references through it',
+      {
+        $id: 'http://schemas.example/s.json',
+        type: 'object',
+        definitions: { a: { type: 'string' } },
+        properties: { p: { $ref: 'http://schemas.example/s.json#/definitions/a' }, q: { $ref: 's.json#/definitions/a' } },
+      },
+    ],
+    [
+      'properties named like data keywords',
+      { type: 'object', properties: { default: { type: 'string', pattern: '^a' }, enum: { $ref: '#/$defs/x' } }, $defs: { x: { type: 'integer' } } },
+    ],
+    ['a draft-07 anchor ($id "#name")', { type: 'object', definitions: { a: { $id: '#thing', type: 'string' } }, properties: { x: { $ref: '#thing' } } }],
     ['pattern-like data in enum and default', { type: 'object', properties: { a: { enum: [{ pattern: '[[' }], default: { $ref: 'nowhere' } } } }],
   ];
   const unusable: Array<[string, Record<string, unknown>, RegExp]> = [
@@ -141,6 +155,26 @@ describe('the api checks tool schemas without compiling them, and agrees with th
     ['a bad pattern', { type: 'object', properties: { a: { type: 'string', pattern: '[unclosed' } } }, /not a valid regular expression/],
     ['a reference to nothing', { type: 'object', properties: { a: { $ref: '#/$defs/missing' } } }, /can't resolve reference/],
     ['a remote reference', { $ref: 'https://example.com/s.json' }, /can't resolve reference/],
+    ['an unknown $schema', { $schema: 'http://json-schema.org/draft-04/schema#', type: 'object' }, /schema is invalid/],
+    ['a $schema that is not a string', { $schema: 5, type: 'object' }, /schema is invalid/],
+    [
+      'a bad pattern under a property named default',
+      { type: 'object', properties: { default: { type: 'string', pattern: '(' } } },
+      /not a valid regular expression/,
+    ],
+    ['a reference to nothing under a property named enum', { type: 'object', properties: { enum: { $ref: '#/$defs/missing' } } }, /can't resolve reference/],
+    [
+      'a nested $id, which moves the base references resolve against',
+      { definitions: { y: {} }, properties: { a: { $id: 'http://schemas.example/a', properties: { b: { $ref: '#/definitions/y' } } } } },
+      /below the root/,
+    ],
+    ['an anchor name ajv refuses', { $schema: 'https://json-schema.org/draft/2019-09/schema', $defs: { a: { $anchor: 'a:b' } } }, /not a valid anchor name/],
+    [
+      'an anchor declared twice',
+      { $schema: DRAFT_2020, $defs: { a: { $anchor: 'x', type: 'string' }, b: { $anchor: 'x', type: 'integer' } } },
+      /declared more than once/,
+    ],
+    ['a meta-schema as $id', { $id: 'http://json-schema.org/draft-07/schema', type: 'object' }, /meta-schema/],
     ['an undeclared anchor', { $schema: DRAFT_2020, type: 'object', properties: { a: { $ref: '#nowhere' } } }, /can't resolve reference/],
   ];
   const tool = (parameters: Record<string, unknown>): ToolDefinition => ({ type: 'function', function: { name: 'probe', parameters } });

@@ -236,42 +236,70 @@ export function toolSpecsFor(input: { tools?: ToolDefinition[]; toolChoice?: Too
 
 /** Keywords whose values are data, not schemas: nothing inside them is a pattern or a reference. */
 const DATA_KEYWORDS = new Set(['enum', 'const', 'default', 'examples']);
-const REFERENCE_KEYWORDS = ['$ref', '$dynamicRef', '$recursiveRef'];
+/** Keywords whose value maps names to schemas: the names are not keywords. */
+const SCHEMA_MAP_KEYWORDS = new Set(['properties', 'patternProperties', '$defs', 'definitions', 'dependentSchemas', 'dependencies']);
+/** ajv's rule for anchor names (compile/resolve.ts), checked when it compiles. */
+const ANCHOR_NAME = /^[a-z_][-a-z0-9._]*$/i;
 
 /**
  * Why ajv could not compile `parameters`, found without compiling them: the dialect's meta-schema
  * (ajv's validateSchema), every regular expression (`pattern`, `patternProperties`, with the `u`
- * flag ajv uses), and every reference, which must point into the schema itself (`#`, `#/…` or an
- * anchor it declares). Compiling generates and evaluates code, and costs about a hundred times as
- * much: an adversarial 60 KB schema took about 1 s (measured), and 128 of them in one request
- * stalled the api's event loop for 3 s. So the api checks this way, in time linear in the
- * schema's size, and the worker that runs the task compiles it (see requestToolSpec).
+ * flag ajv uses), anchors (ajv's naming rule, each once), and every `$ref`, which must point into
+ * the schema itself (`#`, `#/…`, a declared anchor, or the same through the root's `$id`).
+ * `$id` is accepted at the root only: a nested one moves the base that references resolve
+ * against, and ajv would keep it registered after the compile.
+ *
+ * Compiling generates and evaluates code, and costs about a hundred times as much: an
+ * adversarial 60 KB schema took about 1 s (measured), and 128 of them in one request stalled
+ * the api's event loop for 3 s. So the api checks this way, in time linear in the schema's size,
+ * and the worker that runs the task compiles it first thing (see toolSpecsFor), failing the task
+ * at once in the rare case this check lets through a schema ajv refuses.
  */
 function parametersProblem(parameters: JsonSchema): string | undefined {
   const ajv = ajvFor(parameters);
-  if (!ajv.validateSchema(parameters)) return `schema is invalid: ${ajv.errorsText(ajv.errors)}`;
+  try {
+    if (!ajv.validateSchema(parameters)) return `schema is invalid: ${ajv.errorsText(ajv.errors)}`;
+  } catch (error) {
+    // An unknown or malformed `$schema` (ajv knows draft-07, 2019-09 and 2020-12) throws.
+    return `schema is invalid: ${(error as Error).message}`;
+  }
+  const rootId = typeof parameters.$id === 'string' ? parameters.$id : undefined;
+  if (rootId !== undefined && /^https?:\/\/json-schema\.org\//.test(rootId)) return `$id ${quote(rootId)} names a JSON Schema meta-schema`;
   const anchors = new Set<string>();
   const references: string[] = [];
   const regExps: string[] = [];
-  const visit = (node: unknown): void => {
+  let problem: string | undefined;
+  const addAnchor = (name: string) => {
+    if (!ANCHOR_NAME.test(name)) problem ??= `anchor ${quote(name)} is not a valid anchor name`;
+    else if (anchors.has(name)) problem ??= `anchor ${quote(name)} is declared more than once`;
+    anchors.add(name);
+  };
+  const visitSchema = (node: unknown, isRoot: boolean): void => {
     if (Array.isArray(node)) {
-      for (const item of node) visit(item);
+      for (const item of node) visitSchema(item, false);
       return;
     }
     if (node === null || typeof node !== 'object') return;
     for (const [key, value] of Object.entries(node)) {
       if (DATA_KEYWORDS.has(key)) continue;
-      if (typeof value === 'string') {
-        if (REFERENCE_KEYWORDS.includes(key)) references.push(value);
-        else if (key === 'pattern') regExps.push(value);
-        else if (key === '$anchor' || key === '$dynamicAnchor') anchors.add(value);
-        else if (key === '$id' && value.startsWith('#')) anchors.add(value.slice(1));
+      if (SCHEMA_MAP_KEYWORDS.has(key) && value !== null && typeof value === 'object' && !Array.isArray(value)) {
+        if (key === 'patternProperties') regExps.push(...Object.keys(value));
+        for (const schema of Object.values(value)) visitSchema(schema, false);
+        continue;
       }
-      if (key === 'patternProperties' && value !== null && typeof value === 'object') regExps.push(...Object.keys(value));
-      visit(value);
+      if (typeof value === 'string') {
+        if (key === '$ref') references.push(value);
+        else if (key === 'pattern') regExps.push(value);
+        else if (key === '$anchor' || key === '$dynamicAnchor') addAnchor(value);
+        else if (key === '$id' && value.startsWith('#')) addAnchor(value.slice(1));
+        else if (key === '$id' && !isRoot) problem ??= `$id ${quote(value)} below the root (only the schema's root may have one)`;
+        continue;
+      }
+      visitSchema(value, false);
     }
   };
-  visit(parameters);
+  visitSchema(parameters, true);
+  if (problem !== undefined) return problem;
   for (const source of regExps) {
     try {
       new RegExp(source, 'u');
@@ -280,16 +308,20 @@ function parametersProblem(parameters: JsonSchema): string | undefined {
     }
   }
   for (const reference of references) {
-    if (!resolvesWithin(parameters, reference, anchors))
+    if (!resolvesWithin(parameters, reference, rootId, anchors)) {
       return `can't resolve reference ${quote(reference)} (only references into the schema itself: #, #/… or a declared anchor)`;
+    }
   }
   return undefined;
 }
 
-/** Whether a reference points into `root`: `#`, a JSON pointer `#/a/b`, or `#name` of a declared anchor. */
-function resolvesWithin(root: JsonSchema, reference: string, anchors: ReadonlySet<string>): boolean {
-  if (!reference.startsWith('#')) return false;
-  const fragment = reference.slice(1);
+/**
+ * Whether a reference points into `root`: `#` (or nothing), a JSON pointer `#/a/b`, or `#name` of
+ * a declared anchor; directly, or through a URI that resolves against the root's `$id` to itself.
+ */
+function resolvesWithin(root: JsonSchema, reference: string, rootId: string | undefined, anchors: ReadonlySet<string>): boolean {
+  const fragment = localFragment(reference, rootId);
+  if (fragment === undefined) return false;
   if (fragment === '') return true;
   if (!fragment.startsWith('/')) return anchors.has(fragment);
   let node: unknown = root;
@@ -304,6 +336,21 @@ function resolvesWithin(root: JsonSchema, reference: string, anchors: ReadonlySe
     node = (node as Record<string, unknown>)[segment];
   }
   return true;
+}
+
+/** The fragment of a reference into the schema itself (`''` for the root), else undefined. */
+function localFragment(reference: string, rootId: string | undefined): string | undefined {
+  if (reference === '') return '';
+  if (reference.startsWith('#')) return reference.slice(1);
+  if (rootId === undefined) return undefined;
+  try {
+    const base = new URL(rootId);
+    const target = new URL(reference, base);
+    if (target.href.split('#')[0] !== base.href.split('#')[0]) return undefined;
+    return target.hash.slice(1);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
