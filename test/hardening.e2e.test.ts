@@ -128,26 +128,70 @@ describe('HTTP', () => {
 });
 
 describe('slow and oversized requests', () => {
-  /** Writes `head` on a raw connection and collects what comes back until the server closes it. */
-  function rawExchange(head: string): { answer: Promise<{ text: string; afterMs: number }>; socket: net.Socket } {
+  /**
+   * Writes `head` (then `body`, if given, as fast as the connection takes it) on a raw connection;
+   * `answer` is what came back once the server closed it, `firstAnswer` once one whole response
+   * (status line, headers and a Content-Length body) has arrived.
+   */
+  function rawExchange(head: string, body?: Buffer) {
     const { hostname, port } = new URL(service.api);
     const socket = net.connect(Number(port), hostname);
     const started = Date.now();
     let text = '';
-    socket.on('data', (chunk) => (text += chunk.toString()));
+    const whole = () => {
+      const end = text.indexOf('\r\n\r\n', text.lastIndexOf('HTTP/1.1 ')) + 4;
+      const length = Number(/\r\ncontent-length: (\d+)\r\n/i.exec(text)?.[1] ?? Number.NaN);
+      return end > 3 && text.length >= end + length;
+    };
+    let answered: (value: { text: string; afterMs: number }) => void = () => undefined;
+    const firstAnswer = new Promise<{ text: string; afterMs: number }>((resolve) => (answered = resolve));
+    socket.on('data', (chunk) => {
+      text += chunk.toString();
+      if (whole()) answered({ text, afterMs: Date.now() - started });
+    });
     socket.write(head);
-    const answer = new Promise<{ text: string; afterMs: number }>((resolve) => socket.on('close', () => resolve({ text, afterMs: Date.now() - started })));
+    if (body) socket.write(body);
+    const answer = new Promise<{ text: string; afterMs: number }>((resolve) =>
+      socket.on('close', () => {
+        answered({ text, afterMs: Date.now() - started });
+        resolve({ text, afterMs: Date.now() - started });
+      }),
+    );
     socket.on('error', () => undefined);
-    return { answer, socket };
+    return { answer, firstAnswer, socket };
   }
+  const bodyOf = (text: string) => JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as unknown;
 
-  test('a body declared over BODY_LIMIT_BYTES gets its 413 at once, without being sent, and the connection is closed', async () => {
-    const { answer } = rawExchange('POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\n\r\n{"prompt":');
-    const { text, afterMs } = await answer;
+  test('a body declared over BODY_LIMIT_BYTES gets its 413 at once, before it is sent; asked to wait (100-continue), the client is never told to send it', async () => {
+    const declared = rawExchange('POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\n\r\n{"prompt":');
+    const { text, afterMs } = await declared.firstAnswer;
+    declared.socket.destroy();
     expect(text).toMatch(/^HTTP\/1\.1 413 /);
-    expect(text).toMatch(/\r\nconnection: close\r\n/i);
-    expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4))).toMatchObject({ error: { code: 'PAYLOAD_TOO_LARGE' } });
+    expect(bodyOf(text)).toMatchObject({ error: { code: 'PAYLOAD_TOO_LARGE' } });
     expect(afterMs).toBeLessThan(REQUEST_TIMEOUT_MS);
+
+    const waiting = rawExchange(
+      'POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\nExpect: 100-continue\r\n\r\n',
+    );
+    const refused = await waiting.firstAnswer;
+    waiting.socket.destroy();
+    expect(refused.text).toMatch(/^HTTP\/1\.1 413 /);
+    expect(refused.text).not.toContain('100 Continue');
+    // Under the limit, 100-continue is answered as usual.
+    const small = rawExchange('POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n');
+    await eventually(async () => (small.socket.bytesRead > 0 ? true : undefined), 3000, 'the 100 Continue');
+    small.socket.end('{}');
+    expect((await small.answer).text).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 400 /);
+  });
+
+  test('a client that sends a whole oversized body gets the 413, not a reset, and the connection stays usable', async () => {
+    const oversized = Buffer.alloc(3 * 1024 * 1024, 'x');
+    const exchange = rawExchange(`POST /tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${oversized.length}\r\n\r\n`, oversized);
+    const { text } = await exchange.firstAnswer;
+    expect(text).toMatch(/^HTTP\/1\.1 413 /);
+    // The rest of the body is read and dropped; the next request on the same connection is answered.
+    exchange.socket.end('GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    expect((await exchange.answer).text).toMatch(/HTTP\/1\.1 200 OK[\s\S]*"status":"ok"/);
   });
 
   test(`a body never finished is answered 408 and its connection closed after REQUEST_TIMEOUT_MS (${REQUEST_TIMEOUT_MS} ms); a stream open longer is not cut`, async () => {

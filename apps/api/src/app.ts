@@ -139,15 +139,16 @@ function errorHandler(services: ApiServices): ErrorRequestHandler {
 }
 
 /**
- * A body whose declared Content-Length is over the limit gets its 413 at once, and the connection
- * is closed after it. (body-parser refuses it too, but answers only once the whole body has been
- * read, so a client that never sends it would wait for the request timeout.)
+ * A body whose declared Content-Length is over the limit gets its 413 at once. (body-parser
+ * refuses it too, but answers only once the whole body has been read.) The connection is not
+ * closed: Node reads and drops the rest of the body after the answer, so a client still sending
+ * it gets the 413 rather than a reset, and a client that never sends it is cut off by the request
+ * timeout. A client that sent `Expect: 100-continue` is never asked for the body (server.ts).
  */
 function refuseDeclaredOversizeBodies(limit: number): RequestHandler {
-  return (req, res, next) => {
+  return (req, _res, next) => {
     const declared = Number(req.headers['content-length']);
     if (!(declared > limit)) return next();
-    res.setHeader('connection', 'close');
     // body-parser's own error, so every error handler (the /v1 facade's too) answers it as usual.
     next(Object.assign(new Error('request entity too large'), { type: 'entity.too.large', status: 413, expose: true, limit, length: declared }));
   };

@@ -26,6 +26,7 @@ export function createApiServer(services: ApiServices): { server: Server; io: Ap
     createApp(services),
   );
   answerMalformedRequests(server);
+  refuseOversizeUploadsBeforeTheyStart(server, services.config.bodyLimitBytes);
   server.keepAliveTimeout = 65_000;
   // CORS for the polling transport and an Origin check on every handshake, from CORS_ORIGINS.
   const io: ApiSocketServer = new SocketServer(server, { ...socketOriginOptions({ corsOrigins: services.config.corsOrigins }), serveClient: false });
@@ -46,7 +47,10 @@ function answerMalformedRequests(server: Server): void {
     res.end(body);
   });
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
-    if (!socket.writable || error.code === 'ECONNRESET') {
+    // A response already under way on this connection (a request whose body never finished, say)
+    // cannot be followed by another status line: the connection is closed, as Node itself does.
+    const responding = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+    if (!socket.writable || error.code === 'ECONNRESET' || responding) {
       socket.destroy();
       return;
     }
@@ -60,5 +64,17 @@ function answerMalformedRequests(server: Server): void {
     socket.end(
       `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
+  });
+}
+
+/**
+ * `Expect: 100-continue` with a `Content-Length` over the body limit: the client is not told to
+ * send the body, and the app answers its 413 (see refuseDeclaredOversizeBodies) before a byte of
+ * it is sent. Node would otherwise send `100 Continue` itself, first.
+ */
+function refuseOversizeUploadsBeforeTheyStart(server: Server, bodyLimitBytes: number): void {
+  server.on('checkContinue', (req, res) => {
+    if (!(Number(req.headers['content-length']) > bodyLimitBytes)) res.writeContinue();
+    server.emit('request', req, res);
   });
 }
