@@ -61,6 +61,17 @@ export class IdempotencyKeys {
       .digest('base64url');
   }
 
+  /**
+   * The digest claims had before it was canonical (the body's keys in the order sent). A claim
+   * lives 24 hours, so during an upgrade a retry may meet one written by the earlier version (or
+   * by a replica not yet upgraded): it matches too. Can go once every api runs the canonical one.
+   */
+  static legacyBodyHash(body: unknown): string {
+    return createHash('sha256')
+      .update(JSON.stringify(body) ?? '')
+      .digest('base64url');
+  }
+
   async claim(tenant: string, key: string, claim: Claim): Promise<ClaimOutcome> {
     const name = this.keyName(tenant, key);
     // Twice at most: the claim we lost to may be released (its creation failed) before we read it.
@@ -96,7 +107,7 @@ export function idempotencyKeyOf(req: Request): string | undefined {
   return IdempotencyKeys.parse(req.get('idempotency-key'));
 }
 
-/** JSON.stringify's replacer for canonical JSON: every object with its keys in code-point order. */
+/** JSON.stringify's replacer for canonical JSON: every object with its keys sorted (by UTF-16 code units, as RFC 8785). */
 function sortedKeys(_key: string, value: unknown): unknown {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
   return Object.fromEntries(Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));

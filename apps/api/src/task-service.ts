@@ -23,6 +23,7 @@ import {
 import { checkToolRequest, type PatternRegistry } from '@mageagent/patterns';
 import {
   followTask,
+  isRedisUnavailable,
   type CancelChannel,
   type FollowOptions,
   type TaskEventBus,
@@ -141,7 +142,7 @@ export class TaskService {
     const bodyHash = IdempotencyKeys.bodyHash(body);
     const claim = await this.deps.idempotency.claim(tenant, idempotencyKey, { bodyHash, taskId: task.id });
     if (!claim.claimed) {
-      if (claim.bodyHash !== bodyHash) {
+      if (claim.bodyHash !== bodyHash && claim.bodyHash !== IdempotencyKeys.legacyBodyHash(body)) {
         throw new IdempotencyConflictError('this Idempotency-Key was used with a different request body; use a new key for a new request');
       }
       return { task: await this.replayed(caller.principal, idempotencyKey, claim.taskId), replayed: true };
@@ -149,7 +150,10 @@ export class TaskService {
     try {
       await this.deps.intake.submit(task, limits());
     } catch (error) {
-      await this.deps.idempotency.release(tenant, idempotencyKey, task.id).catch(() => undefined);
+      // The key is given back, so a retry works. While Redis is unavailable that would only time
+      // out as well: the answer (a 503) does not wait for it.
+      const release = this.deps.idempotency.release(tenant, idempotencyKey, task.id).catch(() => undefined);
+      if (!isRedisUnavailable(error) && !isRedisUnavailable((error as Error).cause)) await release;
       throw error;
     }
     this.deps.onCreated?.(task);

@@ -7,6 +7,8 @@
  */
 import { io as connectSocket, type Socket } from 'socket.io-client';
 import type { Principal } from '@mageagent/core';
+import type { Redis } from 'ioredis';
+import { IdempotencyKeys } from './idempotency';
 import { startInProcessApi, type InProcessApi } from './test-api';
 
 const acme: Principal = { tenant: 'acme', app: 'ci', keyId: 'acme-ci', scopes: ['tasks'] };
@@ -331,6 +333,18 @@ describe('Idempotency-Key', () => {
     expect(ids.has(otherTenant.body.id)).toBe(false);
     expect((await post('/tasks', 'mak_acme', body, { 'idempotency-key': 'has spaces' })).status).toBe(400);
   });
+});
+
+test("a claim written before the canonical digest (an earlier version's, within its 24 h) still replays its task", async () => {
+  const key = `legacy-${Date.now()}`;
+  const created = await post('/tasks', 'mak_acme', { prompt: 'before the upgrade', pattern: 'primary' }, { 'idempotency-key': key });
+  // The claim as the earlier version wrote it: the digest of the body's keys in the order sent.
+  const body = { prompt: 'before the upgrade', pattern: 'primary' };
+  const claims = new IdempotencyKeys(api.services.redis as Redis, api.prefix);
+  await claims.release('acme', key, created.body.id);
+  expect(await claims.claim('acme', key, { bodyHash: IdempotencyKeys.legacyBodyHash(body), taskId: created.body.id })).toEqual({ claimed: true });
+  const replay = await post('/tasks', 'mak_acme', body, { 'idempotency-key': key });
+  expect([replay.status, replay.body.id, replay.headers.get('idempotent-replayed')]).toEqual([202, created.body.id, 'true']);
 });
 
 describe('webhooks at creation', () => {

@@ -175,6 +175,23 @@ describe.each([
     await queue.close();
   });
 
+  test('a batch Redis partly took is no outage: tasks submitted meanwhile are written', async () => {
+    const { store, queue, intake } = await setup();
+    // One of the first batch's tasks fails for want of Redis, the other does not.
+    const { batches, release } = holdFirstCall(store, (tasks) => tasks.map((_, index) => (index === 0 ? new Error('Command timed out') : null)));
+    const first = [intake.submit(queuedTask()), intake.submit(queuedTask())];
+    await new Promise((resolve) => setImmediate(resolve));
+    const during = [queuedTask(), queuedTask()];
+    const written = during.map((task) => intake.submit(task));
+    await new Promise((resolve) => setImmediate(resolve));
+    release();
+    expect((await Promise.allSettled(first)).map((outcome) => outcome.status)).toEqual(['rejected', 'fulfilled']);
+    await Promise.all(written);
+    expect(batches).toEqual([2, 2]);
+    for (const task of during) expect(await store.get(task.id)).toMatchObject({ id: task.id, status: 'queued' });
+    await queue.close();
+  });
+
   test('a task that cannot be serialised fails alone: the rest of its batch lands, and it gets no job', async () => {
     const { store, queue, intake } = await setup();
     // Nesting deep enough to overflow JSON.stringify's stack (the api refuses such input earlier;

@@ -131,11 +131,11 @@ export class TaskIntake {
   }
 
   /**
-   * The batch that just failed for want of Redis (unreachable, or not answering within the command
-   * timeout), with its error and when it was done. Tasks submitted while it was in Redis get the
-   * same answer at once instead of a command timeout of their own: otherwise, while Redis hangs,
-   * each batch would wait for the one before it and clients would hear of it after several
-   * timeouts rather than one.
+   * The batch that just failed, every task of it, for want of Redis (unreachable, or not
+   * answering within the command timeout), with its error and when it was done. Tasks submitted
+   * while it was in Redis get the same answer at once instead of a command timeout of their own:
+   * otherwise, while Redis hangs, each batch would wait for the one before it and clients would
+   * hear of it after several timeouts rather than one.
    */
   private outage: { error: Error; endedAt: number } | undefined;
 
@@ -148,17 +148,22 @@ export class TaskIntake {
       batch = batch.filter((entry) => entry.submittedAt > outage.endedAt);
       if (batch.length === 0) return;
     }
-    // Any task of the batch that fails for want of Redis makes the batch an outage (above).
+    // A batch whose every task failed for want of Redis is an outage (above); one that Redis
+    // partly took (one of its calls failed, say) is not.
     let unavailable: Error | undefined;
+    let failedForRedis = 0;
     const watched = batch.map((entry) => ({
       ...entry,
       reject: (error: Error) => {
-        if (unavailable === undefined && (isRedisUnavailable(error) || isRedisUnavailable(error.cause))) unavailable = error;
+        if (isRedisUnavailable(error) || isRedisUnavailable(error.cause)) {
+          unavailable ??= error;
+          failedForRedis += 1;
+        }
         entry.reject(error);
       },
     }));
     await this.writeBatch(watched);
-    if (unavailable !== undefined) this.outage = { error: unavailable, endedAt: performance.now() };
+    if (unavailable !== undefined && failedForRedis === batch.length) this.outage = { error: unavailable, endedAt: performance.now() };
   }
 
   private async writeBatch(batch: Pending[]): Promise<void> {
