@@ -1,3 +1,4 @@
+import { hash } from 'node:crypto';
 import type { default as Ajv, ErrorObject, Options as AjvOptions, ValidateFunction } from 'ajv';
 import { quote, ValidationError, z, type ToolChoice, type ToolDefinition } from '@mageagent/core';
 
@@ -316,6 +317,28 @@ function parametersProblem(parameters: JsonSchema): string | undefined {
 }
 
 /**
+ * parametersProblem, remembered for the last schemas seen: clients send the same tools again and
+ * again, and the OpenAI facade checks a request's tools twice (its own error shape first, then the
+ * task's).
+ */
+const problemCache = new Map<string, string | null>();
+function cachedParametersProblem(parameters: JsonSchema): string | undefined {
+  // A digest, not the schema's text, as the key: the cache holds 256 small strings, whatever the schemas' size.
+  const key = hash('sha256', JSON.stringify(parameters), 'base64');
+  let problem = problemCache.get(key);
+  if (problem === undefined) {
+    problem = parametersProblem(parameters) ?? null;
+    problemCache.set(key, problem);
+    if (problemCache.size > VALIDATOR_CACHE_LIMIT) problemCache.delete(problemCache.keys().next().value as string);
+  } else {
+    // Re-inserting keeps the map in least-recently-used order.
+    problemCache.delete(key);
+    problemCache.set(key, problem);
+  }
+  return problem ?? undefined;
+}
+
+/**
  * Whether a reference points into `root`: `#` (or nothing), a JSON pointer `#/a/b`, or `#name` of
  * a declared anchor; directly, or through a URI that resolves against the root's `$id` to itself.
  */
@@ -367,7 +390,7 @@ export function checkToolRequest(tools?: ToolDefinition[], toolChoice?: ToolChoi
     if (firstIndex === undefined) firstIndexByName.set(name, index);
     else problems.push({ path: `tools.${index}.function.name`, message: `duplicate tool name "${name}" (also tools.${firstIndex})` });
     if (parameters === undefined) return;
-    const problem = parametersProblem(parameters);
+    const problem = cachedParametersProblem(parameters);
     if (problem !== undefined) {
       problems.push({ path: `tools.${index}.function.parameters`, message: `tool "${name}": parameters are not a usable JSON Schema: ${problem}` });
     }
