@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ApiKeyRegistry } from './auth/api-keys';
-import { generateApiKey, parseApiKeysFile, sha256Hex } from '@mageagent/core';
+import { generateApiKey, generateWebhookSecret, parseApiKeysFile, sha256Hex } from '@mageagent/core';
 import { DerivedWebhookSecrets } from '@mageagent/webhooks';
 
 const REPO_ROOT = path.resolve(__dirname, '../../..');
@@ -111,6 +111,20 @@ describe('npm run keys', () => {
     const secret = /^ {2}(whsec_\S+)$/m.exec(printed.stdout)?.[1];
     expect(secret).toBe(new DerivedWebhookSecrets({ master }).secretFor('acme'));
     expect(secret).not.toBe(new DerivedWebhookSecrets({ master }).secretFor('globex'));
+    // A tenant the keys file gives a secret of its own is signed with that one: said on stderr.
+    const dir = mkdtempSync(path.join(tmpdir(), 'keys-cli-'));
+    try {
+      const file = path.join(dir, 'keys.yaml');
+      writeFileSync(
+        file,
+        `keys:\n  - { id: a, sha256: ${sha256Hex('a')}, tenant: acme, scopes: [tasks] }\ntenants:\n  acme:\n    webhookSecret: ${generateWebhookSecret()}\n`,
+      );
+      const overridden = await runKeys(['webhook-secret', '--tenant', 'acme', '--derived'], { env: { WEBHOOK_SECRET: master, API_KEYS_FILE: file } });
+      expect(overridden.code).toBe(0);
+      expect(overridden.stderr).toContain(`keys: ${file} gives tenant "acme" a webhookSecret of its own`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     const withoutMaster = await runKeys(['webhook-secret', '--tenant', 'acme', '--derived'], { env: { WEBHOOK_SECRET: '' } });
     expect(withoutMaster.code).toBe(2);
     expect(withoutMaster.stderr).toContain('webhook-secret --derived needs WEBHOOK_SECRET');

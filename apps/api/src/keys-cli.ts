@@ -197,6 +197,11 @@ function webhookSecret(args: string[], output: Output): number {
     if (master === undefined || master.length < MIN_WEBHOOK_MASTER_SECRET_LENGTH) {
       throw new UsageError(`webhook-secret --derived needs WEBHOOK_SECRET (at least ${MIN_WEBHOOK_MASTER_SECRET_LENGTH} characters) in the environment`);
     }
+    // The keys file's own secret for the tenant wins over the derived one (as the workers sign).
+    const file = process.env.API_KEYS_FILE;
+    if (file !== undefined && file !== '' && readApiKeysFile(file).file.tenants?.[values.tenant]?.webhookSecret !== undefined) {
+      output.err(`keys: ${file} gives tenant "${values.tenant}" a webhookSecret of its own; its webhooks are signed with that one, not this`);
+    }
     output.out(`Webhook signing secret of tenant "${values.tenant}", derived from WEBHOOK_SECRET, for the tenant, who verifies deliveries with it:`);
     output.out('');
     output.out(`  ${deriveWebhookSecret(master, values.tenant)}`);
