@@ -232,6 +232,9 @@ describe('slow and oversized requests', () => {
     const expectation = await rawExchange('POST /tasks HTTP/1.1\r\nHost: x\r\nExpect: bogus\r\nContent-Length: 2\r\n\r\n{}').answer;
     expect(expectation.text).toMatch(/^HTTP\/1\.1 417 /);
     expect(JSON.parse(expectation.text.slice(expectation.text.indexOf('\r\n\r\n') + 4))).toMatchObject({ error: { code: 'VALIDATION_FAILED' } });
+    // Socket.io's handshake too (it does not go through the app).
+    const noHostHandshake = await rawExchange('GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nConnection: close\r\n\r\n').answer;
+    expect(noHostHandshake.text).toMatch(/^HTTP\/1\.1 (400|403) /);
     // HTTP/1.0 needs no Host.
     const old = await rawExchange('GET /healthz HTTP/1.0\r\n\r\n').answer;
     expect(old.text).toMatch(/^HTTP\/1\.1 200 /);

@@ -139,7 +139,9 @@ export function socketOriginOptions(options: Pick<SecurityHeadersOptions, 'corsO
   const allowed = new Set(options.corsOrigins);
   const allowRequest = (req: IncomingMessage, callback: (error: string | null | undefined, success: boolean) => void) => {
     const origin = req.headers.origin;
-    if (origin === undefined || allowed.has(origin) || isSameHost(origin, req.headers.host)) callback(null, true);
+    // HTTP/1.1 requires Host (the server leaves that check to the app, which Socket.io bypasses).
+    if (req.httpVersion === '1.1' && req.headers.host === undefined) callback('a Host header is required', false);
+    else if (origin === undefined || allowed.has(origin) || isSameHost(origin, req.headers.host)) callback(null, true);
     else callback('origin not allowed', false);
   };
   if (allowed.size === 0) return { allowRequest };
