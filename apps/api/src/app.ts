@@ -4,7 +4,7 @@ import { pingRedis } from '@mageagent/tasks';
 import { basicAuthForBoard, boardContentSecurityPolicy, BULL_BOARD_PATH, bullBoardRouter } from './admin/bull-board';
 import { authenticate, callerOf, pendingCountOf, requireScope } from './auth/middleware';
 import { hostsHandler } from './hosts';
-import { asClientError, retryAfterOf } from './http-errors';
+import { asClientError, declaresBodyOver, retryAfterOf } from './http-errors';
 import { idempotencyKeyOf } from './idempotency';
 import { accessLog } from './middleware/access-log';
 import { securityHeaders } from './middleware/security-headers';
@@ -147,8 +147,8 @@ function errorHandler(services: ApiServices): ErrorRequestHandler {
  */
 function refuseDeclaredOversizeBodies(limit: number): RequestHandler {
   return (req, _res, next) => {
+    if (!declaresBodyOver(req, limit)) return next();
     const declared = Number(req.headers['content-length']);
-    if (!(declared > limit)) return next();
     // body-parser's own error, so every error handler (the /v1 facade's too) answers it as usual.
     next(Object.assign(new Error('request entity too large'), { type: 'entity.too.large', status: 413, expose: true, limit, length: declared }));
   };

@@ -47,6 +47,11 @@ export function retryAfterOf(error: unknown): number | undefined {
   return isMageError(error) && typeof seconds === 'number' ? seconds : undefined;
 }
 
+/** Whether a request's Content-Length declares a body over `limit` bytes (absent or malformed: no). */
+export function declaresBodyOver(req: IncomingMessage, limit: number): boolean {
+  return Number(req.headers['content-length']) > limit;
+}
+
 /**
  * Whether the client of a request has gone: its socket is closed (and 'close' has been emitted,
  * possibly before a handler could listen for it, while an earlier middleware awaited).

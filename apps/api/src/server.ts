@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Server as SocketServer } from 'socket.io';
 import { createApp } from './app';
+import { declaresBodyOver } from './http-errors';
 import { socketOriginOptions } from './middleware/security-headers';
 import type { ApiServices } from './services';
 import { attachSocketHandlers, type ApiSocketServer } from './socket';
@@ -74,7 +75,7 @@ function answerMalformedRequests(server: Server): void {
  */
 function refuseOversizeUploadsBeforeTheyStart(server: Server, bodyLimitBytes: number): void {
   server.on('checkContinue', (req, res) => {
-    if (!(Number(req.headers['content-length']) > bodyLimitBytes)) res.writeContinue();
+    if (!declaresBodyOver(req, bodyLimitBytes)) res.writeContinue();
     server.emit('request', req, res);
   });
 }

@@ -22,8 +22,8 @@ import {
 } from '@mageagent/core';
 import { checkToolRequest, type PatternRegistry } from '@mageagent/patterns';
 import {
+  causedByRedisOutage,
   followTask,
-  isRedisUnavailable,
   type CancelChannel,
   type FollowOptions,
   type TaskEventBus,
@@ -153,7 +153,7 @@ export class TaskService {
       // The key is given back, so a retry works. While Redis is unavailable that would only time
       // out as well: the answer (a 503) does not wait for it.
       const release = this.deps.idempotency.release(tenant, idempotencyKey, task.id).catch(() => undefined);
-      if (!isRedisUnavailable(error) && !isRedisUnavailable((error as Error).cause)) await release;
+      if (!causedByRedisOutage(error)) await release;
       throw error;
     }
     this.deps.onCreated?.(task);

@@ -8,6 +8,7 @@ export {
   createRedis,
   definedScript,
   deleteKeysWithPrefix,
+  causedByRedisOutage,
   isRedisUnavailable,
   pingRedis,
   type RedisClient,

@@ -193,6 +193,11 @@ export function isRedisUnavailable(error: unknown): boolean {
   return CONNECTION_MESSAGES.test(message) || UNAVAILABLE_REPLIES.test(message);
 }
 
+/** Whether an error, or the error that caused it (a task not queued, say), is Redis being unavailable. */
+export function causedByRedisOutage(error: unknown): boolean {
+  return isRedisUnavailable(error) || isRedisUnavailable((error as { cause?: unknown } | null)?.cause);
+}
+
 /** The error a client is answered when Redis is unavailable: 503 UNAVAILABLE with Retry-After. */
 export function redisUnavailable(cause?: unknown): ServiceUnavailableError {
   return new ServiceUnavailableError('the task store (Redis) is unavailable; retry shortly', 1, { cause });

@@ -11,7 +11,7 @@ import {
   type Span,
   type TaskRecord,
 } from '@mageagent/core';
-import { isRedisUnavailable } from './redis';
+import { causedByRedisOutage } from './redis';
 import type { JobWriter, TaskJob, TaskQueue } from './task-queue';
 import { JobNotAddedError, TaskExistsError, TaskNotStorableError, type CreateLimits, type TaskStore } from './task-store';
 
@@ -155,7 +155,7 @@ export class TaskIntake {
     const watched = batch.map((entry) => ({
       ...entry,
       reject: (error: Error) => {
-        if (isRedisUnavailable(error) || isRedisUnavailable(error.cause)) {
+        if (causedByRedisOutage(error)) {
           unavailable ??= error;
           failedForRedis += 1;
         }
