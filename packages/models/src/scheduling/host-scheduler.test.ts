@@ -185,7 +185,10 @@ test('a holder cut off from Redis gives the lease up once its TTL has passed unr
   const cutAt = performance.now();
   cutOff.disconnect();
   await until(async () => lease.lost.aborted, 'the loss to be noticed', 1000);
-  expect(performance.now() - cutAt).toBeLessThan(300 + 50);
+  // Given up by its own expiry timer, at the TTL: not later, when a reconnect or another process would notice.
+  expect((lease.lost.reason as Error).message).toContain('not renewed within its 300 ms TTL');
+  // The timer's lateness on a loaded 2-core machine reached 72 ms in CI; well under a second TTL.
+  expect(performance.now() - cutAt).toBeLessThan(300 + 200);
   await lease.release();
 });
 
